@@ -1,0 +1,1 @@
+"""Blueprints: ``ui`` (pages), ``api`` (JSON API /api/v1), ``sync_api`` (/sync/api)."""

@@ -1,0 +1,6 @@
+"""The JSON API under /api/v1, for scripting the monitor."""
+from flask import Blueprint
+
+bp = Blueprint("api", __name__, url_prefix="/api/v1")
+
+from app.blueprints.api import auth, views  # noqa: E402,F401

@@ -1,0 +1,132 @@
+"""Endpoints and their results over JSON. Views are thin: parse, call a
+service, answer."""
+from datetime import datetime
+
+from flask import jsonify, request, url_for
+
+from app.blueprints.api import bp
+from app.blueprints.errors import json_error
+from app.extensions import api_auth
+from app.services import endpoints as endpoint_service
+from app.services import results as result_service
+from app.services.configuration import role
+from app.config import ROLE_DEPENDENT
+
+
+@bp.before_request
+@api_auth.login_required
+def _require_auth():
+    """Every API route needs a signed-in user or an API key."""
+
+
+def _payload():
+    data = request.get_json(silent=True)
+    if data is None:
+        return None, json_error(400, "invalid_json", "the body must be a JSON object")
+    return data, None
+
+
+def _invalid(exc):
+    return json_error(400, "validation_error", str(exc), fields=exc.errors)
+
+
+def _refuse_on_dependent():
+    if role() == ROLE_DEPENDENT:
+        from app.services.configuration import primary_url
+
+        return json_error(409, "read_only",
+                          f"this instance is a dependent; change configuration on the primary at {primary_url()}")
+    return None
+
+
+def _endpoint_or_404(endpoint_id):
+    endpoint = endpoint_service.get_endpoint(endpoint_id)
+    if endpoint is None:
+        return None, json_error(404, "not_found", f"no endpoint with id {endpoint_id}")
+    return endpoint, None
+
+
+@bp.get("/endpoints")
+def list_endpoints():
+    found = endpoint_service.list_endpoints(search=request.args.get("search"),
+                                            status=request.args.get("status"))
+    return jsonify({"endpoints": [e.to_dict() for e in found]})
+
+
+@bp.post("/endpoints")
+def create_endpoint():
+    refused = _refuse_on_dependent()
+    if refused:
+        return refused
+    data, error = _payload()
+    if error:
+        return error
+    try:
+        endpoint = endpoint_service.create_endpoint(data)
+    except endpoint_service.InvalidEndpoint as exc:
+        return _invalid(exc)
+    response = jsonify(endpoint.to_dict())
+    response.status_code = 201
+    response.headers["Location"] = url_for("api.get_endpoint", endpoint_id=endpoint.id)
+    return response
+
+
+@bp.get("/endpoints/<int:endpoint_id>")
+def get_endpoint(endpoint_id):
+    endpoint, error = _endpoint_or_404(endpoint_id)
+    return error or jsonify(endpoint.to_dict())
+
+
+@bp.route("/endpoints/<int:endpoint_id>", methods=["PUT", "PATCH"])
+def update_endpoint(endpoint_id):
+    refused = _refuse_on_dependent()
+    if refused:
+        return refused
+    endpoint, error = _endpoint_or_404(endpoint_id)
+    if error:
+        return error
+    data, error = _payload()
+    if error:
+        return error
+    try:
+        endpoint_service.update_endpoint(endpoint, data, partial=request.method == "PATCH")
+    except endpoint_service.InvalidEndpoint as exc:
+        return _invalid(exc)
+    return jsonify(endpoint.to_dict())
+
+
+@bp.delete("/endpoints/<int:endpoint_id>")
+def delete_endpoint(endpoint_id):
+    refused = _refuse_on_dependent()
+    if refused:
+        return refused
+    endpoint, error = _endpoint_or_404(endpoint_id)
+    if error:
+        return error
+    endpoint_service.delete_endpoint(endpoint)
+    return "", 204
+
+
+@bp.get("/endpoints/<int:endpoint_id>/results")
+def endpoint_results(endpoint_id):
+    endpoint, error = _endpoint_or_404(endpoint_id)
+    if error:
+        return error
+    try:
+        limit = int(request.args.get("limit", 100))
+        if not 1 <= limit <= 1000:
+            raise ValueError
+    except ValueError:
+        return json_error(400, "validation_error", "limit must be an integer from 1 to 1000",
+                          fields={"limit": "must be an integer from 1 to 1000"})
+    since = request.args.get("since")
+    if since is not None:
+        try:
+            since = datetime.fromisoformat(since)
+            if since.tzinfo is None:
+                raise ValueError
+        except ValueError:
+            return json_error(400, "validation_error", "since must be an ISO 8601 time with a zone",
+                              fields={"since": "must be an ISO 8601 time with a zone"})
+    rows = result_service.recent_results(endpoint.id, limit=limit, since=since)
+    return jsonify({"endpointId": endpoint.id, "results": [r.to_dict() for r in rows]})

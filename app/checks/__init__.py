@@ -1,0 +1,64 @@
+"""Check types: one module each, behind one registry.
+
+A check module defines ``Options`` (a ``CheckOptions`` pydantic model of its
+type-specific settings) and ``check(spec: CheckSpec) -> CheckResult``, a pure
+function that touches no database. Adding a type is one new module and one
+line in ``CHECK_TYPES``.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from types import ModuleType
+
+from app.checks import http, kafka_consumer, kafka_producer, ping, tcp
+from app.checks.base import CheckFailed, CheckOptions, CheckResult, CheckSpec
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CheckType:
+    name: str
+    label: str
+    module: ModuleType
+    # What ``Endpoint.target`` means for this type, for forms and errors.
+    target_label: str
+    needs_port: bool = False
+
+    @property
+    def options_model(self) -> type[CheckOptions]:
+        return self.module.Options
+
+
+CHECK_TYPES: dict[str, CheckType] = {
+    t.name: t
+    for t in (
+        CheckType("http", "HTTP(S)", http, "URL"),
+        CheckType("tcp", "TCP port", tcp, "host", needs_port=True),
+        CheckType("ping", "ICMP ping", ping, "host"),
+        CheckType("kafka_producer", "Kafka producer", kafka_producer, "bootstrap servers"),
+        CheckType("kafka_consumer", "Kafka consumer", kafka_consumer, "bootstrap servers"),
+    )
+}
+
+
+def run_check(check_type: str, target: str, port: int | None, timeout: float, options: dict) -> CheckResult:
+    """Run one check; any exception becomes a DOWN result with its reason."""
+    kind = CHECK_TYPES.get(check_type)
+    if kind is None:
+        return CheckResult(is_ok=False, check_type=check_type,
+                           failure_reason=f"unknown check type {check_type!r}")
+    try:
+        spec = CheckSpec(target=target, port=port, timeout=float(timeout),
+                         options=kind.options_model.model_validate(options or {}))
+        return kind.module.check(spec)
+    except CheckFailed as exc:
+        return CheckResult(is_ok=False, check_type=check_type, failure_reason=str(exc))
+    except Exception as exc:  # a check must never crash the job running it
+        logger.warning("%s check of %s raised", check_type, target, exc_info=True)
+        return CheckResult(is_ok=False, check_type=check_type,
+                           failure_reason=f"{type(exc).__name__}: {exc}")
+
+
+__all__ = ["CHECK_TYPES", "CheckFailed", "CheckOptions", "CheckResult", "CheckSpec", "CheckType", "run_check"]

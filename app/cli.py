@@ -1,0 +1,289 @@
+"""Command line: ``python -m app <command>`` (or ``flask --app wsgi <command>``).
+
+``start`` runs the whole monitor; the other commands manage endpoints, users
+and API keys, and show results. ``db upgrade`` comes from Flask-Migrate.
+"""
+from __future__ import annotations
+
+import json
+import sys
+
+import click
+from flask import current_app
+from flask.cli import FlaskGroup, with_appcontext
+from sqlalchemy import select
+
+from app.config import ConfigError
+
+
+def _create_app():
+    from app import create_app
+
+    return create_app()
+
+
+cli = FlaskGroup(create_app=_create_app, add_default_commands=False,
+                 help="Distributed endpoint monitor.")
+
+
+def register_cli(app) -> None:
+    """Attach the project's commands to ``app.cli``."""
+    app.cli.add_command(start_command)
+    app.cli.add_command(endpoints_group)
+    app.cli.add_command(results_command)
+    app.cli.add_command(users_group)
+    app.cli.add_command(api_keys_group)
+    app.cli.add_command(init_command)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(2)
+
+
+@click.command("start")
+@click.option("--workers", "worker_count", type=click.IntRange(1, 64), default=None,
+              help="RQ worker processes (default: WORKER_PROCESSES or 1).")
+def start_command(worker_count):
+    """Start everything: web, sync API, workers, clock (and embedded Redis)."""
+    from app.launcher import run
+
+    sys.exit(run(worker_count=worker_count))
+
+
+@click.command("init")
+@with_appcontext
+def init_command():
+    """Create or upgrade the database and this instance's identity."""
+    from app.launcher import prepare_database
+
+    state = prepare_database(current_app)
+    click.echo(f"database ready; instance {state['instance_id']} ({state['role']})")
+
+
+# --- endpoints ---------------------------------------------------------------
+
+@click.group("endpoints")
+def endpoints_group():
+    """Add, list, pause and remove endpoints."""
+
+
+def _refuse_on_dependent():
+    from app.config import ROLE_DEPENDENT
+    from app.services import configuration
+
+    if configuration.role() == ROLE_DEPENDENT:
+        _fail(f"this instance is a dependent; change configuration on the primary at "
+              f"{configuration.primary_url()}")
+
+
+@endpoints_group.command("add")
+@click.option("--name", required=True)
+@click.option("--type", "check_type", required=True,
+              type=click.Choice(["http", "tcp", "ping", "kafka_producer", "kafka_consumer"]))
+@click.option("--target", required=True, help="URL, host, or Kafka bootstrap servers.")
+@click.option("--port", type=int, default=None, help="TCP port (tcp checks).")
+@click.option("--interval", type=int, default=60, show_default=True, help="Seconds between checks (>= 5).")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per check.")
+@click.option("--retries", "failure_threshold", type=int, default=1, show_default=True,
+              help="Consecutive failures before DOWN.")
+@click.option("--success-threshold", type=int, default=1, show_default=True,
+              help="Consecutive successes before UP again.")
+@click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
+              help="A check option; VALUE is JSON if it parses, else a string. Repeatable.")
+@click.option("--group", default=None)
+@with_appcontext
+def endpoints_add(name, check_type, target, port, interval, timeout, failure_threshold,
+                  success_threshold, options, group):
+    """Add an endpoint; it is checked at once."""
+    from app.services.endpoints import InvalidEndpoint, create_endpoint
+
+    _refuse_on_dependent()
+    parsed = {}
+    for item in options:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            _fail(f"--option must be KEY=VALUE, got {item!r}")
+        try:
+            parsed[key] = json.loads(value)
+        except ValueError:
+            parsed[key] = value
+    try:
+        endpoint = create_endpoint({
+            "name": name, "checkType": check_type, "target": target, "port": port,
+            "intervalSeconds": interval, "timeoutSeconds": timeout,
+            "failureThreshold": failure_threshold, "successThreshold": success_threshold,
+            "options": parsed, "group": group,
+        })
+    except InvalidEndpoint as exc:
+        _fail(str(exc))
+    click.echo(f"added endpoint {endpoint.id}: {endpoint.name}")
+
+
+@endpoints_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def endpoints_list(as_json):
+    """List endpoints with their status."""
+    from app.services.endpoints import list_endpoints
+
+    found = list_endpoints()
+    if as_json:
+        click.echo(json.dumps([e.to_dict() for e in found], indent=2))
+        return
+    if not found:
+        click.echo("no endpoints")
+        return
+    click.echo(f"{'ID':>5}  {'STATUS':<8} {'TYPE':<15} {'NAME':<24} {'LAST':>9}  TARGET")
+    for e in found:
+        status = "PAUSED" if e.is_paused else e.status
+        last = f"{e.last_response_time_ms:.0f} ms" if e.last_response_time_ms is not None else "-"
+        target = f"{e.target}:{e.port}" if e.port else e.target
+        click.echo(f"{e.id:>5}  {status:<8} {e.check_type:<15} {e.name[:24]:<24} {last:>9}  {target}")
+
+
+def _endpoint(endpoint_id):
+    from app.services.endpoints import get_endpoint
+
+    endpoint = get_endpoint(endpoint_id)
+    if endpoint is None:
+        _fail(f"no endpoint with id {endpoint_id}")
+    return endpoint
+
+
+@endpoints_group.command("remove")
+@click.argument("endpoint_id", type=int)
+@with_appcontext
+def endpoints_remove(endpoint_id):
+    """Delete an endpoint and its results."""
+    from app.services.endpoints import delete_endpoint
+
+    _refuse_on_dependent()
+    endpoint = _endpoint(endpoint_id)
+    delete_endpoint(endpoint)
+    click.echo(f"removed endpoint {endpoint_id}")
+
+
+@endpoints_group.command("pause")
+@click.argument("endpoint_id", type=int)
+@with_appcontext
+def endpoints_pause(endpoint_id):
+    """Stop checking an endpoint."""
+    from app.services.endpoints import set_paused
+
+    _refuse_on_dependent()
+    set_paused(_endpoint(endpoint_id), True)
+    click.echo(f"paused endpoint {endpoint_id}")
+
+
+@endpoints_group.command("resume")
+@click.argument("endpoint_id", type=int)
+@with_appcontext
+def endpoints_resume(endpoint_id):
+    """Check a paused endpoint again."""
+    from app.services.endpoints import set_paused
+
+    _refuse_on_dependent()
+    set_paused(_endpoint(endpoint_id), False)
+    click.echo(f"resumed endpoint {endpoint_id}")
+
+
+@click.command("results")
+@click.argument("endpoint_id", type=int)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def results_command(endpoint_id, limit, as_json):
+    """Show an endpoint's recent results, newest first."""
+    from app.services.results import recent_results
+
+    endpoint = _endpoint(endpoint_id)
+    rows = recent_results(endpoint.id, limit=limit)
+    if as_json:
+        click.echo(json.dumps([r.to_dict() for r in rows], indent=2))
+        return
+    if not rows:
+        click.echo(f"no results yet for endpoint {endpoint_id}")
+        return
+    for r in rows:
+        took = f"{r.response_time_ms:.1f} ms" if r.response_time_ms is not None else "-"
+        reason = f"  {r.failure_reason}" if r.failure_reason else ""
+        click.echo(f"{r.checked_at:%Y-%m-%d %H:%M:%S}Z  {r.status:<4}  {took:>10}  {r.location}{reason}")
+
+
+# --- users and API keys ------------------------------------------------------
+
+@click.group("users")
+def users_group():
+    """Manage the people who can sign in."""
+
+
+@users_group.command("create")
+@click.option("--email", required=True)
+@click.password_option()
+@click.option("--admin/--no-admin", default=True, show_default=True)
+@with_appcontext
+def users_create(email, password, admin):
+    """Create a user (the API accepts their email and password)."""
+    from app.services.accounts import InvalidAccount, create_user
+
+    try:
+        user = create_user(email, password, is_admin=admin)
+    except InvalidAccount as exc:
+        _fail(str(exc))
+    click.echo(f"created user {user.email}")
+
+
+@click.group("api-keys")
+def api_keys_group():
+    """Create and revoke API keys."""
+
+
+@api_keys_group.command("create")
+@click.option("--email", required=True, help="The user the key acts as.")
+@click.option("--name", required=True, help="What the key is for.")
+@with_appcontext
+def api_keys_create(email, name):
+    """Create an API key; it is printed once and never shown again."""
+    from app.services.accounts import InvalidAccount, create_api_key
+
+    try:
+        _, key = create_api_key(email, name)
+    except InvalidAccount as exc:
+        _fail(str(exc))
+    click.echo(key)
+
+
+@api_keys_group.command("revoke")
+@click.argument("key_id", type=int)
+@with_appcontext
+def api_keys_revoke(key_id):
+    """Revoke an API key at once."""
+    from app.services.accounts import InvalidAccount, revoke_api_key
+
+    try:
+        revoke_api_key(key_id)
+    except InvalidAccount as exc:
+        _fail(str(exc))
+    click.echo(f"revoked API key {key_id}")
+
+
+@api_keys_group.command("list")
+@with_appcontext
+def api_keys_list():
+    """List API keys (never the keys themselves)."""
+    from app.extensions import db
+    from app.models import ApiKey
+
+    for key in db.session.execute(select(ApiKey).order_by(ApiKey.id)).scalars():
+        state = "revoked" if key.revoked_at else "active"
+        click.echo(f"{key.id:>4}  {key.user.email:<30} {key.name:<20} {state}")
+
+
+def main() -> None:
+    """Entry point of ``python -m app``; configuration errors exit with 2."""
+    try:
+        cli.main(prog_name="python -m app")
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(2)

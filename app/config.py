@@ -1,0 +1,194 @@
+"""Settings read from the environment, validated once at start-up.
+
+Every value comes from one environment variable; a bad value raises
+``ConfigError`` whose message names the variable, so the process refuses to
+start instead of running half-configured.
+"""
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlparse
+
+ROLE_STANDALONE = "standalone"
+ROLE_PRIMARY = "primary"
+ROLE_DEPENDENT = "dependent"
+
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off", ""}
+
+
+class ConfigError(ValueError):
+    """A configuration value is missing or malformed; the message names it."""
+
+
+def _bool(env, name, default=False):
+    raw = env.get(name)
+    if raw is None:
+        return default
+    value = raw.strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise ConfigError(f"{name} must be true or false, got {raw!r}")
+
+
+def _number(env, name, default, *, minimum=None, maximum=None, kind=int):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    try:
+        value = kind(raw.strip())
+    except ValueError:
+        noun = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{name} must be {noun}, got {raw!r}") from None
+    if minimum is not None and value < minimum:
+        raise ConfigError(f"{name} must be at least {minimum}, got {raw!r}")
+    if maximum is not None and value > maximum:
+        raise ConfigError(f"{name} must be at most {maximum}, got {raw!r}")
+    return value
+
+
+def _url(env, name, schemes):
+    raw = env.get(name)
+    if raw is None or raw.strip() == "":
+        return None
+    raw = raw.strip()
+    parsed = urlparse(raw)
+    if parsed.scheme not in schemes:
+        allowed = ", ".join(f"{s}://" for s in sorted(schemes))
+        raise ConfigError(f"{name} must start with {allowed}, got {raw!r}")
+    if not parsed.netloc and not parsed.path.strip("/"):
+        raise ConfigError(f"{name} has no host, got {raw!r}")
+    return raw.rstrip("/") if parsed.scheme in {"http", "https"} else raw
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated process settings; see README.md for what each one does."""
+
+    role: str = ROLE_STANDALONE
+    enable_sync_api: bool = False
+    primary_sync_url: str | None = None
+    public_sync_url: str | None = None
+    sync_shared_secret: str | None = None
+    instance_name: str = field(default_factory=socket.gethostname)
+    instance_location: str = "default"
+    failover_order: int = 0
+    sync_interval: int = 30
+    heartbeat_interval: int = 10
+    connection_timeout: int = 10
+    host: str = "127.0.0.1"
+    port: int = 3001
+    sync_api_port: int = 3002
+    data_dir: Path = Path("data")
+    database_url: str = ""
+    redis_url: str | None = None
+    secret_key: str = ""
+    check_batch_size: int = 200
+    check_concurrency: int = 64
+    result_retention_days: int = 30
+    log_level: str = "INFO"
+
+    @property
+    def embedded_redis(self) -> bool:
+        return self.redis_url is None
+
+
+def load_settings(env=None) -> Settings:
+    """Read and validate settings from ``env`` (default ``os.environ``)."""
+    env = os.environ if env is None else env
+
+    enable_sync_api = _bool(env, "ENABLE_SYNC_API")
+    primary_sync_url = _url(env, "PRIMARY_SYNC_URL", {"http", "https"})
+    if enable_sync_api and primary_sync_url:
+        raise ConfigError(
+            "ENABLE_SYNC_API and PRIMARY_SYNC_URL are both set: an instance is "
+            "either the primary (ENABLE_SYNC_API=true) or a dependent of the "
+            "primary at PRIMARY_SYNC_URL, not both"
+        )
+    if enable_sync_api:
+        role = ROLE_PRIMARY
+    elif primary_sync_url:
+        role = ROLE_DEPENDENT
+    else:
+        role = ROLE_STANDALONE
+
+    data_dir = Path(env.get("DATA_DIR") or "data").expanduser().resolve()
+    database_url = (env.get("DATABASE_URL") or "").strip()
+    if database_url:
+        if urlparse(database_url).scheme.split("+")[0] not in {"sqlite", "postgresql", "postgres"}:
+            raise ConfigError(
+                f"DATABASE_URL must be a sqlite:// or postgresql:// URL, got {database_url!r}"
+            )
+        if database_url.startswith("postgres://"):
+            # PaaS providers hand out postgres://; SQLAlchemy wants postgresql://.
+            database_url = "postgresql://" + database_url[len("postgres://"):]
+    else:
+        database_path = env.get("DATABASE_PATH")
+        path = Path(database_path).expanduser() if database_path else data_dir / "monitor.db"
+        database_url = f"sqlite:///{path.resolve()}"
+
+    log_level = (env.get("LOG_LEVEL") or "INFO").upper()
+    if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
+
+    instance_location = (env.get("INSTANCE_LOCATION") or "default").strip()
+    if len(instance_location) > 100:
+        raise ConfigError("INSTANCE_LOCATION must be at most 100 characters")
+    instance_name = (env.get("INSTANCE_NAME") or socket.gethostname()).strip()
+    if len(instance_name) > 100:
+        raise ConfigError("INSTANCE_NAME must be at most 100 characters")
+
+    return Settings(
+        role=role,
+        enable_sync_api=enable_sync_api,
+        primary_sync_url=primary_sync_url,
+        public_sync_url=_url(env, "PUBLIC_SYNC_URL", {"http", "https"}),
+        sync_shared_secret=env.get("SYNC_SHARED_SECRET") or None,
+        instance_name=instance_name,
+        instance_location=instance_location,
+        failover_order=_number(env, "FAILOVER_ORDER", 0, minimum=0),
+        sync_interval=_number(env, "SYNC_INTERVAL", 30, minimum=1, maximum=86400),
+        heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL", 10, minimum=1, maximum=3600),
+        connection_timeout=_number(env, "CONNECTION_TIMEOUT", 10, minimum=1, maximum=300),
+        host=(env.get("HOST") or "127.0.0.1").strip(),
+        port=_number(env, "PORT", 3001, minimum=1, maximum=65535),
+        sync_api_port=_number(env, "SYNC_API_PORT", 3002, minimum=1, maximum=65535),
+        data_dir=data_dir,
+        database_url=database_url,
+        redis_url=_url(env, "REDIS_URL", {"redis", "rediss", "unix"}),
+        secret_key=env.get("SECRET_KEY") or "",
+        check_batch_size=_number(env, "CHECK_BATCH_SIZE", 200, minimum=1, maximum=5000),
+        check_concurrency=_number(env, "CHECK_CONCURRENCY", 64, minimum=1, maximum=1024),
+        result_retention_days=_number(env, "RESULT_RETENTION_DAYS", 30, minimum=1),
+        log_level=log_level,
+    )
+
+
+def secret_key_for(settings: Settings) -> str:
+    """SECRET_KEY, or a random key generated once and kept in the data dir.
+
+    Every process of one instance must sign with the same key, so a generated
+    key is written to ``<data_dir>/secret_key`` (mode 0600) and reused.
+    """
+    if settings.secret_key:
+        return settings.secret_key
+    path = settings.data_dir / "secret_key"
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        pass
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_urlsafe(48)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()  # another process won the race
+    with os.fdopen(fd, "w") as handle:
+        handle.write(key)
+    return key

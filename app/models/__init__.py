@@ -1,0 +1,22 @@
+"""The data model; importing this package registers every table."""
+from app.models.endpoint import (
+    STATUS_DOWN,
+    STATUS_PENDING,
+    STATUS_UP,
+    Endpoint,
+    StatusChange,
+    endpoint_notifications,
+)
+from app.models.instance import EndpointSyncStatus, InstanceConfig, InstanceToken, MonitoringInstance
+from app.models.notification import NotificationService
+from app.models.result import AggregatedResult, ResponseTime
+from app.models.settings import Setting
+from app.models.types import UTCDateTime, utcnow
+from app.models.user import API_KEY_PREFIX_LEN, ApiKey, User
+
+__all__ = [
+    "API_KEY_PREFIX_LEN", "STATUS_DOWN", "STATUS_PENDING", "STATUS_UP", "AggregatedResult", "ApiKey", "Endpoint",
+    "EndpointSyncStatus", "InstanceConfig", "InstanceToken", "MonitoringInstance",
+    "NotificationService", "ResponseTime", "Setting", "StatusChange", "UTCDateTime", "User",
+    "endpoint_notifications", "utcnow",
+]

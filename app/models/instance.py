@@ -1,0 +1,75 @@
+"""Cluster membership and this instance's own persisted state."""
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from app.extensions import db
+from app.models.types import UTCDateTime, utcnow
+
+
+class InstanceConfig(db.Model):
+    """Key/value state of this instance: id, role, epoch, primary, config version.
+
+    Read and written only through ``app.services.configuration``.
+    """
+
+    __tablename__ = "instance_config"
+
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, nullable=False)
+    updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
+
+
+class MonitoringInstance(db.Model):
+    """An instance of the cluster, as the primary (and every member) knows it."""
+
+    __tablename__ = "monitoring_instances"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), nullable=False)
+    location: Mapped[str] = mapped_column(String(100), nullable=False)
+    sync_url: Mapped[str | None] = mapped_column(String(2048))
+    role: Mapped[str] = mapped_column(String(16), nullable=False, default="dependent")
+    failover_order: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # active, inactive (heartbeats stopped) or failed.
+    status: Mapped[str] = mapped_column(String(16), nullable=False, default="active")
+    version: Mapped[str | None] = mapped_column(String(32))
+    last_heartbeat_at = mapped_column(UTCDateTime)
+    registered_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    system_info: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    connection_info: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    config_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+
+
+class InstanceToken(db.Model):
+    """An access token issued to an instance; only its hash is stored."""
+
+    __tablename__ = "instance_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("monitoring_instances.id", ondelete="CASCADE"), nullable=False, index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), nullable=False, unique=True)
+    permissions: Mapped[str] = mapped_column(String(200), nullable=False, default="sync")
+    issued_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+    expires_at = mapped_column(UTCDateTime, nullable=False)
+    last_used_at = mapped_column(UTCDateTime)
+    revoked_at = mapped_column(UTCDateTime)
+
+
+class EndpointSyncStatus(db.Model):
+    """What one instance last reported about one endpoint."""
+
+    __tablename__ = "endpoint_sync_status"
+
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    instance_id: Mapped[str] = mapped_column(
+        ForeignKey("monitoring_instances.id", ondelete="CASCADE"), primary_key=True
+    )
+    config_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    last_status: Mapped[str | None] = mapped_column(String(16))
+    last_result_at = mapped_column(UTCDateTime)
+    last_response_time_ms: Mapped[int | None] = mapped_column(Integer)
+    synced_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -1,0 +1,233 @@
+"""Creating, changing and removing endpoints, with validation.
+
+The JSON API, the command line and the UI all go through here, so an endpoint
+is validated the same way wherever it comes from and every change is one
+transaction.
+"""
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+from typing import Any
+from urllib.parse import urlparse
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+from sqlalchemy import select
+
+from app.checks import CHECK_TYPES
+from app.extensions import db
+from app.models import STATUS_PENDING, Endpoint
+
+logger = logging.getLogger(__name__)
+
+MIN_INTERVAL_SECONDS = 5
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
+
+
+class InvalidEndpoint(ValueError):
+    """Bad endpoint input; ``errors`` maps each bad field to its message."""
+
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{field}: {msg}" for field, msg in errors.items()))
+
+
+class EndpointInput(BaseModel):
+    """An endpoint as a client sends it (camelCase on the wire)."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
+                              str_strip_whitespace=True)
+
+    name: str = Field(min_length=1, max_length=200)
+    check_type: str
+    target: str = Field(min_length=1, max_length=2048)
+    port: int | None = Field(default=None, ge=1, le=65535)
+    options: dict[str, Any] = Field(default_factory=dict)
+    interval_seconds: int = Field(default=60, ge=MIN_INTERVAL_SECONDS, le=86400)
+    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    failure_threshold: int = Field(default=1, ge=1, le=100)
+    success_threshold: int = Field(default=1, ge=1, le=100)
+    is_paused: bool = False
+    group: str | None = Field(default=None, max_length=100)
+
+    @field_validator("check_type")
+    @classmethod
+    def _known_type(cls, value):
+        if value not in CHECK_TYPES:
+            raise ValueError(f"must be one of {', '.join(CHECK_TYPES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _type_specific(self):
+        kind = CHECK_TYPES[self.check_type]
+        _validate_target(self.check_type, self.target)
+        if kind.needs_port and self.port is None:
+            raise _field_error("port", f"is required for {kind.label} checks")
+        if not kind.needs_port and self.port is not None:
+            raise _field_error("port", f"is not used by {kind.label} checks; put it in the target")
+        if self.timeout_seconds >= self.interval_seconds:
+            raise _field_error("timeoutSeconds", "must be shorter than intervalSeconds")
+        try:
+            validated = kind.options_model.model_validate(self.options)
+        except ValidationError as exc:
+            errors = {"options." + ".".join(str(p) for p in e["loc"]): e["msg"] for e in exc.errors()}
+            raise _MultiFieldError(errors) from None
+        self.options = validated.model_dump(mode="json", exclude_unset=True)
+        return self
+
+
+class _FieldError(ValueError):
+    def __init__(self, field: str, message: str):
+        self.field, self.message = field, message
+        super().__init__(f"{field} {message}")
+
+
+class _MultiFieldError(ValueError):
+    def __init__(self, errors: dict[str, str]):
+        self.errors = errors
+        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
+
+
+def _field_error(field: str, message: str) -> _FieldError:
+    return _FieldError(field, message)
+
+
+def _validate_target(check_type: str, target: str) -> None:
+    if check_type == "http":
+        parsed = urlparse(target)
+        if parsed.scheme not in {"http", "https"}:
+            raise _field_error("target", "must be a URL starting with http:// or https://")
+        if not parsed.hostname:
+            raise _field_error("target", "has no host name")
+        try:
+            parsed.port  # noqa: B018 - raises on a bad port
+        except ValueError:
+            raise _field_error("target", "has an invalid port") from None
+    elif check_type in {"tcp", "ping"}:
+        if not _is_host(target):
+            raise _field_error("target", "must be a host name or IP address (no scheme or port)")
+    elif check_type.startswith("kafka"):
+        for server in target.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit() or not 0 < int(port) < 65536 or not _is_host(host.strip("[]")):
+                raise _field_error("target", "must be bootstrap servers as host:port[,host:port...]")
+
+
+def _is_host(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+        return True
+    except ValueError:
+        return bool(_HOSTNAME.match(value))
+
+
+def parse_input(data: Any) -> EndpointInput:
+    """Validate a payload; raise ``InvalidEndpoint`` naming every bad field."""
+    if not isinstance(data, dict):
+        raise InvalidEndpoint({"body": "must be a JSON object"})
+    try:
+        return EndpointInput.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidEndpoint(_errors_of(exc)) from None
+
+
+def _errors_of(exc: ValidationError) -> dict[str, str]:
+    errors: dict[str, str] = {}
+    for error in exc.errors():
+        cause = (error.get("ctx") or {}).get("error")
+        if isinstance(cause, _FieldError):
+            errors[cause.field] = cause.message
+        elif isinstance(cause, _MultiFieldError):
+            errors.update(cause.errors)
+        else:
+            field = ".".join(str(p) for p in error["loc"]) or "body"
+            errors[field] = error["msg"]
+    return errors
+
+
+def _as_input(endpoint: Endpoint) -> dict:
+    return {
+        "name": endpoint.name,
+        "checkType": endpoint.check_type,
+        "target": endpoint.target,
+        "port": endpoint.port,
+        "options": dict(endpoint.options or {}),
+        "intervalSeconds": endpoint.interval_seconds,
+        "timeoutSeconds": endpoint.timeout_seconds,
+        "failureThreshold": endpoint.failure_threshold,
+        "successThreshold": endpoint.success_threshold,
+        "isPaused": endpoint.is_paused,
+        "group": endpoint.group_name,
+    }
+
+
+def _apply(endpoint: Endpoint, spec: EndpointInput) -> None:
+    endpoint.name = spec.name
+    endpoint.check_type = spec.check_type
+    endpoint.target = spec.target
+    endpoint.port = spec.port
+    endpoint.options = spec.options
+    endpoint.interval_seconds = spec.interval_seconds
+    endpoint.timeout_seconds = spec.timeout_seconds
+    endpoint.failure_threshold = spec.failure_threshold
+    endpoint.success_threshold = spec.success_threshold
+    endpoint.is_paused = spec.is_paused
+    endpoint.group_name = spec.group
+
+
+def create_endpoint(data: dict) -> Endpoint:
+    """Validate and store a new endpoint; it is checked at once."""
+    spec = parse_input(data)
+    endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
+    _apply(endpoint, spec)
+    db.session.add(endpoint)
+    db.session.commit()
+    logger.info("endpoint %s (%s) created: %s %s", endpoint.id, endpoint.name,
+                endpoint.check_type, endpoint.target)
+    return endpoint
+
+
+def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool) -> Endpoint:
+    """Replace (``partial=False``) or patch an endpoint's settings."""
+    if not isinstance(data, dict):
+        raise InvalidEndpoint({"body": "must be a JSON object"})
+    merged = {**_as_input(endpoint), **data} if partial else data
+    if partial and "checkType" in data and "options" not in data and data["checkType"] != endpoint.check_type:
+        merged["options"] = {}  # options of the old type mean nothing to the new one
+    spec = parse_input(merged)
+    was_paused = endpoint.is_paused
+    _apply(endpoint, spec)
+    if was_paused and not spec.is_paused:
+        endpoint.next_check_at = 0.0  # check at once when resumed
+    if spec.is_paused:
+        endpoint.consecutive_failures = endpoint.consecutive_successes = 0
+    db.session.commit()
+    logger.info("endpoint %s (%s) updated", endpoint.id, endpoint.name)
+    return endpoint
+
+
+def set_paused(endpoint: Endpoint, paused: bool) -> Endpoint:
+    return update_endpoint(endpoint, {"isPaused": paused}, partial=True)
+
+
+def delete_endpoint(endpoint: Endpoint) -> None:
+    """Delete an endpoint with its results and history (one transaction)."""
+    logger.info("endpoint %s (%s) deleted", endpoint.id, endpoint.name)
+    db.session.delete(endpoint)
+    db.session.commit()
+
+
+def get_endpoint(endpoint_id: int) -> Endpoint | None:
+    return db.session.get(Endpoint, endpoint_id)
+
+
+def list_endpoints(*, search: str | None = None, status: str | None = None) -> list[Endpoint]:
+    query = select(Endpoint).order_by(Endpoint.name, Endpoint.id)
+    if search:
+        pattern = f"%{search}%"
+        query = query.where(Endpoint.name.ilike(pattern) | Endpoint.target.ilike(pattern))
+    if status:
+        query = query.where(Endpoint.status == status.upper())
+    return list(db.session.execute(query).scalars())

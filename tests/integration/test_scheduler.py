@@ -1,0 +1,88 @@
+"""The clock claims due endpoints and enqueues batches; an RQ worker runs them
+against real peers and stores the results (real Redis: embedded and server)."""
+import socket
+import time
+
+from rq import Queue, SimpleWorker
+from sqlalchemy import select
+
+from app.extensions import db
+from app.models import Endpoint, ResponseTime
+from app.services.endpoints import create_endpoint, set_paused
+from app.services.scheduling import claim_due, phase
+
+
+def _add(app, **fields):
+    with app.app_context():
+        return create_endpoint({"intervalSeconds": 60, "timeoutSeconds": 2, **fields}).id
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]  # closed again when the block ends
+
+
+def test_it_claims_each_due_endpoint_once(app):
+    ids = [_add(app, name=f"tcp{i}", checkType="tcp", target="127.0.0.1", port=9) for i in range(3)]
+    paused = _add(app, name="paused", checkType="tcp", target="127.0.0.1", port=9)
+    with app.app_context():
+        set_paused(db.session.get(Endpoint, paused), True)
+        now = 1_000_000.0
+        claimed = claim_due(now, 100)
+        assert sorted(c.endpoint_id for c in claimed) == ids
+        assert all(c.due_at == now for c in claimed)
+        assert claim_due(now + 1, 100) == []
+        # After the first check each endpoint keeps its own phase in the interval.
+        for endpoint_id in ids:
+            due = db.session.get(Endpoint, endpoint_id).next_check_at
+            assert due == now + 60 * phase(endpoint_id)
+
+
+def test_it_skips_missed_periods_instead_of_replaying_them(app):
+    endpoint_id = _add(app, name="tcp", checkType="tcp", target="127.0.0.1", port=9)
+    with app.app_context():
+        claim_due(1000.0, 10)
+        first_due = db.session.get(Endpoint, endpoint_id).next_check_at
+        # The clock was away for ten intervals: one check now, then on schedule.
+        claimed = claim_due(first_due + 600, 10)
+        assert [c.due_at for c in claimed] == [first_due]
+        assert db.session.get(Endpoint, endpoint_id).next_check_at == first_due + 600 + 60
+        assert claim_due(first_due + 601, 10) == []
+
+
+def test_it_checks_due_endpoints_through_redis_and_a_worker(app, redis_url, httpserver, monkeypatch):
+    from workers import jobs
+    from workers.clock import Clock
+
+    monkeypatch.setattr(jobs, "_app", app)
+    httpserver.expect_request("/ok").respond_with_data("fine")
+    up = _add(app, name="web", checkType="http", target=httpserver.url_for("/ok"))
+    down = _add(app, name="closed", checkType="tcp", target="127.0.0.1", port=closed_port())
+
+    clock = Clock(app)
+    assert clock.tick(time.time()) == 2
+    queue = Queue("checks", connection=clock.redis)
+    assert queue.count >= 1
+    SimpleWorker([queue], connection=clock.redis).work(burst=True)
+
+    with app.app_context():
+        rows = {r.endpoint_id: r for r in db.session.execute(select(ResponseTime)).scalars()}
+        assert set(rows) == {up, down}
+        assert rows[up].status == "UP" and rows[up].check_metadata["httpStatus"] == 200
+        assert rows[down].status == "DOWN" and "refused" in rows[down].failure_reason.lower()
+        assert rows[up].check_metadata["scheduleLagMs"] >= 0
+        assert db.session.get(Endpoint, up).status == "UP"
+        assert db.session.get(Endpoint, down).status == "DOWN"
+    # Nothing is due until the next period, so the next tick enqueues nothing.
+    assert clock.tick(time.time()) == 0
+
+
+def test_it_lets_only_one_clock_lead(app, redis_url):
+    from workers.clock import Clock
+
+    first, second = Clock(app), Clock(app)
+    assert first.hold_lease() is True
+    assert second.hold_lease() is False
+    assert second.tick(time.time()) == 0
+    assert first.hold_lease() is True  # renewing keeps it

@@ -1,0 +1,54 @@
+"""Settings from the environment: defaults, roles, and errors naming the variable."""
+import pytest
+
+from app.config import ROLE_DEPENDENT, ROLE_PRIMARY, ROLE_STANDALONE, ConfigError, load_settings
+
+
+def test_it_defaults_to_a_standalone_on_the_seed_ports(tmp_path):
+    settings = load_settings({"DATA_DIR": str(tmp_path)})
+    assert settings.role == ROLE_STANDALONE
+    assert (settings.port, settings.sync_api_port) == (3001, 3002)
+    assert settings.database_url == f"sqlite:///{tmp_path.resolve()}/monitor.db"
+    assert settings.embedded_redis
+
+
+def test_it_detects_primary_and_dependent():
+    assert load_settings({"ENABLE_SYNC_API": "true"}).role == ROLE_PRIMARY
+    dependent = load_settings({"PRIMARY_SYNC_URL": "https://primary.example.org:3002/"})
+    assert dependent.role == ROLE_DEPENDENT
+    assert dependent.primary_sync_url == "https://primary.example.org:3002"
+
+
+def test_it_refuses_both_roles_at_once():
+    with pytest.raises(ConfigError, match="ENABLE_SYNC_API and PRIMARY_SYNC_URL"):
+        load_settings({"ENABLE_SYNC_API": "true", "PRIMARY_SYNC_URL": "http://127.0.0.1:3002"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SYNC_INTERVAL", "soon", "SYNC_INTERVAL must be an integer"),
+        ("HEARTBEAT_INTERVAL", "0", "HEARTBEAT_INTERVAL must be at least 1"),
+        ("PORT", "70000", "PORT must be at most 65535"),
+        ("PRIMARY_SYNC_URL", "primary:3002", "PRIMARY_SYNC_URL must start with"),
+        ("PUBLIC_SYNC_URL", "ftp://x", "PUBLIC_SYNC_URL must start with"),
+        ("REDIS_URL", "localhost:6379", "REDIS_URL must start with"),
+        ("DATABASE_URL", "mysql://x/y", "DATABASE_URL must be a sqlite:// or postgresql://"),
+        ("ENABLE_SYNC_API", "maybe", "ENABLE_SYNC_API must be true or false"),
+        ("LOG_LEVEL", "LOUD", "LOG_LEVEL must be"),
+        ("CONNECTION_TIMEOUT", "1.5", "CONNECTION_TIMEOUT must be an integer"),
+    ],
+)
+def test_it_names_the_bad_variable(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings({name: value})
+
+
+def test_it_rewrites_paas_postgres_urls():
+    settings = load_settings({"DATABASE_URL": "postgres://u:p@db:5432/monitor"})
+    assert settings.database_url == "postgresql://u:p@db:5432/monitor"
+
+
+def test_it_uses_database_path_for_sqlite(tmp_path):
+    settings = load_settings({"DATABASE_PATH": str(tmp_path / "x.db")})
+    assert settings.database_url == f"sqlite:///{tmp_path / 'x.db'}"

@@ -1,0 +1,1 @@
+"""Background processes: the clock (enqueues only) and RQ jobs (do the work)."""

@@ -1,0 +1,115 @@
+"""The clock: once a second, claim due work and enqueue it. It runs nothing.
+
+Only one clock acts at a time: each holds a short Redis lease and renews it
+every tick, so a second clock (a double deploy) waits as a warm standby.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import time
+import uuid
+
+logger = logging.getLogger(__name__)
+
+LEASE_KEY = "monitor:clock:leader"
+LEASE_MS = 5000
+# Most due checks claimed in one tick; the rest are claimed next tick.
+MAX_CLAIM_PER_TICK = 20000
+# Queue length past which the clock stops adding work: workers are down or
+# far behind, and piling up stale checks helps nobody.
+MAX_BACKLOG_JOBS = 500
+PRUNE_EVERY_SECONDS = 3600
+
+_RENEW = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+  return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
+"""
+
+
+class Clock:
+    def __init__(self, app):
+        from app.services import queues
+
+        self.app = app
+        self.settings = app.config["SETTINGS"]
+        self.redis = queues.connection()
+        self.checks = queues.queue(queues.CHECKS_QUEUE)
+        self.token = uuid.uuid4().hex
+        self.renew = self.redis.register_script(_RENEW)
+        self.leader = False
+        self.next_prune = 0.0
+        self.stopping = False
+
+    def hold_lease(self) -> bool:
+        held = bool(self.renew(keys=[LEASE_KEY], args=[self.token, LEASE_MS]))
+        if held != self.leader:
+            logger.info("clock %s leader", "is now" if held else "is no longer")
+        self.leader = held
+        return held
+
+    def tick(self, now: float) -> int:
+        """Enqueue due checks; returns how many endpoints were enqueued."""
+        from app.services.scheduling import claim_due
+        from workers.jobs import prune_results, run_checks
+
+        if not self.hold_lease():
+            return 0
+        backlog = self.checks.count
+        if backlog > MAX_BACKLOG_JOBS:
+            logger.warning("checks queue holds %d jobs; skipping this tick until workers catch up", backlog)
+            return 0
+        with self.app.app_context():
+            due = claim_due(now, MAX_CLAIM_PER_TICK)
+        size = self.settings.check_batch_size
+        for start in range(0, len(due), size):
+            batch = due[start:start + size]
+            self.checks.enqueue(
+                run_checks,
+                [d.endpoint_id for d in batch],
+                [d.due_at for d in batch],
+                job_timeout=600,
+                result_ttl=0,
+                failure_ttl=3600,
+            )
+        if now >= self.next_prune:
+            self.next_prune = now + PRUNE_EVERY_SECONDS
+            self.checks.enqueue(prune_results, self.settings.result_retention_days,
+                                job_timeout=3600, result_ttl=0)
+        return len(due)
+
+    def run(self) -> None:
+        logger.info("clock started (pid %d)", os.getpid())
+        while not self.stopping:
+            now = time.time()
+            try:
+                self.tick(now)
+            except Exception:
+                logger.exception("clock tick failed; retrying next second")
+            # Sleep to the next whole second so ticks don't drift.
+            time.sleep(max(0.0, 1.0 - (time.time() - now)))
+        logger.info("clock stopped")
+
+
+def main() -> None:
+    from app import create_app
+    from app.services import configuration
+
+    app = create_app(serve="none")
+    with app.app_context():
+        configuration.ensure_initialized()
+    clock = Clock(app)
+
+    def stop(signum, frame):
+        clock.stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    clock.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""RQ jobs. Each takes ids or primitives, builds its own app context, and is
+safe to run twice."""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor, wait
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import delete, select
+
+logger = logging.getLogger(__name__)
+
+_app = None
+_executor: ThreadPoolExecutor | None = None
+
+# Seconds a check may run past its own timeout before the job gives up on it.
+CHECK_GRACE_SECONDS = 5.0
+
+
+def app():
+    """The app for jobs, made once per worker process and reused."""
+    global _app
+    if _app is None:
+        from app import create_app
+
+        _app = create_app(serve="none")
+    return _app
+
+
+def _pool(size: int) -> ThreadPoolExecutor:
+    global _executor
+    if _executor is None:
+        _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="check")
+    return _executor
+
+
+def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
+    """Check a batch of endpoints concurrently and store the results.
+
+    ``due_at[i]`` is when ``endpoint_ids[i]`` was due (unix seconds); the
+    delay until its check started is kept as ``scheduleLagMs`` in metadata.
+    """
+    from app.checks import CheckResult, run_check
+    from app.models import Endpoint
+    from app.services import configuration
+    from app.services.results import record_results
+
+    with app().app_context():
+        from app.extensions import db
+
+        settings = app().config["SETTINGS"]
+        due = dict(zip(endpoint_ids, due_at))
+        rows = db.session.execute(
+            select(Endpoint.id, Endpoint.check_type, Endpoint.target, Endpoint.port,
+                   Endpoint.timeout_seconds, Endpoint.options)
+            .where(Endpoint.id.in_(endpoint_ids), Endpoint.is_paused.is_(False))
+        ).all()
+        instance_id, location = configuration.instance_identity()
+        db.session.commit()  # end the read transaction while checks run
+
+        def one(row):
+            started = time.time()
+            result = run_check(row.check_type, row.target, row.port, row.timeout_seconds, row.options)
+            result.metadata["scheduleLagMs"] = round(max(0.0, started - due[row.id]) * 1000.0, 1)
+            return result
+
+        pool = _pool(settings.check_concurrency)
+        futures = {pool.submit(one, row): row for row in rows}
+        longest = max((row.timeout_seconds for row in rows), default=0)
+        done, not_done = wait(futures, timeout=longest + CHECK_GRACE_SECONDS)
+        results = []
+        for future, row in futures.items():
+            if future in done:
+                results.append((row.id, future.result()))
+            else:
+                results.append((row.id, CheckResult(
+                    is_ok=False, check_type=row.check_type,
+                    failure_reason=f"check did not finish within {row.timeout_seconds:g} s")))
+        transitions = record_results(results, instance_id=instance_id, location=location)
+        down = sum(1 for _, r in results if not r.is_ok)
+        logger.debug("checked %d endpoints, %d failing, %d status changes", len(results), down,
+                     len(transitions))
+        return {"checked": len(results), "failing": down, "statusChanges": len(transitions)}
+
+
+def prune_results(retention_days: int) -> int:
+    """Delete raw results older than the retention period; returns rows deleted."""
+    from app.models import ResponseTime
+
+    with app().app_context():
+        from app.extensions import db
+
+        cutoff = datetime.now(timezone.utc) - timedelta(days=retention_days)
+        deleted = db.session.execute(delete(ResponseTime).where(ResponseTime.checked_at < cutoff)).rowcount
+        db.session.commit()
+        if deleted:
+            logger.info("pruned %d results older than %d days", deleted, retention_days)
+        return deleted
