@@ -42,7 +42,7 @@ def process_commands(settings, worker_count: int) -> dict[str, list[str]]:
     """The Procfile's processes as argument lists for this Python."""
     python = sys.executable
     gunicorn = [python, "-m", "gunicorn", "--worker-tmp-dir", "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp",
-                "--access-logfile", "-", "--graceful-timeout", "5"]
+                "--access-logfile", "-", "--graceful-timeout", "5", "--no-control-socket"]
     commands = {
         "web": gunicorn + ["--bind", f"{settings.host}:{settings.port}", "--workers", "2",
                            "--threads", "4", "wsgi:app"],

@@ -10,6 +10,8 @@ import os
 import signal
 import time
 import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
 
 logger = logging.getLogger(__name__)
 
@@ -20,7 +22,6 @@ MAX_CLAIM_PER_TICK = 20000
 # Queue length past which the clock stops adding work: workers are down or
 # far behind, and piling up stale checks helps nobody.
 MAX_BACKLOG_JOBS = 500
-PRUNE_EVERY_SECONDS = 3600
 
 _RENEW = """
 if redis.call('get', KEYS[1]) == ARGV[1] then
@@ -28,6 +29,28 @@ if redis.call('get', KEYS[1]) == ARGV[1] then
 end
 return redis.call('set', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) and 1 or 0
 """
+
+
+@dataclass(frozen=True)
+class PeriodicTask:
+    """Work the clock enqueues every ``every(settings)`` seconds."""
+
+    name: str
+    every: Callable[[object], float]
+    enqueue: Callable[["Clock"], None]
+
+
+def _enqueue_prune(clock: "Clock") -> None:
+    from workers.jobs.checks import prune_results
+
+    clock.checks.enqueue(prune_results, clock.settings.result_retention_days,
+                         job_timeout=3600, result_ttl=0)
+
+
+# Adding periodic work is one function above and one line here.
+PERIODIC_TASKS = [
+    PeriodicTask("prune-results", lambda settings: 3600.0, _enqueue_prune),
+]
 
 
 class Clock:
@@ -41,7 +64,7 @@ class Clock:
         self.token = uuid.uuid4().hex
         self.renew = self.redis.register_script(_RENEW)
         self.leader = False
-        self.next_prune = 0.0
+        self.next_run: dict[str, float] = {}
         self.stopping = False
 
     def hold_lease(self) -> bool:
@@ -52,12 +75,23 @@ class Clock:
         return held
 
     def tick(self, now: float) -> int:
-        """Enqueue due checks; returns how many endpoints were enqueued."""
-        from app.services.scheduling import claim_due
-        from workers.jobs import prune_results, run_checks
-
+        """Enqueue due checks and periodic work; returns endpoints enqueued."""
         if not self.hold_lease():
             return 0
+        enqueued = self.enqueue_due_checks(now)
+        for task in PERIODIC_TASKS:
+            if now >= self.next_run.get(task.name, 0.0):
+                self.next_run[task.name] = now + task.every(self.settings)
+                try:
+                    task.enqueue(self)
+                except Exception:
+                    logger.exception("could not enqueue %s", task.name)
+        return enqueued
+
+    def enqueue_due_checks(self, now: float) -> int:
+        from app.services.scheduling import claim_due
+        from workers.jobs.checks import run_checks
+
         backlog = self.checks.count
         if backlog > MAX_BACKLOG_JOBS:
             logger.warning("checks queue holds %d jobs; skipping this tick until workers catch up", backlog)
@@ -75,10 +109,6 @@ class Clock:
                 result_ttl=0,
                 failure_ttl=3600,
             )
-        if now >= self.next_prune:
-            self.next_prune = now + PRUNE_EVERY_SECONDS
-            self.checks.enqueue(prune_results, self.settings.result_retention_days,
-                                job_timeout=3600, result_ttl=0)
         return len(due)
 
     def run(self) -> None:

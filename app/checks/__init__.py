@@ -54,7 +54,8 @@ def run_check(check_type: str, target: str, port: int | None, timeout: float, op
                          options=kind.options_model.model_validate(options or {}))
         return kind.module.check(spec)
     except CheckFailed as exc:
-        return CheckResult(is_ok=False, check_type=check_type, failure_reason=str(exc))
+        return CheckResult(is_ok=False, check_type=check_type, failure_reason=str(exc),
+                           metadata=exc.metadata)
     except Exception as exc:  # a check must never crash the job running it
         logger.warning("%s check of %s raised", check_type, target, exc_info=True)
         return CheckResult(is_ok=False, check_type=check_type,

@@ -19,7 +19,12 @@ class CheckOptions(BaseModel):
 
 
 class CheckFailed(Exception):
-    """Raised inside a check to report a DOWN result with a clear reason."""
+    """Raised inside a check to report a DOWN result with a clear reason,
+    keeping whatever ``metadata`` the check gathered before it failed."""
+
+    def __init__(self, reason: str, metadata: dict | None = None):
+        super().__init__(reason)
+        self.metadata = metadata or {}
 
 
 @dataclass

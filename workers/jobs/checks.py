@@ -1,5 +1,4 @@
-"""RQ jobs. Each takes ids or primitives, builds its own app context, and is
-safe to run twice."""
+"""Check jobs: run a batch of due checks; prune old results."""
 from __future__ import annotations
 
 import logging
@@ -9,23 +8,14 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, select
 
+from workers.jobs import app
+
 logger = logging.getLogger(__name__)
 
-_app = None
 _executor: ThreadPoolExecutor | None = None
 
 # Seconds a check may run past its own timeout before the job gives up on it.
 CHECK_GRACE_SECONDS = 5.0
-
-
-def app():
-    """The app for jobs, made once per worker process and reused."""
-    global _app
-    if _app is None:
-        from app import create_app
-
-        _app = create_app(serve="none")
-    return _app
 
 
 def _pool(size: int) -> ThreadPoolExecutor:
