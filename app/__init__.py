@@ -32,6 +32,7 @@ def create_app(config: dict | None = None, *, serve: str = "web", settings: Sett
         SQLALCHEMY_DATABASE_URI=settings.database_url,
         SQLALCHEMY_ENGINE_OPTIONS=_engine_options(settings.database_url),
         MAX_CONTENT_LENGTH=1024 * 1024,
+        SYNC_TOKEN_TTL=settings.sync_token_ttl,
         JSON_SORT_KEYS=False,
     )
     if config:

@@ -92,6 +92,7 @@ class Settings:
     check_batch_size: int = 200
     check_concurrency: int = 64
     result_retention_days: int = 30
+    sync_token_ttl: int = 86400
     log_level: str = "INFO"
 
     @property
@@ -117,6 +118,16 @@ def load_settings(env=None) -> Settings:
         role = ROLE_DEPENDENT
     else:
         role = ROLE_STANDALONE
+
+    secret = env.get("SYNC_SHARED_SECRET") or None
+    if role != ROLE_STANDALONE:
+        if not secret:
+            raise ConfigError(
+                f"SYNC_SHARED_SECRET must be set on a {role}: it is the cluster's join secret, "
+                "the same on the primary and every dependent"
+            )
+        if len(secret) < 16:
+            raise ConfigError("SYNC_SHARED_SECRET must be at least 16 characters")
 
     data_dir = Path(env.get("DATA_DIR") or "data").expanduser().resolve()
     database_url = (env.get("DATABASE_URL") or "").strip()
@@ -149,7 +160,7 @@ def load_settings(env=None) -> Settings:
         enable_sync_api=enable_sync_api,
         primary_sync_url=primary_sync_url,
         public_sync_url=_url(env, "PUBLIC_SYNC_URL", {"http", "https"}),
-        sync_shared_secret=env.get("SYNC_SHARED_SECRET") or None,
+        sync_shared_secret=secret,
         instance_name=instance_name,
         instance_location=instance_location,
         failover_order=_number(env, "FAILOVER_ORDER", 0, minimum=0),
@@ -166,6 +177,7 @@ def load_settings(env=None) -> Settings:
         check_batch_size=_number(env, "CHECK_BATCH_SIZE", 200, minimum=1, maximum=5000),
         check_concurrency=_number(env, "CHECK_CONCURRENCY", 64, minimum=1, maximum=1024),
         result_retention_days=_number(env, "RESULT_RETENTION_DAYS", 30, minimum=1),
+        sync_token_ttl=_number(env, "SYNC_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
         log_level=log_level,
     )
 

@@ -147,3 +147,33 @@ def redis_url(request, tmp_path_factory, monkeypatch):
         import redis
 
         redis.Redis.from_url(url).flushdb()
+
+
+SECRET = "test-join-secret-0123456789"
+
+
+def instance_app(tmp_path: Path, template: Path, env: dict, *, serve: str):
+    """An app on a copy of the migrated template, initialised for ``env``'s role."""
+    from app.models import InstanceConfig
+    from app.services import configuration
+
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    shutil.copy(template, tmp_path / "monitor.db")
+    application = make_app(tmp_path, env, serve=serve)
+    with application.app_context():
+        db.session.execute(db.delete(InstanceConfig))
+        db.session.commit()
+        configuration.ensure_initialized()
+    return application
+
+
+@pytest.fixture
+def primary_app(tmp_path, migrated_sqlite_template):
+    """The sync API of a primary on a fresh SQLite database."""
+    application = instance_app(tmp_path, migrated_sqlite_template,
+                               {"ENABLE_SYNC_API": "true", "SYNC_SHARED_SECRET": SECRET,
+                                "INSTANCE_LOCATION": "primary-lab"}, serve="sync")
+    yield application
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()

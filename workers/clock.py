@@ -47,9 +47,40 @@ def _enqueue_prune(clock: "Clock") -> None:
                          job_timeout=3600, result_ttl=0)
 
 
-# Adding periodic work is one function above and one line here.
+def _role(clock: "Clock") -> str:
+    from app.services import configuration
+
+    with clock.app.app_context():
+        return configuration.role()
+
+
+def _enqueue_sync(clock: "Clock") -> None:
+    from app.config import ROLE_DEPENDENT
+    from app.services import queues
+    from workers.jobs.sync import sync_with_primary
+
+    if _role(clock) != ROLE_DEPENDENT:
+        return
+    queues.queue(queues.SYNC_QUEUE).enqueue(sync_with_primary, job_timeout=300, result_ttl=0,
+                                            failure_ttl=3600)
+
+
+def _enqueue_primary_housekeeping(clock: "Clock") -> None:
+    from app.config import ROLE_PRIMARY
+    from app.services import queues
+    from workers.jobs.sync import primary_housekeeping
+
+    if _role(clock) != ROLE_PRIMARY:
+        return
+    queues.queue(queues.SYNC_QUEUE).enqueue(primary_housekeeping, job_timeout=120, result_ttl=0)
+
+
+# Adding periodic work is one function above and one line here. Sync jobs
+# check the role themselves, since failover changes it at run time.
 PERIODIC_TASKS = [
     PeriodicTask("prune-results", lambda settings: 3600.0, _enqueue_prune),
+    PeriodicTask("sync-with-primary", lambda settings: float(settings.heartbeat_interval), _enqueue_sync),
+    PeriodicTask("primary-housekeeping", lambda settings: 10.0, _enqueue_primary_housekeeping),
 ]
 
 

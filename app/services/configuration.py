@@ -111,6 +111,26 @@ def set_config_version(version: int) -> None:
     _set(CONFIG_VERSION, str(int(version)))
 
 
+def get_state(key: str, default: str | None = None) -> str | None:
+    """A piece of sync state (token, connection counters) kept here too."""
+    value = db.session.execute(
+        select(InstanceConfig.value).where(InstanceConfig.key == key)
+    ).scalar_one_or_none()
+    return default if value is None else value
+
+
+def set_state(key: str, value: str | None) -> None:
+    """Write (or, with ``None``, remove) a piece of sync state; the caller commits."""
+    if key in {INSTANCE_ID, ROLE, EPOCH, PRIMARY_URL, CONFIG_VERSION}:
+        raise ValueError(f"{key} is changed only through its own function")
+    if value is None:
+        db.session.execute(InstanceConfig.__table__.delete().where(InstanceConfig.key == key))
+        return
+    if db.session.execute(update(InstanceConfig).where(InstanceConfig.key == key)
+                          .values(value=value)).rowcount == 0:
+        _insert_if_absent(key, value)
+
+
 def instance_identity() -> tuple[str, str]:
     """(instance id, location) stamped on every result made here."""
     return instance_id(), current_app.config["SETTINGS"].instance_location

@@ -163,7 +163,7 @@ def _as_input(endpoint: Endpoint) -> dict:
     }
 
 
-def _apply(endpoint: Endpoint, spec: EndpointInput) -> None:
+def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.name = spec.name
     endpoint.check_type = spec.check_type
     endpoint.target = spec.target
@@ -181,7 +181,7 @@ def create_endpoint(data: dict) -> Endpoint:
     """Validate and store a new endpoint; it is checked at once."""
     spec = parse_input(data)
     endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
-    _apply(endpoint, spec)
+    apply_input(endpoint, spec)
     db.session.add(endpoint)
     db.session.commit()
     logger.info("endpoint %s (%s) created: %s %s", endpoint.id, endpoint.name,
@@ -198,7 +198,7 @@ def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool) -> Endpoin
         merged["options"] = {}  # options of the old type mean nothing to the new one
     spec = parse_input(merged)
     was_paused = endpoint.is_paused
-    _apply(endpoint, spec)
+    apply_input(endpoint, spec)
     if was_paused and not spec.is_paused:
         endpoint.next_check_at = 0.0  # check at once when resumed
     if spec.is_paused:

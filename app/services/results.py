@@ -16,7 +16,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.checks import CheckResult
 from app.extensions import db
-from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, StatusChange
+from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, StatusChange, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -145,8 +145,17 @@ def apply_results(results: Iterable[tuple[int, CheckResult]]) -> list[Transition
 
 
 def record_results(results: list[tuple[int, CheckResult]], *, instance_id: str, location: str) -> list[Transition]:
-    """Store results made here and apply thresholds, in one transaction."""
-    rows = [result_row(eid, r, instance_id=instance_id, location=location) for eid, r in results]
+    """Store results made here and apply thresholds, in one transaction.
+
+    On a dependent the rows wait in the outbox (no ``synced_at``) until the
+    primary acknowledges them; elsewhere there is no one to send them to.
+    """
+    from app.config import ROLE_DEPENDENT
+    from app.services import configuration
+
+    synced_at = None if configuration.role() == ROLE_DEPENDENT else utcnow()
+    rows = [{**result_row(eid, r, instance_id=instance_id, location=location), "synced_at": synced_at}
+            for eid, r in results]
     # Results for endpoints deleted while the check ran have nowhere to go.
     live = set(db.session.execute(
         select(Endpoint.id).where(Endpoint.id.in_({eid for eid, _ in results}))

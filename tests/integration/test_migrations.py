@@ -31,7 +31,7 @@ def test_it_keeps_the_first_role_when_the_environment_changes(tmp_path):
         upgrade(directory=str(ROOT / "migrations"))
         first = configuration.ensure_initialized()
         db.engine.dispose()
-    later = make_app(tmp_path, {"ENABLE_SYNC_API": "true"}, serve="none")
+    later = make_app(tmp_path, {"ENABLE_SYNC_API": "true", "SYNC_SHARED_SECRET": "s" * 16}, serve="none")
     with later.app_context():
         assert configuration.role() == "standalone"
         assert configuration.instance_id() == first["instance_id"]

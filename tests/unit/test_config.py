@@ -13,8 +13,8 @@ def test_it_defaults_to_a_standalone_on_the_seed_ports(tmp_path):
 
 
 def test_it_detects_primary_and_dependent():
-    assert load_settings({"ENABLE_SYNC_API": "true"}).role == ROLE_PRIMARY
-    dependent = load_settings({"PRIMARY_SYNC_URL": "https://primary.example.org:3002/"})
+    assert load_settings({"ENABLE_SYNC_API": "true", "SYNC_SHARED_SECRET": "s" * 16}).role == ROLE_PRIMARY
+    dependent = load_settings({"PRIMARY_SYNC_URL": "https://primary.example.org:3002/", "SYNC_SHARED_SECRET": "s" * 16})
     assert dependent.role == ROLE_DEPENDENT
     assert dependent.primary_sync_url == "https://primary.example.org:3002"
 
@@ -52,3 +52,10 @@ def test_it_rewrites_paas_postgres_urls():
 def test_it_uses_database_path_for_sqlite(tmp_path):
     settings = load_settings({"DATABASE_PATH": str(tmp_path / "x.db")})
     assert settings.database_url == f"sqlite:///{tmp_path / 'x.db'}"
+
+
+def test_it_requires_a_join_secret_for_a_cluster_role():
+    with pytest.raises(ConfigError, match="SYNC_SHARED_SECRET must be set on a primary"):
+        load_settings({"ENABLE_SYNC_API": "true"})
+    with pytest.raises(ConfigError, match="SYNC_SHARED_SECRET must be at least 16"):
+        load_settings({"PRIMARY_SYNC_URL": "http://127.0.0.1:3002", "SYNC_SHARED_SECRET": "short"})

@@ -1,0 +1,312 @@
+"""The dependent's side of sync: register, pull configuration, send heartbeats.
+
+A dependent keeps its own copy of the configuration and its own results, so
+it goes on checking while the primary is away. Its results wait in an outbox
+(its own ``response_times`` rows with no ``synced_at``) until the primary
+acknowledges them by id; they are sent oldest first, in bounded batches.
+The token, the connection counters and the outbox all live in the database,
+so a restarted dependent keeps its identity, token and unsent results.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+
+import psutil
+import requests
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from app import __version__
+from app.extensions import db
+from app.models import STATUS_PENDING, Endpoint, ResponseTime, utcnow
+from app.services import configuration
+from app.services.endpoints import InvalidEndpoint, apply_input, parse_input
+from app.services.sync.primary import public_sync_url
+from app.services.sync.schemas import MAX_RESULTS_PER_HEARTBEAT
+
+logger = logging.getLogger(__name__)
+
+TOKEN = "sync_token"
+FAILURES = "primary_failures"
+LAST_SUCCESS = "primary_last_success_at"
+LAST_CONFIG_PULL = "config_pulled_at"
+REGISTERED_WITH = "registered_with"
+
+HEARTBEAT_BATCH = 500
+# Batches sent in one sync run: drains a backlog after an outage without
+# holding a worker for long.
+MAX_BATCHES_PER_RUN = 20
+EPOCH_HEADER = "X-Cluster-Epoch"
+SECRET_HEADER = "X-Cluster-Secret"
+
+
+class PrimaryUnavailable(Exception):
+    """The primary could not be reached or answered with a server error."""
+
+
+class NotAuthorized(Exception):
+    """The primary refused our token (expired, revoked, or unknown)."""
+
+
+@dataclass
+class PrimaryClient:
+    """HTTP calls to the primary's sync API."""
+
+    base_url: str
+    timeout: float
+    epoch: int = 0
+    session: requests.Session | None = None
+
+    def __post_init__(self):
+        self.session = self.session or requests.Session()
+
+    def call(self, method: str, path: str, *, token: str | None = None, secret: str | None = None,
+             json=None, headers=None) -> requests.Response:
+        sent = {EPOCH_HEADER: str(self.epoch), **(headers or {})}
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+        if secret:
+            sent[SECRET_HEADER] = secret
+        try:
+            response = self.session.request(method, f"{self.base_url}/sync/api{path}", json=json,
+                                            headers=sent, timeout=self.timeout)
+        except requests.RequestException as exc:
+            raise PrimaryUnavailable(f"{self.base_url} unreachable: {type(exc).__name__}") from None
+        if response.status_code == 401:
+            raise NotAuthorized(response.text[:200])
+        if response.status_code >= 500:
+            raise PrimaryUnavailable(f"{self.base_url} answered {response.status_code}")
+        if response.status_code >= 400:
+            # A refusal that retrying will not fix: report what the primary said.
+            raise PrimaryUnavailable(f"{self.base_url} refused {method} {path}: "
+                                     f"{response.status_code} {response.text[:300]}")
+        return response
+
+
+def client() -> PrimaryClient:
+    settings = current_app.config["SETTINGS"]
+    return PrimaryClient(configuration.primary_url() or settings.primary_sync_url,
+                         float(settings.connection_timeout), epoch=configuration.epoch())
+
+
+def registration() -> dict:
+    settings = current_app.config["SETTINGS"]
+    return {
+        "instanceId": configuration.instance_id(),
+        "instanceName": settings.instance_name,
+        "location": settings.instance_location,
+        "syncUrl": public_sync_url(settings),
+        "failoverOrder": settings.failover_order,
+        "heartbeatInterval": settings.heartbeat_interval,
+        "version": __version__,
+        "epoch": configuration.epoch(),
+    }
+
+
+def register(primary: PrimaryClient) -> str:
+    """Register with the primary using the join secret; store the token."""
+    secret = current_app.config["SETTINGS"].sync_shared_secret
+    reply = primary.call("POST", "/register", secret=secret, json=registration()).json()
+    configuration.set_state(TOKEN, reply["token"])
+    configuration.set_state(REGISTERED_WITH, primary.base_url)
+    db.session.commit()
+    logger.info("registered with the primary at %s as instance %s", primary.base_url, reply["instanceId"])
+    return reply["token"]
+
+
+def pull_configuration(primary: PrimaryClient, token: str, *, force: bool = False) -> bool:
+    """Fetch the configuration unless unchanged (304); returns True if applied."""
+    local_version = configuration.config_version()
+    headers = {} if force else {"If-None-Match": f'"{local_version}"'}
+    response = primary.call("GET", "/endpoints", token=token, headers=headers)
+    configuration.set_state(LAST_CONFIG_PULL, utcnow().isoformat())
+    if response.status_code == 304:
+        db.session.commit()
+        return False
+    apply_configuration(response.json())
+    return True
+
+
+def apply_configuration(config: dict) -> dict:
+    """Make the local endpoints match the primary's, in one transaction.
+
+    Endpoints keep the primary's ids; their runtime state (status,
+    counters, schedule) is kept across updates. An endpoint that fails local
+    validation is skipped with a warning rather than stored half-valid.
+    """
+    version = int(config["configVersion"])
+    remote = {int(e["id"]): e for e in config["endpoints"]}
+    local = {e.id: e for e in db.session.execute(select(Endpoint)).scalars()}
+    added = changed = removed = skipped = 0
+    for endpoint_id, data in remote.items():
+        fields = {k: v for k, v in data.items() if k != "id"}
+        try:
+            spec = parse_input(fields)
+        except InvalidEndpoint as exc:
+            logger.warning("endpoint %s from the primary is invalid here, skipped: %s", endpoint_id, exc)
+            skipped += 1
+            continue
+        endpoint = local.get(endpoint_id)
+        if endpoint is None:
+            endpoint = Endpoint(id=endpoint_id, status=STATUS_PENDING, next_check_at=0.0)
+            db.session.add(endpoint)
+            added += 1
+        else:
+            changed += 1
+        was_paused = endpoint.is_paused
+        apply_input(endpoint, spec)
+        if was_paused and not spec.is_paused:
+            endpoint.next_check_at = 0.0
+    for endpoint_id, endpoint in local.items():
+        if endpoint_id not in remote:
+            db.session.delete(endpoint)
+            removed += 1
+    db.session.flush()
+    configuration.set_config_version(version)  # after the flush's own bump
+    db.session.commit()
+    logger.info("configuration %d applied: %d added, %d updated, %d removed, %d skipped",
+                version, added, changed, removed, skipped)
+    return {"added": added, "updated": changed, "removed": removed, "skipped": skipped}
+
+
+def outbox_batch(limit: int = HEARTBEAT_BATCH) -> list[ResponseTime]:
+    own = configuration.instance_id()
+    return list(db.session.execute(
+        select(ResponseTime)
+        .where(ResponseTime.synced_at.is_(None), ResponseTime.instance_id == own)
+        .order_by(ResponseTime.id)
+        .limit(min(limit, MAX_RESULTS_PER_HEARTBEAT))
+    ).scalars())
+
+
+def outbox_size() -> int:
+    return db.session.execute(
+        select(func.count(ResponseTime.id)).where(ResponseTime.synced_at.is_(None),
+                                                  ResponseTime.instance_id == configuration.instance_id())
+    ).scalar_one()
+
+
+def system_info() -> dict:
+    settings = current_app.config["SETTINGS"]
+    try:
+        load = list(os.getloadavg())
+    except OSError:
+        load = None
+    return {
+        "cpuPercent": psutil.cpu_percent(interval=None),
+        "memoryPercent": psutil.virtual_memory().percent,
+        "diskPercent": psutil.disk_usage(str(settings.data_dir)).percent,
+        "loadAverage": load,
+        "uptimeSeconds": round(time.time() - psutil.Process().create_time(), 1),
+        "version": __version__,
+        "python": sys.version.split()[0],
+    }
+
+
+def heartbeat_payload(results: list[ResponseTime]) -> dict:
+    last_success = configuration.get_state(LAST_SUCCESS)
+    return {
+        "instanceId": configuration.instance_id(),
+        "epoch": configuration.epoch(),
+        "status": "healthy",
+        "configVersion": configuration.config_version(),
+        "systemInfo": system_info(),
+        "connectionStatus": {
+            "primaryReachable": True,
+            "consecutiveFailures": int(configuration.get_state(FAILURES, "0")),
+            "lastSuccessAt": last_success,
+            "outboxSize": outbox_size(),
+        },
+        "results": [
+            {
+                "resultId": r.result_id,
+                "endpointId": r.endpoint_id,
+                "isOk": r.is_ok,
+                "responseTime": r.response_time_ms,
+                "status": r.status,
+                "failureReason": r.failure_reason,
+                "checkType": r.check_type,
+                "metadata": r.check_metadata or {},
+                "checkedAt": r.checked_at.isoformat(),
+            }
+            for r in results
+        ],
+    }
+
+
+def mark_synced(result_ids: list[str]) -> int:
+    if not result_ids:
+        return 0
+    return db.session.execute(
+        update(ResponseTime).where(ResponseTime.result_id.in_(result_ids), ResponseTime.synced_at.is_(None))
+        .values(synced_at=utcnow())
+    ).rowcount
+
+
+def send_heartbeat(primary: PrimaryClient, token: str) -> dict:
+    """Send one heartbeat with the oldest unacknowledged results."""
+    batch = outbox_batch()
+    reply = primary.call("PUT", "/heartbeat", token=token, json=heartbeat_payload(batch)).json()
+    acknowledged = list(reply.get("acknowledged", [])) + [r["resultId"] for r in reply.get("rejected", [])]
+    marked = mark_synced(acknowledged)
+    if reply.get("token"):
+        configuration.set_state(TOKEN, reply["token"])
+    db.session.commit()
+    return {"sent": len(batch), "acknowledged": marked, "configVersion": reply.get("configVersion"),
+            "more": len(batch) == HEARTBEAT_BATCH}
+
+
+def sync_once() -> dict:
+    """One round with the primary: register if needed, heartbeats, config.
+
+    1. Without a token, register (join secret) and pull the configuration.
+    2. Send heartbeats until the outbox is empty or the batch budget is spent.
+    3. Pull the configuration when the primary's version differs from ours,
+       or when SYNC_INTERVAL has passed since the last pull.
+    A refused token is dropped and the instance registers again at once.
+    Failures are counted for the connection status and re-raised.
+    """
+    settings = current_app.config["SETTINGS"]
+    primary = client()
+    summary = {"sent": 0, "acknowledged": 0, "configApplied": False}
+    try:
+        token = configuration.get_state(TOKEN)
+        if not token:
+            token = register(primary)
+            summary["configApplied"] = pull_configuration(primary, token, force=True)
+        try:
+            round_ = send_heartbeat(primary, token)
+        except NotAuthorized:
+            logger.warning("the primary refused our token; registering again")
+            configuration.set_state(TOKEN, None)
+            db.session.commit()
+            token = register(primary)
+            round_ = send_heartbeat(primary, token)
+        summary["sent"] += round_["sent"]
+        summary["acknowledged"] += round_["acknowledged"]
+        batches = 1
+        while round_["more"] and batches < MAX_BATCHES_PER_RUN:
+            round_ = send_heartbeat(primary, token)
+            summary["sent"] += round_["sent"]
+            summary["acknowledged"] += round_["acknowledged"]
+            batches += 1
+        pulled_at = configuration.get_state(LAST_CONFIG_PULL)
+        stale = pulled_at is None or (utcnow() - datetime.fromisoformat(pulled_at)).total_seconds() >= settings.sync_interval
+        if round_["configVersion"] != configuration.config_version() or stale:
+            summary["configApplied"] = pull_configuration(primary, token) or summary["configApplied"]
+    except (PrimaryUnavailable, NotAuthorized) as exc:
+        db.session.rollback()
+        failures = int(configuration.get_state(FAILURES, "0")) + 1
+        configuration.set_state(FAILURES, str(failures))
+        db.session.commit()
+        logger.warning("sync with the primary failed (%d in a row): %s", failures, exc)
+        raise
+    configuration.set_state(FAILURES, "0")
+    configuration.set_state(LAST_SUCCESS, utcnow().isoformat())
+    db.session.commit()
+    return summary

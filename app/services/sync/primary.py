@@ -1,0 +1,313 @@
+"""The primary's side of sync: registration, heartbeats, configuration,
+and the registry of instances."""
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from flask import current_app
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app import __version__
+from app.extensions import db
+from app.models import (
+    Endpoint,
+    EndpointSyncStatus,
+    MonitoringInstance,
+    NotificationService,
+    utcnow,
+)
+from app.services import configuration
+from app.services.results import store_results
+from app.services.sync import tokens
+from app.services.sync.schemas import HeartbeatPayload, InstanceRegistration, iso
+
+logger = logging.getLogger(__name__)
+
+INSTANCE_ACTIVE = "active"
+INSTANCE_INACTIVE = "inactive"
+INSTANCE_FAILED = "failed"
+# Missed heartbeats before an instance is inactive; seconds of silence
+# before it is failed.
+INACTIVE_AFTER_MISSED = 3
+FAILED_AFTER_SECONDS = 600
+
+
+def register(registration: InstanceRegistration, *, remote_addr: str | None = None) -> dict:
+    """Record (or refresh) an instance and issue it a fresh token.
+
+    Re-registering revokes the instance's earlier tokens, so each instance
+    holds one live token.
+    """
+    now = utcnow()
+    instance = db.session.get(MonitoringInstance, registration.instance_id)
+    if instance is None:
+        instance = MonitoringInstance(id=registration.instance_id, registered_at=now)
+        db.session.add(instance)
+        logger.info("instance %s (%s, %s) registered from %s", registration.instance_id,
+                    registration.instance_name, registration.location, remote_addr)
+    else:
+        tokens.revoke_all(instance.id)
+        logger.info("instance %s (%s) registered again", instance.id, registration.instance_name)
+    instance.name = registration.instance_name
+    instance.location = registration.location
+    instance.sync_url = registration.sync_url
+    instance.failover_order = registration.failover_order
+    instance.version = registration.version
+    instance.role = "dependent"
+    instance.status = INSTANCE_ACTIVE
+    instance.last_heartbeat_at = now
+    instance.connection_info = {**(instance.connection_info or {}),
+                                "heartbeatInterval": registration.heartbeat_interval,
+                                "remoteAddr": remote_addr}
+    db.session.flush()
+    token, expires_at = tokens.issue(instance.id)
+    db.session.commit()
+    return {
+        "instanceId": instance.id,
+        "token": token,
+        "tokenExpiresAt": expires_at.isoformat(),
+        "configVersion": configuration.config_version(),
+        "epoch": configuration.epoch(),
+        "primaryId": configuration.instance_id(),
+        "heartbeatInterval": registration.heartbeat_interval,
+    }
+
+
+def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.VerifiedToken) -> dict:
+    """Store a heartbeat's results (idempotently) and the instance's state.
+
+    1. Results for endpoints that exist are inserted; a ``result_id`` seen
+       before is skipped, so a replayed heartbeat stores nothing twice.
+    2. Every result stored now or earlier is acknowledged by id; results for
+       endpoints that no longer exist are acknowledged as rejected, so they
+       leave the sender's outbox.
+    3. Instance state and per-endpoint sync status are updated in the same
+       transaction.
+    """
+    instance = db.session.get(MonitoringInstance, instance_id)
+    now = utcnow()
+    results = payload.results
+    known = set()
+    if results:
+        known = set(db.session.execute(
+            select(Endpoint.id).where(Endpoint.id.in_({r.endpoint_id for r in results}))
+        ).scalars())
+    rows, rejected = [], []
+    for r in results:
+        if r.endpoint_id not in known:
+            rejected.append({"resultId": r.result_id, "reason": f"no endpoint with id {r.endpoint_id}"})
+            continue
+        rows.append({
+            "result_id": r.result_id,
+            "endpoint_id": r.endpoint_id,
+            "instance_id": instance_id,
+            "location": instance.location,
+            "checked_at": r.checked_at,
+            "is_ok": r.is_ok,
+            "status": r.status,
+            "response_time_ms": r.response_time,
+            "failure_reason": r.failure_reason,
+            "check_type": r.check_type,
+            "check_metadata": r.metadata,
+            "synced_at": now,
+        })
+    stored = store_results(rows)
+    _update_sync_status(instance_id, payload, rows, now)
+
+    instance.status = INSTANCE_ACTIVE
+    instance.last_heartbeat_at = now
+    instance.system_info = payload.system_info.model_dump(mode="json", by_alias=True, exclude_none=True)
+    instance.connection_info = {
+        **(instance.connection_info or {}),
+        **payload.connection_status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        "lastHeartbeatResults": len(results),
+    }
+    instance.config_version = payload.config_version
+    reply = {
+        "acknowledged": [row["result_id"] for row in rows],
+        "rejected": rejected,
+        "stored": stored,
+        "configVersion": configuration.config_version(),
+        "epoch": configuration.epoch(),
+    }
+    if token.needs_renewal(now):
+        new_token, expires_at = tokens.issue(instance_id)
+        reply["token"], reply["tokenExpiresAt"] = new_token, expires_at.isoformat()
+        # The old token stays valid until it expires, in case this reply is lost.
+        logger.info("renewed the token of instance %s", instance_id)
+    db.session.commit()
+    return reply
+
+
+def _update_sync_status(instance_id: str, payload: HeartbeatPayload, rows: list[dict], now) -> None:
+    latest: dict[int, dict] = {}
+    for row in rows:
+        seen = latest.get(row["endpoint_id"])
+        if seen is None or row["checked_at"] > seen["checked_at"]:
+            latest[row["endpoint_id"]] = row
+    if not latest:
+        return
+    values = [
+        {
+            "endpoint_id": endpoint_id,
+            "instance_id": instance_id,
+            "config_version": payload.config_version,
+            "last_status": row["status"],
+            "last_result_at": row["checked_at"],
+            "last_response_time_ms": int(row["response_time_ms"]) if row["response_time_ms"] is not None else None,
+            "synced_at": now,
+        }
+        for endpoint_id, row in latest.items()
+    ]
+    make = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    table = EndpointSyncStatus.__table__
+    stmt = make(table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["endpoint_id", "instance_id"],
+        set_={name: stmt.excluded[name] for name in
+              ("config_version", "last_status", "last_result_at", "last_response_time_ms", "synced_at")},
+        # Never move backwards when heartbeats arrive out of order.
+        where=(table.c.last_result_at.is_(None)) | (table.c.last_result_at <= stmt.excluded.last_result_at),
+    )
+    db.session.execute(stmt, values)
+
+
+def sync_configuration() -> dict:
+    """The seed's ``SyncConfiguration``: what dependents check, and its version."""
+    endpoints = db.session.execute(select(Endpoint).order_by(Endpoint.id)).scalars()
+    return {
+        "configVersion": configuration.config_version(),
+        "epoch": configuration.epoch(),
+        "generatedAt": utcnow().isoformat(),
+        "endpoints": [endpoint_config(e) for e in endpoints],
+    }
+
+
+def endpoint_config(endpoint: Endpoint) -> dict:
+    """An endpoint's configuration fields, without the primary's runtime state."""
+    return {
+        "id": endpoint.id,
+        "name": endpoint.name,
+        "checkType": endpoint.check_type,
+        "target": endpoint.target,
+        "port": endpoint.port,
+        "options": endpoint.options or {},
+        "intervalSeconds": endpoint.interval_seconds,
+        "timeoutSeconds": endpoint.timeout_seconds,
+        "failureThreshold": endpoint.failure_threshold,
+        "successThreshold": endpoint.success_threshold,
+        "isPaused": endpoint.is_paused,
+        "group": endpoint.group_name,
+    }
+
+
+def notification_services() -> list[dict]:
+    """Notification services as dependents may see them: no secrets.
+
+    Only the primary alerts, so dependents need names, not credentials.
+    """
+    services = db.session.execute(select(NotificationService).order_by(NotificationService.id)).scalars()
+    return [{"id": s.id, "name": s.name, "kind": s.kind, "isEnabled": s.is_enabled,
+             "isDefault": s.is_default} for s in services]
+
+
+def instance_view(instance: MonitoringInstance) -> dict:
+    return {
+        "instanceId": instance.id,
+        "instanceName": instance.name,
+        "location": instance.location,
+        "syncUrl": instance.sync_url,
+        "role": instance.role,
+        "failoverOrder": instance.failover_order,
+        "status": instance.status,
+        "version": instance.version,
+        "lastHeartbeatAt": iso(instance.last_heartbeat_at),
+        "registeredAt": iso(instance.registered_at),
+        "configVersion": instance.config_version,
+        "systemInfo": instance.system_info or {},
+        "connectionInfo": instance.connection_info or {},
+    }
+
+
+def list_instances() -> list[MonitoringInstance]:
+    return list(db.session.execute(
+        select(MonitoringInstance).order_by(MonitoringInstance.failover_order, MonitoringInstance.registered_at)
+    ).scalars())
+
+
+def delete_instance(instance_id: str) -> bool:
+    """Forget an instance and revoke its tokens at once (one transaction)."""
+    instance = db.session.get(MonitoringInstance, instance_id)
+    if instance is None:
+        return False
+    if instance_id == configuration.instance_id():
+        raise ValueError("the primary cannot delete itself")
+    tokens.revoke_all(instance_id)
+    db.session.delete(instance)
+    db.session.commit()
+    logger.info("instance %s deleted; its tokens are revoked", instance_id)
+    return True
+
+
+def failover_order() -> list[dict]:
+    return [
+        {"instanceId": i.id, "instanceName": i.name, "location": i.location, "syncUrl": i.sync_url,
+         "failoverOrder": i.failover_order, "status": i.status, "role": i.role}
+        for i in list_instances()
+    ]
+
+
+def register_self() -> None:
+    """Keep the primary's own row in the registry current."""
+    settings = current_app.config["SETTINGS"]
+    own_id = configuration.instance_id()
+    instance = db.session.get(MonitoringInstance, own_id)
+    if instance is None:
+        instance = MonitoringInstance(id=own_id, registered_at=utcnow())
+        db.session.add(instance)
+    instance.name = settings.instance_name
+    instance.location = settings.instance_location
+    instance.sync_url = public_sync_url(settings)
+    instance.failover_order = settings.failover_order
+    instance.role = "primary"
+    instance.status = INSTANCE_ACTIVE
+    instance.version = __version__
+    instance.last_heartbeat_at = utcnow()
+    instance.config_version = configuration.config_version()
+    db.session.commit()
+
+
+def mark_silent_instances() -> dict:
+    """Mark dependents inactive after missed heartbeats, failed after long silence."""
+    now = utcnow()
+    own_id = configuration.instance_id()
+    counts = {INSTANCE_INACTIVE: 0, INSTANCE_FAILED: 0}
+    for instance in list_instances():
+        if instance.id == own_id or instance.last_heartbeat_at is None:
+            continue
+        interval = int((instance.connection_info or {}).get("heartbeatInterval") or 10)
+        silent = now - instance.last_heartbeat_at
+        if silent > timedelta(seconds=FAILED_AFTER_SECONDS):
+            new = INSTANCE_FAILED
+        elif silent > timedelta(seconds=interval * INACTIVE_AFTER_MISSED):
+            new = INSTANCE_INACTIVE
+        else:
+            continue
+        if instance.status != new:
+            logger.warning("instance %s (%s) is %s: no heartbeat for %d s", instance.id, instance.name,
+                           new, silent.total_seconds())
+            instance.status = new
+            counts[new] += 1
+    db.session.commit()
+    return counts
+
+
+def public_sync_url(settings) -> str:
+    """How peers reach this instance: PUBLIC_SYNC_URL, or HOST:SYNC_API_PORT."""
+    if settings.public_sync_url:
+        return settings.public_sync_url
+    host = "127.0.0.1" if settings.host in {"0.0.0.0", "::", ""} else settings.host
+    return f"http://{host}:{settings.sync_api_port}"

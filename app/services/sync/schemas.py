@@ -1,0 +1,101 @@
+"""Sync payloads on the wire (camelCase), validated strictly.
+
+Unknown fields, wrong types and out-of-range values are errors that name the
+field; nothing is stored from a payload that fails here.
+"""
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic.alias_generators import to_camel
+
+MAX_RESULTS_PER_HEARTBEAT = 1000
+MAX_METADATA_KEYS = 50
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
+                              strict=False, str_max_length=10_000)
+
+
+class InstanceRegistration(WireModel):
+    """A dependent introducing itself to the primary."""
+
+    instance_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+    instance_name: str = Field(min_length=1, max_length=100)
+    location: str = Field(min_length=1, max_length=100)
+    sync_url: str | None = Field(default=None, max_length=2048, pattern=r"^https?://")
+    failover_order: int = Field(default=0, ge=0, le=10_000)
+    heartbeat_interval: int = Field(default=10, ge=1, le=3600)
+    version: str | None = Field(default=None, max_length=32)
+    epoch: int = Field(default=0, ge=0)
+
+
+class MonitoringResult(WireModel):
+    """One check result as a dependent sends it."""
+
+    result_id: str = Field(min_length=36, max_length=36,
+                           pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+    endpoint_id: int = Field(ge=1)
+    is_ok: bool
+    response_time: float | None = Field(default=None, ge=0, le=3_600_000)
+    status: Literal["UP", "DOWN"]
+    failure_reason: str | None = Field(default=None, max_length=2000)
+    check_type: str = Field(min_length=1, max_length=32)
+    metadata: dict[str, Any] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
+    checked_at: AwareDatetime
+
+
+class SystemInfo(WireModel):
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+
+    cpu_percent: float | None = Field(default=None, ge=0, le=100 * 1024)
+    memory_percent: float | None = Field(default=None, ge=0, le=100)
+    disk_percent: float | None = Field(default=None, ge=0, le=100)
+    load_average: list[float] | None = Field(default=None, max_length=3)
+    uptime_seconds: float | None = Field(default=None, ge=0)
+    version: str | None = Field(default=None, max_length=32)
+
+
+class ConnectionStatus(WireModel):
+    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+
+    primary_reachable: bool = True
+    consecutive_failures: int = Field(default=0, ge=0)
+    last_success_at: AwareDatetime | None = None
+    outbox_size: int = Field(default=0, ge=0)
+
+
+class HeartbeatPayload(WireModel):
+    """A dependent's periodic report: its state and results not yet acknowledged."""
+
+    instance_id: str = Field(min_length=8, max_length=64)
+    epoch: int = Field(default=0, ge=0)
+    status: Literal["healthy", "degraded"] = "healthy"
+    config_version: int = Field(default=0, ge=0)
+    system_info: SystemInfo = Field(default_factory=SystemInfo)
+    connection_status: ConnectionStatus = Field(default_factory=ConnectionStatus)
+    results: list[MonitoringResult] = Field(default_factory=list, max_length=MAX_RESULTS_PER_HEARTBEAT)
+
+    @field_validator("results", mode="before")
+    @classmethod
+    def _results_is_a_list(cls, value):
+        # Lax mode would read a string as a list of characters.
+        if not isinstance(value, list):
+            raise ValueError("must be a list of results")
+        return value
+
+
+def validation_errors(exc: ValidationError) -> dict[str, str]:
+    """Map each bad field (camelCase path) to its message."""
+    errors = {}
+    for error in exc.errors():
+        field = ".".join(str(part) for part in error["loc"]) or "body"
+        errors[field] = error["msg"]
+    return errors
+
+
+def iso(value: datetime | None) -> str | None:
+    return value.isoformat() if value is not None else None

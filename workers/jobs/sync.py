@@ -1,0 +1,67 @@
+"""Sync jobs: a dependent's rounds with the primary, the primary's registry upkeep."""
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+
+from workers.jobs import app
+
+logger = logging.getLogger(__name__)
+
+LOCK_KEY = "monitor:sync:lock"
+LAST_ATTEMPT = "primary_last_attempt_at"
+MAX_BACKOFF_SECONDS = 60
+
+
+def backoff_seconds(failures: int) -> float:
+    """Wait before the next attempt after ``failures`` failed ones: 1, 2, 4, ... 60 s."""
+    return 0.0 if failures <= 0 else float(min(2 ** (failures - 1), MAX_BACKOFF_SECONDS))
+
+
+def sync_with_primary() -> dict:
+    """Register, send heartbeats with the outbox, pull configuration.
+
+    Runs one at a time per instance (a Redis lock), and backs off while the
+    primary is unreachable. Safe to run twice: the primary stores each
+    result once and acknowledges it by id.
+    """
+    from app.config import ROLE_DEPENDENT
+    from app.extensions import db
+    from app.services import configuration, queues
+    from app.services.sync import dependent
+
+    with app().app_context():
+        if configuration.role() != ROLE_DEPENDENT:
+            return {"skipped": "not a dependent"}
+        failures = int(configuration.get_state(dependent.FAILURES, "0"))
+        last = configuration.get_state(LAST_ATTEMPT)
+        if last and failures:
+            waited = time.time() - datetime.fromisoformat(last).timestamp()
+            if waited < backoff_seconds(failures):
+                return {"skipped": "backing off", "failures": failures}
+        lock = queues.connection().lock(LOCK_KEY, timeout=300, blocking=False)
+        if not lock.acquire():
+            return {"skipped": "another sync is running"}
+        try:
+            configuration.set_state(LAST_ATTEMPT, datetime.now().astimezone().isoformat())
+            db.session.commit()
+            try:
+                return dependent.sync_once()
+            except (dependent.PrimaryUnavailable, dependent.NotAuthorized) as exc:
+                return {"failed": str(exc)}
+        finally:
+            lock.release()
+
+
+def primary_housekeeping() -> dict:
+    """Keep the primary's own registry row fresh and mark silent instances."""
+    from app.config import ROLE_PRIMARY
+    from app.services import configuration
+    from app.services.sync import primary
+
+    with app().app_context():
+        if configuration.role() != ROLE_PRIMARY:
+            return {"skipped": "not the primary"}
+        primary.register_self()
+        return primary.mark_silent_instances()
