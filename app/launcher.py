@@ -44,7 +44,8 @@ def process_commands(settings, worker_count: int) -> dict[str, list[str]]:
     gunicorn = [python, "-m", "gunicorn", "--worker-tmp-dir", "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp",
                 "--access-logfile", "-", "--graceful-timeout", "5", "--no-control-socket"]
     commands = {
-        "web": gunicorn + ["--bind", f"{settings.host}:{settings.port}", "--workers", "2",
+        "web": gunicorn + ["--bind", f"{settings.host}:{settings.port}",
+                           "--workers", os.environ.get("WEB_CONCURRENCY", "2"),
                            "--threads", "4", "wsgi:app"],
         "sync": gunicorn + ["--bind", f"{settings.host}:{settings.sync_api_port}", "--workers", "1",
                             "--threads", "8", "wsgi:sync_app"],

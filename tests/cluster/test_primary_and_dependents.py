@@ -1,0 +1,196 @@
+"""A primary and two dependents as real process trees on loopback.
+
+The tests run in order against one cluster: registration, configuration
+reaching the dependents, results from all three locations, a primary killed
+with SIGKILL and restarted (nothing lost, nothing twice), a dependent killed
+and restarted (same identity), and an instance deleted (token revoked).
+"""
+import socket
+import threading
+
+import pytest
+import requests
+
+from tests.peers.cluster import ADMIN, make_instance, wait_until
+
+LOCATIONS = {"primary": "frankfurt", "dep-a": "virginia", "dep-b": "singapore"}
+
+
+@pytest.fixture(scope="module")
+def tcp_target():
+    """A TCP listener that accepts and closes connections: the endpoint checked."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.5)
+    stopping = threading.Event()
+
+    def serve():
+        while not stopping.is_set():
+            try:
+                conn, _ = server.accept()
+                conn.close()
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield server.getsockname()[1]
+    stopping.set()
+    thread.join(timeout=2)
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cluster")
+    primary = make_instance(root, "primary", ENABLE_SYNC_API="true", INSTANCE_LOCATION=LOCATIONS["primary"])
+    dependents = [
+        make_instance(root, name, PRIMARY_SYNC_URL=primary.sync, INSTANCE_LOCATION=LOCATIONS[name],
+                      FAILOVER_ORDER=str(order))
+        for order, name in enumerate(["dep-a", "dep-b"], start=1)
+    ]
+    started = []
+    try:
+        for instance in [primary, *dependents]:
+            started.append(instance.start())
+        yield {"primary": primary, "dep-a": dependents[0], "dep-b": dependents[1]}
+    finally:
+        for instance in started:
+            instance.stop()
+
+
+def instances_on(primary):
+    return {row[0]: row[1:] for row in primary.query(
+        "SELECT name, id, location, status, role FROM monitoring_instances")}
+
+
+def test_dependents_register_and_get_a_token(cluster):
+    primary = cluster["primary"]
+    known = wait_until(lambda: len(instances_on(primary)) == 3 and instances_on(primary), 60,
+                       f"dependents never registered; primary log:\n{primary.tail()}")
+    assert {name: row[1] for name, row in known.items()} == LOCATIONS
+    assert known["primary"][3] == "primary" and known["dep-a"][3] == "dependent"
+    for name in ("dep-a", "dep-b"):
+        dependent = cluster[name]
+        token = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0]
+        hashes = [row[0] for row in primary.query(
+            "SELECT token_hash FROM instance_tokens WHERE instance_id = ? AND revoked_at IS NULL",
+            (known[name][0],))]
+        assert len(hashes) == 1 and token not in hashes  # only the hash is stored
+        assert dependent.health()["role"] == "dependent"
+        assert dependent.health()["instanceId"] == known[name][0]
+
+
+def test_configuration_changes_reach_both_dependents(cluster, tcp_target):
+    primary = cluster["primary"]
+    created = requests.post(f"{primary.web}/api/v1/endpoints", auth=ADMIN, timeout=10, json={
+        "name": "shared target", "checkType": "tcp", "target": "127.0.0.1", "port": tcp_target,
+        "intervalSeconds": 5, "timeoutSeconds": 2,
+    })
+    assert created.status_code == 201, created.text
+    endpoint_id = created.json()["id"]
+
+    def names_on(instance):
+        body = requests.get(f"{instance.web}/api/v1/endpoints", auth=ADMIN, timeout=5).json()
+        return {e["id"]: e["name"] for e in body["endpoints"]}
+
+    for name in ("dep-a", "dep-b"):
+        wait_until(lambda: names_on(cluster[name]).get(endpoint_id) == "shared target", 30,
+                   f"{name} never got the endpoint; log:\n{cluster[name].tail()}")
+
+    renamed = requests.patch(f"{primary.web}/api/v1/endpoints/{endpoint_id}", auth=ADMIN, timeout=10,
+                             json={"name": "renamed target"})
+    assert renamed.status_code == 200
+    for name in ("dep-a", "dep-b"):
+        wait_until(lambda: names_on(cluster[name]).get(endpoint_id) == "renamed target", 30,
+                   f"{name} never saw the rename")
+
+    refused = requests.post(f"{cluster['dep-a'].web}/api/v1/endpoints", auth=ADMIN, timeout=10,
+                            json={"name": "x", "checkType": "tcp", "target": "127.0.0.1", "port": 1})
+    assert refused.status_code == 409
+    assert primary.sync in refused.json()["message"]
+
+
+def test_results_from_all_three_locations_reach_the_primary(cluster):
+    primary = cluster["primary"]
+    ids = instances_on(primary)
+
+    def locations():
+        rows = primary.query("SELECT instance_id, location, COUNT(*) FROM response_times GROUP BY 1, 2")
+        return {(r[0], r[1]) for r in rows if r[2] >= 2}
+
+    expected = {(ids[name][0], LOCATIONS[name]) for name in LOCATIONS}
+    wait_until(lambda: locations() >= expected, 60,
+               f"results missing; have {locations()}; primary log:\n{primary.tail()}")
+    assert locations() == expected
+
+
+def own_results(dependent):
+    own = dependent.health()["instanceId"]
+    return own, {row[0] for row in dependent.query(
+        "SELECT result_id FROM response_times WHERE instance_id = ?", (own,))}
+
+
+def test_a_killed_primary_loses_nothing_and_stores_nothing_twice(cluster):
+    primary = cluster["primary"]
+    before = {name: len(own_results(cluster[name])[1]) for name in ("dep-a", "dep-b")}
+    primary.kill()
+    # The dependents keep checking with their last configuration.
+    for name in ("dep-a", "dep-b"):
+        wait_until(lambda: len(own_results(cluster[name])[1]) >= before[name] + 2, 30,
+                   f"{name} stopped checking while the primary was down")
+        pending = cluster[name].query("SELECT COUNT(*) FROM response_times WHERE synced_at IS NULL")[0][0]
+        assert pending > 0  # results made during the outage wait in the outbox
+    primary.start()
+
+    def delivered(name):
+        dependent = cluster[name]
+        own, produced = own_results(dependent)
+        unsent = dependent.query("SELECT COUNT(*) FROM response_times WHERE synced_at IS NULL")[0][0]
+        stored = {row[0] for row in primary.query(
+            "SELECT result_id FROM response_times WHERE instance_id = ?", (own,))}
+        # Everything produced before this look is acknowledged and stored.
+        return unsent == 0 and produced <= stored and (produced, stored)
+
+    for name in ("dep-a", "dep-b"):
+        produced, stored = wait_until(lambda: delivered(name), 60,
+                                      f"{name}'s outbox never drained; log:\n{cluster[name].tail()}")
+        assert produced <= stored
+    total, distinct = primary.query("SELECT COUNT(*), COUNT(DISTINCT result_id) FROM response_times")[0]
+    assert total == distinct
+    for name in ("dep-a", "dep-b"):
+        dependent = cluster[name]
+        own = dependent.health()["instanceId"]
+        # Counted in this order, while checks go on: acknowledged on the
+        # dependent <= stored on the primary <= produced by the dependent.
+        acknowledged = dependent.query(
+            "SELECT COUNT(*) FROM response_times WHERE instance_id = ? AND synced_at IS NOT NULL", (own,))[0][0]
+        on_primary = primary.query("SELECT COUNT(*) FROM response_times WHERE instance_id = ?", (own,))[0][0]
+        produced = len(own_results(dependent)[1])
+        assert acknowledged <= on_primary <= produced
+
+
+def test_a_restarted_dependent_keeps_its_identity(cluster):
+    dependent = cluster["dep-b"]
+    identity = dependent.health()["instanceId"]
+    token = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0]
+    dependent.kill()
+    dependent.start()
+    assert dependent.health()["instanceId"] == identity
+    assert dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0] == token
+    assert len(instances_on(cluster["primary"])) == 3
+
+
+def test_deleting_an_instance_revokes_its_token_at_once(cluster):
+    primary, dependent = cluster["primary"], cluster["dep-a"]
+    identity = dependent.health()["instanceId"]
+    token = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0]
+    headers = {"Authorization": f"Bearer {token}"}
+    assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=5).status_code == 200
+    assert requests.delete(f"{primary.sync}/sync/api/instances/{identity}", headers=headers,
+                           timeout=5).status_code == 204
+    assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=5).status_code == 401
+    # The dependent still holds the join secret, so it registers again with a new token.
+    wait_until(lambda: identity in {row[1][0] for row in instances_on(primary).items()}, 30,
+               "the dependent did not register again")
+    fresh = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0]
+    assert fresh != token
