@@ -3,11 +3,13 @@ kafka-python client settings derived from a check's timeout, and failure
 reasons a person can act on."""
 from __future__ import annotations
 
+import ssl
+import threading
 import time
 from typing import Literal
 
-from kafka import KafkaAdminClient, KafkaConsumer
 from kafka import errors as kafka_errors
+from kafka.net import KafkaNetClient
 from pydantic import Field, model_validator
 
 from app.checks.base import CheckFailed, CheckOptions
@@ -45,7 +47,7 @@ class KafkaSecurityOptions(CheckOptions):
         if sasl:
             if self.sasl_mechanism is None:
                 raise ValueError(f"sasl_mechanism is required with security_protocol {self.security_protocol}")
-            if not self.sasl_username or self.sasl_password is None:
+            if not self.sasl_username or not self.sasl_password:
                 raise ValueError("sasl_username and sasl_password are required with "
                                  f"security_protocol {self.security_protocol}")
         elif self.sasl_mechanism or self.sasl_username or self.sasl_password:
@@ -59,32 +61,6 @@ class KafkaSecurityOptions(CheckOptions):
         """The settings that decide which connection a client makes."""
         return (self.security_protocol, self.sasl_mechanism, self.sasl_username, self.sasl_password,
                 self.ssl_cafile, self.ssl_check_hostname)
-
-
-class _StopsIOWhenStartFails:
-    """Closes a kafka-python client whose constructor fails.
-
-    KafkaConsumer and KafkaAdminClient (3.0.12) start their IO thread before
-    bootstrapping and leave it running when bootstrap fails: one leaked
-    thread at every check of an unreachable cluster.
-    """
-
-    def __init__(self, **configs):
-        try:
-            super().__init__(**configs)
-        except Exception:
-            # Not set when the failure came before the IO thread started.
-            if getattr(self, "_client", None) is not None:
-                self._client.close()
-            raise
-
-
-class AdminClient(_StopsIOWhenStartFails, KafkaAdminClient):
-    """KafkaAdminClient that does not leak its IO thread when it cannot connect."""
-
-
-class Consumer(_StopsIOWhenStartFails, KafkaConsumer):
-    """KafkaConsumer that does not leak its IO thread when it cannot connect."""
 
 
 def bootstrap_servers(target: str) -> str:
@@ -110,15 +86,28 @@ def client_settings(bootstrap: str, options: KafkaSecurityOptions, timeout: floa
         # of this check's budget rather than the whole timeout.
         "bootstrap_timeout_ms": remaining_ms(deadline),
         "security_protocol": options.security_protocol,
-        "ssl_check_hostname": options.ssl_check_hostname,
     }
-    if options.ssl_cafile:
-        settings["ssl_cafile"] = options.ssl_cafile
+    if options.security_protocol in SSL_PROTOCOLS:
+        settings["ssl_context"] = _ssl_context(options)
     if options.security_protocol in SASL_PROTOCOLS:
         settings.update(sasl_mechanism=options.sasl_mechanism,
                         sasl_plain_username=options.sasl_username,
                         sasl_plain_password=options.sasl_password)
     return settings
+
+
+def _ssl_context(options: KafkaSecurityOptions) -> ssl.SSLContext:
+    # Built here rather than by kafka-python so that an unreadable CA file is
+    # reported as such: kafka-python would fail every connection attempt in
+    # the background and report only a bootstrap timeout.
+    try:
+        context = ssl.create_default_context(cafile=options.ssl_cafile)
+    except (OSError, ssl.SSLError) as exc:
+        raise CheckFailed(f"cannot load ssl_cafile {options.ssl_cafile}: {exc}") from None
+    # What kafka-python would have set up itself.
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.check_hostname = options.ssl_check_hostname
+    return context
 
 
 def timeout_ms(seconds: float) -> int:
@@ -136,22 +125,103 @@ def remaining_s(deadline: float) -> float:
     return max(0.0, deadline - time.monotonic())
 
 
-def open_client(client_class, settings: dict, timeout: float):
-    """Construct a kafka-python client; a failed bootstrap becomes a DOWN reason."""
+class Watchdog:
+    """Aborts a check's Kafka connections if the check outlives its deadline.
+
+    The timeouts set by ``client_settings`` bound most of kafka-python's
+    waits, but not all: in 3.0.12 a TLS handshake with a broker that accepts
+    the connection and then says nothing blocks bootstrap, and every call
+    that needs that connection, forever. Past the deadline the watchdog
+    closes the connection managers of the clients it watches, which fails
+    those waits at once; a client aborted this way is unusable afterwards.
+    """
+
+    # Lets kafka-python's own timeouts, which give more specific reasons,
+    # fire first.
+    GRACE = 0.25
+
+    def __init__(self, deadline: float):
+        self.deadline = deadline
+        self.fired = False
+        self._net_clients: list[KafkaNetClient] = []
+        self._lock = threading.Lock()
+        self._finished = False
+        self._timer: threading.Timer | None = None
+
+    def watch(self, *net_clients: KafkaNetClient) -> None:
+        """Abort these network clients too if the check overruns."""
+        with self._lock:
+            self._net_clients.extend(net_clients)
+
+    def __enter__(self) -> Watchdog:
+        self._timer = threading.Timer(remaining_s(self.deadline) + self.GRACE, self._fire)
+        self._timer.daemon = True
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        with self._lock:
+            self._finished = True
+        self._timer.cancel()
+        # Its thread ends at once when cancelled; waiting for that keeps
+        # checks from leaving threads behind, even briefly.
+        self._timer.join()
+
+    def _fire(self) -> None:
+        with self._lock:
+            if self._finished:
+                return
+            self.fired = True
+            net_clients = list(self._net_clients)
+        for net_client in net_clients:
+            # Run on the client's own IO loop: its connection state is not
+            # thread-safe. Private attributes of the pinned kafka-python.
+            try:
+                net_client._net.call_soon_threadsafe(net_client._manager.close)
+            except RuntimeError:  # its loop is already closed: nothing waits on it
+                pass
+
+
+def open_client(client_class, settings: dict, timeout: float, watchdog: Watchdog):
+    """Construct a kafka-python client, watched by ``watchdog``.
+
+    Returns the client and its network client (for a later check's
+    watchdog). A failed bootstrap becomes CheckFailed with a DOWN reason.
+    """
+    created: list[KafkaNetClient] = []
+
+    def net_client(**configs) -> KafkaNetClient:
+        client = KafkaNetClient(**configs)
+        created.append(client)
+        watchdog.watch(client)
+        return client
+
     try:
-        return client_class(**settings)
-    except kafka_errors.KafkaTimeoutError:
-        # kafka-python retries refused, reset and silent connections alike
-        # until bootstrap_timeout_ms, so a timeout is all it reports.
-        raise CheckFailed(f"no Kafka broker at {settings['bootstrap_servers']} answered "
-                          f"within {timeout:g} s") from None
-    except kafka_errors.KafkaError as exc:
-        raise CheckFailed(failure_reason(exc, settings["bootstrap_servers"], timeout)) from None
+        client = client_class(**settings, kafka_client=net_client)
+    except Exception as exc:
+        # A consumer or admin client that fails to bootstrap leaves its IO
+        # thread running (kafka-python 3.0.12): one leaked thread per check
+        # of an unreachable cluster, unless closed here.
+        for net in created:
+            net.close()
+        if watchdog.fired or isinstance(exc, kafka_errors.KafkaTimeoutError):
+            # kafka-python retries refused, reset and silent connections
+            # alike until its deadline, so a timeout is all it reports.
+            raise CheckFailed(f"no Kafka broker at {settings['bootstrap_servers']} answered "
+                              f"within {timeout:g} s") from None
+        if isinstance(exc, kafka_errors.KafkaError):
+            raise CheckFailed(failure_reason(exc, settings["bootstrap_servers"], timeout)) from None
+        raise
+    return client, created[0]
 
 
-def failure_reason(exc: Exception, bootstrap: str, timeout: float) -> str:
-    """A DOWN reason for a kafka-python error raised while talking to ``bootstrap``."""
-    if isinstance(exc, kafka_errors.KafkaTimeoutError):
+def failure_reason(exc: Exception, bootstrap: str, timeout: float, timed_out: bool = False) -> str:
+    """A DOWN reason for a kafka-python error raised while talking to ``bootstrap``.
+
+    ``timed_out`` says the check's watchdog aborted the connection, whatever
+    error that surfaced as.
+    """
+    if timed_out or isinstance(exc, (kafka_errors.KafkaTimeoutError, kafka_errors.RequestTimedOutError)):
         return f"Kafka at {bootstrap} did not answer within {timeout:g} s"
     if isinstance(exc, kafka_errors.SaslAuthenticationFailedError):
         return f"Kafka authentication failed: {exc.args[0] if exc.args else exc.description}"

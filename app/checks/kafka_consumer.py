@@ -17,8 +17,8 @@ from pydantic import Field, field_validator
 
 from app.checks.base import CheckFailed, CheckResult, CheckSpec, elapsed_ms
 from app.checks.kafka_common import (
-    TOPIC_PATTERN, Consumer, KafkaSecurityOptions, bootstrap_servers, client_settings, failure_reason, open_client,
-    remaining_ms, remaining_s, timeout_ms,
+    TOPIC_PATTERN, KafkaSecurityOptions, Watchdog, bootstrap_servers, client_settings, failure_reason,
+    open_client, remaining_ms, remaining_s, timeout_ms,
 )
 
 
@@ -46,17 +46,25 @@ def check(spec: CheckSpec) -> CheckResult:
     options: Options = spec.options
     bootstrap = bootstrap_servers(spec.target)
     deadline = time.monotonic() + spec.timeout
-    # A new consumer per check: its assignment and positions are per-check
-    # state, and a shared one would have to serialise every check of a cluster.
-    consumer = open_client(Consumer, _consumer_settings(bootstrap, options, spec.timeout, deadline),
-                           spec.timeout)
-    try:
-        return _read_newest(consumer, options, spec.timeout, deadline)
-    except kafka_errors.KafkaError as exc:
-        raise CheckFailed(failure_reason(exc, bootstrap, spec.timeout)) from None
-    finally:
-        # Nothing to commit without a group, so there is nothing to wait for.
-        consumer.close(autocommit=False, timeout_ms=0)
+    with Watchdog(deadline) as watchdog:
+        # A new consumer per check: its assignment and positions are per-check
+        # state, and a shared one would have to serialise every check of a cluster.
+        consumer, _ = open_client(KafkaConsumer, _consumer_settings(bootstrap, options, spec.timeout, deadline),
+                                  spec.timeout, watchdog)
+        try:
+            result = _read_newest(consumer, options, spec.timeout, deadline)
+        except CheckFailed:
+            raise
+        except Exception as exc:
+            if watchdog.fired or isinstance(exc, kafka_errors.KafkaError):
+                raise CheckFailed(failure_reason(exc, bootstrap, spec.timeout, watchdog.fired)) from None
+            raise
+        finally:
+            # Nothing to commit without a group, so there is nothing to wait for.
+            consumer.close(autocommit=False, timeout_ms=0)
+    if watchdog.fired:
+        raise CheckFailed(failure_reason(TimeoutError(), bootstrap, spec.timeout, timed_out=True))
+    return result
 
 
 def _consumer_settings(bootstrap: str, options: Options, timeout: float, deadline: float) -> dict:
@@ -105,16 +113,26 @@ def _read_newest(consumer: KafkaConsumer, options: Options, timeout: float, dead
         "totalMessages": total,
     }
 
+    # Returned rather than raised, so a DOWN result keeps the offsets and age
+    # that explain it.
+    reason = _staleness(options, total, age)
+    return CheckResult(is_ok=reason is None, check_type="kafka_consumer", response_time_ms=took,
+                       failure_reason=reason, metadata=metadata)
+
+
+def _staleness(options: Options, total: int, age: float | None) -> str | None:
+    """Why what was read is not fresh enough, or None if it is."""
     where = _where(options)
-    if total == 0 and (options.require_message or options.max_message_age_seconds is not None):
-        raise CheckFailed(f"{where} has no messages")
     limit = options.max_message_age_seconds
-    if limit is not None:
-        if age is None:
-            raise CheckFailed(f"the newest message in {where} carries no timestamp")
-        if age > limit:
-            raise CheckFailed(f"the newest message in {where} is {age:.1f} s old (limit {limit:g} s)")
-    return CheckResult(is_ok=True, check_type="kafka_consumer", response_time_ms=took, metadata=metadata)
+    if total == 0 and (options.require_message or limit is not None):
+        return f"{where} has no messages"
+    if limit is None:
+        return None
+    if age is None:
+        return f"the newest message in {where} carries no timestamp"
+    if age > limit:
+        return f"the newest message in {where} is {age:.1f} s old (limit {limit:g} s)"
+    return None
 
 
 def _partitions(consumer: KafkaConsumer, options: Options) -> list[int]:

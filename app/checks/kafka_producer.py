@@ -19,11 +19,12 @@ from typing import Literal
 
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka import errors as kafka_errors
+from kafka.net import KafkaNetClient
 from pydantic import Field, field_validator
 
 from app.checks.base import CheckFailed, CheckResult, CheckSpec, elapsed_ms
 from app.checks.kafka_common import (
-    CLIENT_ID, TOPIC_PATTERN, AdminClient, KafkaSecurityOptions, bootstrap_servers, client_settings,
+    CLIENT_ID, TOPIC_PATTERN, KafkaSecurityOptions, Watchdog, bootstrap_servers, client_settings,
     failure_reason, open_client, remaining_s, timeout_ms, topic_error,
 )
 
@@ -64,6 +65,8 @@ class _Clients:
 
     producer: KafkaProducer
     admin: KafkaAdminClient
+    # Their network clients, for the watchdog of each check that uses them.
+    net_clients: tuple[KafkaNetClient, ...]
 
     def close(self) -> None:
         """Close both clients without waiting on a broker that may be gone."""
@@ -88,23 +91,30 @@ def check(spec: CheckSpec) -> CheckResult:
     bootstrap = bootstrap_servers(spec.target)
     deadline = time.monotonic() + spec.timeout
     key = (bootstrap, options.acks, timeout_ms(spec.timeout)) + options.connection_key()
-    clients, reused = _clients_for(key, bootstrap, options, spec.timeout, deadline)
-    try:
-        _require_topic(clients.admin, options.topic)
-        started = time.perf_counter()
-        future = clients.producer.send(options.topic, value=_message(options).encode(),
-                                       key=options.key.encode() if options.key is not None else None)
-        record = future.get(timeout=remaining_s(deadline))
-        took = elapsed_ms(started)
-    except CheckFailed:
-        # The broker answered (say, "no such topic"): the connection is fine.
-        raise
-    except kafka_errors.KafkaError as exc:
-        _discard(key, clients, bootstrap, exc)
-        raise CheckFailed(failure_reason(exc, bootstrap, spec.timeout)) from None
-    except Exception as exc:
-        _discard(key, clients, bootstrap, exc)
-        raise
+    with Watchdog(deadline) as watchdog:
+        clients, reused = _clients_for(key, bootstrap, options, spec.timeout, watchdog)
+        try:
+            _require_topic(clients.admin, options.topic)
+            started = time.perf_counter()
+            future = clients.producer.send(options.topic, value=_message(options).encode(),
+                                           key=options.key.encode() if options.key is not None else None)
+            record = future.get(timeout=remaining_s(deadline))
+            took = elapsed_ms(started)
+        except CheckFailed as exc:
+            # The broker answered (say, "no such topic"): the connection is
+            # fine, unless the watchdog aborted it meanwhile.
+            if watchdog.fired:
+                _discard(key, clients, bootstrap, exc)
+            raise
+        except Exception as exc:
+            _discard(key, clients, bootstrap, exc)
+            if watchdog.fired or isinstance(exc, kafka_errors.KafkaError):
+                raise CheckFailed(failure_reason(exc, bootstrap, spec.timeout, watchdog.fired)) from None
+            raise
+    if watchdog.fired:
+        # The answer came, but only after the watchdog had aborted the clients.
+        _discard(key, clients, bootstrap, TimeoutError())
+        raise CheckFailed(failure_reason(TimeoutError(), bootstrap, spec.timeout, timed_out=True))
     return CheckResult(
         is_ok=True, check_type="kafka_producer", response_time_ms=took,
         metadata={
@@ -147,16 +157,18 @@ def _require_topic(admin: KafkaAdminClient, topic: str) -> None:
 
 
 def _clients_for(key: tuple, bootstrap: str, options: Options, timeout: float,
-                 deadline: float) -> tuple[_Clients, bool]:
+                 watchdog: Watchdog) -> tuple[_Clients, bool]:
     """The cached clients for ``key``, or new ones; and whether they were cached."""
     with _clients_lock:
         found = _clients.get(key)
         if found is not None:
             _clients.move_to_end(key)
-            return found, True
+    if found is not None:
+        watchdog.watch(*found.net_clients)
+        return found, True
     # Connect outside the lock: an unreachable cluster takes the whole timeout
     # to fail, and must not hold up the checks of every other cluster.
-    created = _connect(bootstrap, options, timeout, deadline)
+    created = _connect(bootstrap, options, timeout, watchdog)
     evicted = None
     with _clients_lock:
         found = _clients.get(key)
@@ -167,14 +179,15 @@ def _clients_for(key: tuple, bootstrap: str, options: Options, timeout: float,
     if found is not None:
         # Another check of the same cluster connected first; use its clients.
         created.close()
+        watchdog.watch(*found.net_clients)
         return found, True
     if evicted is not None:
         evicted.close()
     return created, False
 
 
-def _connect(bootstrap: str, options: Options, timeout: float, deadline: float) -> _Clients:
-    producer_settings = client_settings(bootstrap, options, timeout, deadline)
+def _connect(bootstrap: str, options: Options, timeout: float, watchdog: Watchdog) -> _Clients:
+    producer_settings = client_settings(bootstrap, options, timeout, watchdog.deadline)
     producer_settings.update(
         acks=options.acks,
         # Idempotence would need the IDEMPOTENT_WRITE permission on older
@@ -189,15 +202,14 @@ def _connect(bootstrap: str, options: Options, timeout: float, deadline: float) 
         allow_auto_create_topics=False,
         metrics_enabled=False,
     )
-    # The producer first: when the cluster is unreachable it is the one to
-    # fail, and it cleans up after itself.
-    producer = open_client(KafkaProducer, producer_settings, timeout)
+    producer, producer_net = open_client(KafkaProducer, producer_settings, timeout, watchdog)
     try:
-        admin = open_client(AdminClient, client_settings(bootstrap, options, timeout, deadline), timeout)
+        admin_settings = client_settings(bootstrap, options, timeout, watchdog.deadline)
+        admin, admin_net = open_client(KafkaAdminClient, admin_settings, timeout, watchdog)
     except BaseException:
         producer.close(timeout=0)
         raise
-    return _Clients(producer=producer, admin=admin)
+    return _Clients(producer=producer, admin=admin, net_clients=(producer_net, admin_net))
 
 
 def _discard(key: tuple, clients: _Clients, bootstrap: str, exc: Exception) -> None:

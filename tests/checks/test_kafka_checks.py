@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import socket
 import threading
 import time
@@ -119,6 +120,7 @@ def test_it_is_down_when_the_newest_message_is_too_old(bootstrap, topic):
     fresh_enough = consume(bootstrap, topic=topic, max_message_age_seconds=60)
 
     assert stale.status == "DOWN"
+    assert stale.metadata["messageAgeSeconds"] >= 1.5
     assert re.fullmatch(rf"the newest message in topic '{topic}' is \d+\.\d s old \(limit 0.5 s\)",
                         stale.failure_reason), stale.failure_reason
     assert fresh_enough.status == "UP", fresh_enough.failure_reason
@@ -132,6 +134,7 @@ def test_it_is_down_for_an_empty_topic_when_a_message_is_required(bootstrap, top
 
     assert required.status == "DOWN"
     assert required.failure_reason == f"topic '{topic}' has no messages"
+    assert required.metadata["totalMessages"] == 0
     assert aged.status == "DOWN"
     assert optional.status == "UP", optional.failure_reason
     assert optional.metadata["totalMessages"] == 0
@@ -171,12 +174,58 @@ def test_it_is_down_within_the_timeout_when_the_broker_never_answers(check_type,
     assert took < 1.5 + MARGIN
 
 
-def test_it_does_not_leak_threads_when_the_broker_is_down(closed_port):
-    produce(f"127.0.0.1:{closed_port}", timeout=0.5, topic="any")  # let lazily started threads settle
+@pytest.mark.parametrize("check_type", ["kafka_producer", "kafka_consumer"])
+def test_it_is_down_within_the_timeout_when_a_tls_handshake_never_completes(check_type, silent_port):
+    # kafka-python alone would wait for this handshake forever.
+    started = time.monotonic()
+    result = run_check(check_type, f"127.0.0.1:{silent_port}", None, 1.5,
+                       {"topic": "any", "security_protocol": "SSL"})
+    took = time.monotonic() - started
+
+    assert result.status == "DOWN"
+    assert result.failure_reason == f"no Kafka broker at 127.0.0.1:{silent_port} answered within 1.5 s"
+    assert took < 1.5 + MARGIN
+
+
+@pytest.mark.parametrize("check_type", ["kafka_producer", "kafka_consumer"])
+def test_it_is_down_within_the_timeout_when_a_connected_broker_hangs(check_type):
+    with TansuBroker() as broker:
+        try:
+            create_topic(broker.bootstrap, "hangs")
+            # Connected first, so the producer check reuses a live client.
+            assert run_check(check_type, broker.bootstrap, None, 1.5, {"topic": "hangs"}).status == "UP"
+            broker.process.send_signal(signal.SIGSTOP)
+            started = time.monotonic()
+            result = run_check(check_type, broker.bootstrap, None, 1.5, {"topic": "hangs"})
+            took = time.monotonic() - started
+        finally:
+            broker.process.send_signal(signal.SIGCONT)
+            kafka_producer.close_clients()
+
+    assert result.status == "DOWN"
+    assert "within 1.5 s" in result.failure_reason
+    assert took < 1.5 + MARGIN
+
+
+@pytest.mark.parametrize("check_type", ["kafka_producer", "kafka_consumer"])
+def test_it_is_down_when_the_ca_file_cannot_be_read(check_type, tmp_path, closed_port):
+    missing = tmp_path / "missing-ca.pem"
+
+    result = run_check(check_type, f"127.0.0.1:{closed_port}", None, TIMEOUT,
+                       {"topic": "any", "security_protocol": "SSL", "ssl_cafile": str(missing)})
+
+    assert result.status == "DOWN"
+    assert result.failure_reason.startswith(f"cannot load ssl_cafile {missing}: ")
+
+
+@pytest.mark.parametrize("security_protocol", ["PLAINTEXT", "SSL"])
+def test_it_does_not_leak_threads_when_the_broker_is_down(security_protocol, closed_port, silent_port):
+    port = closed_port if security_protocol == "PLAINTEXT" else silent_port
+    options = {"topic": "any", "security_protocol": security_protocol}
     before = threading.active_count()
 
     for check_type in ("kafka_producer", "kafka_consumer", "kafka_producer", "kafka_consumer"):
-        run_check(check_type, f"127.0.0.1:{closed_port}", None, 0.5, {"topic": "any"})
+        assert run_check(check_type, f"127.0.0.1:{port}", None, 0.5, options).status == "DOWN"
 
     assert threading.active_count() <= before
 
