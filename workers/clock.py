@@ -47,6 +47,15 @@ def _enqueue_prune(clock: "Clock") -> None:
                          job_timeout=3600, result_ttl=0)
 
 
+def _enqueue_alert_sweep(clock: "Clock") -> None:
+    from app.services import queues
+    from workers.jobs.alerts import sweep
+
+    notify = queues.queue(queues.NOTIFY_QUEUE)
+    if notify.count <= MAX_BACKLOG_JOBS:  # else workers are behind; the next sweep catches up
+        notify.enqueue(sweep, job_timeout=120, result_ttl=0, failure_ttl=3600)
+
+
 def _role(clock: "Clock") -> str:
     from app.services import configuration
 
@@ -79,6 +88,7 @@ def _enqueue_primary_housekeeping(clock: "Clock") -> None:
 # check the role themselves, since failover changes it at run time.
 PERIODIC_TASKS = [
     PeriodicTask("prune-results", lambda settings: 3600.0, _enqueue_prune),
+    PeriodicTask("alert-sweep", lambda settings: 15.0, _enqueue_alert_sweep),
     PeriodicTask("sync-with-primary", lambda settings: float(settings.heartbeat_interval), _enqueue_sync),
     PeriodicTask("primary-housekeeping", lambda settings: 10.0, _enqueue_primary_housekeeping),
 ]

@@ -8,14 +8,22 @@ from app.models.endpoint import (
     endpoint_notifications,
 )
 from app.models.instance import EndpointSyncStatus, InstanceConfig, InstanceToken, MonitoringInstance
-from app.models.notification import NotificationService
+from app.models.notification import (
+    DELIVERY_FAILED,
+    DELIVERY_PENDING,
+    DELIVERY_SENDING,
+    DELIVERY_SENT,
+    NotificationDelivery,
+    NotificationService,
+)
 from app.models.result import AggregatedResult, ResponseTime
 from app.models.settings import Setting
 from app.models.types import UTCDateTime, utcnow
 from app.models.user import API_KEY_PREFIX_LEN, ApiKey, User
 
 __all__ = [
-    "API_KEY_PREFIX_LEN", "STATUS_DOWN", "STATUS_PENDING", "STATUS_UP", "AggregatedResult", "ApiKey", "Endpoint",
+    "API_KEY_PREFIX_LEN", "DELIVERY_FAILED", "DELIVERY_PENDING", "DELIVERY_SENDING", "DELIVERY_SENT",
+    "NotificationDelivery", "STATUS_DOWN", "STATUS_PENDING", "STATUS_UP", "AggregatedResult", "ApiKey", "Endpoint",
     "EndpointSyncStatus", "InstanceConfig", "InstanceToken", "MonitoringInstance",
     "NotificationService", "ResponseTime", "Setting", "StatusChange", "UTCDateTime", "User",
     "endpoint_notifications", "utcnow",

@@ -51,6 +51,8 @@ class Endpoint(db.Model):
     success_threshold: Mapped[int] = mapped_column(Integer, nullable=False, default=1)
     is_paused: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     group_name: Mapped[str | None] = mapped_column(String(100))
+    # While DOWN, remind the endpoint's notification services this often (none: never).
+    reminder_interval_minutes: Mapped[int | None] = mapped_column(Integer)
     created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
 
@@ -65,8 +67,10 @@ class Endpoint(db.Model):
     # arithmetic identical on SQLite and PostgreSQL.
     next_check_at: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, index=True)
 
+    # selectin: to_dict lists the ids, and a page of endpoints is one more query, not one per row.
     notification_services = relationship(
-        "NotificationService", secondary=endpoint_notifications, back_populates="endpoints"
+        "NotificationService", secondary=endpoint_notifications, back_populates="endpoints",
+        lazy="selectin",
     )
 
     def check_spec(self) -> dict:
@@ -92,6 +96,8 @@ class Endpoint(db.Model):
             "successThreshold": self.success_threshold,
             "isPaused": self.is_paused,
             "group": self.group_name,
+            "reminderIntervalMinutes": self.reminder_interval_minutes,
+            "notificationServiceIds": sorted(service.id for service in self.notification_services),
             "status": self.status,
             "statusChangedAt": _iso(self.status_changed_at),
             "lastCheckedAt": _iso(self.last_checked_at),
@@ -106,7 +112,10 @@ class StatusChange(db.Model):
     """A change of an endpoint's status (the start or end of an incident)."""
 
     __tablename__ = "status_changes"
-    __table_args__ = (Index("ix_status_changes_endpoint_changed", "endpoint_id", "changed_at"),)
+    __table_args__ = (
+        Index("ix_status_changes_endpoint_changed", "endpoint_id", "changed_at"),
+        Index("ix_status_changes_changed", "changed_at"),
+    )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(ForeignKey("endpoints.id", ondelete="CASCADE"), nullable=False)

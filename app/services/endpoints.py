@@ -51,6 +51,10 @@ class EndpointInput(BaseModel):
     success_threshold: int = Field(default=1, ge=1, le=100)
     is_paused: bool = False
     group: str | None = Field(default=None, max_length=100)
+    # While DOWN, remind the notification services this often (minutes); none: never.
+    reminder_interval_minutes: int | None = Field(default=None, ge=1, le=10080)
+    # Omitted on create: the default services (``is_default``); on update: unchanged.
+    notification_service_ids: list[int] | None = None
 
     @field_validator("check_type")
     @classmethod
@@ -160,6 +164,7 @@ def _as_input(endpoint: Endpoint) -> dict:
         "successThreshold": endpoint.success_threshold,
         "isPaused": endpoint.is_paused,
         "group": endpoint.group_name,
+        "reminderIntervalMinutes": endpoint.reminder_interval_minutes,
     }
 
 
@@ -175,12 +180,14 @@ def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.success_threshold = spec.success_threshold
     endpoint.is_paused = spec.is_paused
     endpoint.group_name = spec.group
+    endpoint.reminder_interval_minutes = spec.reminder_interval_minutes
 
 
 def create_endpoint(data: dict) -> Endpoint:
     """Validate and store a new endpoint; it is checked at once."""
     spec = parse_input(data)
     endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
+    endpoint.notification_services = _notification_services(spec.notification_service_ids)
     apply_input(endpoint, spec)
     db.session.add(endpoint)
     db.session.commit()
@@ -197,6 +204,8 @@ def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool) -> Endpoin
     if partial and "checkType" in data and "options" not in data and data["checkType"] != endpoint.check_type:
         merged["options"] = {}  # options of the old type mean nothing to the new one
     spec = parse_input(merged)
+    if spec.notification_service_ids is not None:
+        endpoint.notification_services = _notification_services(spec.notification_service_ids)
     was_paused = endpoint.is_paused
     apply_input(endpoint, spec)
     if was_paused and not spec.is_paused:
@@ -210,6 +219,18 @@ def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool) -> Endpoin
 
 def set_paused(endpoint: Endpoint, paused: bool) -> Endpoint:
     return update_endpoint(endpoint, {"isPaused": paused}, partial=True)
+
+
+def _notification_services(service_ids: list[int] | None) -> list:
+    """The services these ids name (``None``: the default set), or ``InvalidEndpoint``."""
+    from app.services import notifications
+
+    if service_ids is None:
+        return notifications.default_services()
+    try:
+        return notifications.resolve_services(service_ids)
+    except notifications.InvalidNotificationService as exc:
+        raise InvalidEndpoint(exc.errors) from None
 
 
 def delete_endpoint(endpoint: Endpoint) -> None:

@@ -45,8 +45,15 @@ def upgrade():
     with op.batch_alter_table('endpoints', schema=None) as batch_op:
         batch_op.add_column(sa.Column('reminder_interval_minutes', sa.Integer(), nullable=True))
 
+    # The alert sweep looks for recent status changes across all endpoints.
+    with op.batch_alter_table('status_changes', schema=None) as batch_op:
+        batch_op.create_index('ix_status_changes_changed', ['changed_at'], unique=False)
+
 
 def downgrade():
+    with op.batch_alter_table('status_changes', schema=None) as batch_op:
+        batch_op.drop_index('ix_status_changes_changed')
+
     with op.batch_alter_table('endpoints', schema=None) as batch_op:
         batch_op.drop_column('reminder_interval_minutes')
 

@@ -35,6 +35,7 @@ def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
     from app.models import Endpoint
     from app.services import configuration
     from app.services.results import record_results
+    from workers.jobs.alerts import alert_transitions
 
     with app().app_context():
         from app.extensions import db
@@ -68,6 +69,7 @@ def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
                     is_ok=False, check_type=row.check_type,
                     failure_reason=f"check did not finish within {row.timeout_seconds:g} s")))
         transitions = record_results(results, instance_id=instance_id, location=location)
+        alert_transitions(transitions)  # stores and enqueues deliveries; sends nothing here
         down = sum(1 for _, r in results if not r.is_ok)
         logger.debug("checked %d endpoints, %d failing, %d status changes", len(results), down,
                      len(transitions))

@@ -1,0 +1,411 @@
+"""Alerts: status changes become deliveries; deliveries are sent with retries.
+
+1. ``results.record_results`` stores each status change as a
+   ``status_changes`` row. The check job then calls ``raise_alerts`` for the
+   endpoints that changed: each alertable change (to DOWN; DOWN to UP) gets
+   one ``notification_deliveries`` row per enabled service of its endpoint.
+   The dedupe key ``"<status change id>:<service id>"`` is unique, so a
+   replay, a retried job or the sweep below never creates one twice.
+2. A worker runs ``deliver`` for each row, on the notify queue, never inside
+   a check job. It claims the row with a conditional UPDATE (pending ->
+   sending) and acts only if that changed one row, sends with no database
+   transaction open, then records the outcome, again conditioned on its own
+   claim: sent; pending again with ``next_attempt_at`` after an exponential
+   backoff when retrying can help; failed after ``MAX_ATTEMPTS`` or at once
+   when it cannot.
+3. Every ~15 s the clock enqueues ``workers.jobs.alerts.sweep``: it frees
+   claims left by a worker that died mid-send, raises alerts missed because
+   a job died between storing results and raising them, raises reminders for
+   endpoints still DOWN, and enqueues the deliveries that are due.
+
+Delivery is at least once: a worker killed after the service accepted a
+message but before it recorded so sends it again once its claim goes stale.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from flask import current_app
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app.extensions import db
+from app.models import (
+    DELIVERY_FAILED,
+    DELIVERY_PENDING,
+    DELIVERY_SENDING,
+    DELIVERY_SENT,
+    STATUS_DOWN,
+    STATUS_UP,
+    Endpoint,
+    NotificationDelivery,
+    NotificationService,
+    StatusChange,
+    endpoint_notifications,
+    utcnow,
+)
+from app.notifiers import (
+    EVENT_DOWN,
+    EVENT_REMINDER,
+    EVENT_UP,
+    AlertMessage,
+    DeliveryError,
+    notifier_for,
+)
+
+logger = logging.getLogger(__name__)
+
+# Tries per delivery, and the waits between them: 30 s, 1 min, 2 min, ...
+# capped at 30 min, so the last try is about an hour after the first.
+MAX_ATTEMPTS = 8
+BACKOFF_BASE_SECONDS = 30.0
+BACKOFF_CAP_SECONDS = 1800.0
+# How far back the sweep looks for status changes that were never alerted.
+ALERT_WINDOW = timedelta(minutes=15)
+# A claim older than this belongs to a worker that died while sending.
+STALE_CLAIM = timedelta(minutes=10)
+# New deliveries are enqueued when raised; the sweep leaves them this long.
+NEW_DELIVERY_GRACE = timedelta(seconds=30)
+_CHUNK = 500
+
+
+def backoff(attempts: int) -> timedelta:
+    """The wait after the ``attempts``-th failed try."""
+    return timedelta(seconds=min(BACKOFF_BASE_SECONDS * 2 ** max(attempts - 1, 0), BACKOFF_CAP_SECONDS))
+
+
+def instance_fields() -> dict:
+    """Which instance and location an alert comes from."""
+    from app.services import configuration
+
+    settings = current_app.config["SETTINGS"]
+    return {"instance_id": configuration.instance_id(), "instance_name": settings.instance_name,
+            "location": settings.instance_location}
+
+
+def _alerts_here() -> bool:
+    # Dependents report to the primary; the primary (or a standalone) alerts.
+    from app.config import ROLE_DEPENDENT
+    from app.services import configuration
+
+    return configuration.role() != ROLE_DEPENDENT
+
+
+# --- raising alerts -----------------------------------------------------------
+
+
+def raise_alerts(endpoint_ids: Iterable[int] | None = None, *, now: datetime | None = None,
+                 window: timedelta = ALERT_WINDOW) -> list[int]:
+    """Create the missing deliveries for recent alertable status changes.
+
+    Looks at changes of ``endpoint_ids`` (every endpoint when ``None``) in the
+    last ``window``. Returns the ids of their deliveries that are pending
+    and due, to enqueue. Commits.
+    """
+    now = now or utcnow()
+    query = (
+        select(StatusChange)
+        .where(StatusChange.changed_at >= now - window,
+               or_(StatusChange.to_status == STATUS_DOWN,
+                   and_(StatusChange.to_status == STATUS_UP, StatusChange.from_status == STATUS_DOWN)))
+        .order_by(StatusChange.id)
+    )
+    if endpoint_ids is not None:
+        endpoint_ids = set(endpoint_ids)
+        if not endpoint_ids:
+            return []
+        query = query.where(StatusChange.endpoint_id.in_(endpoint_ids))
+    changes = list(db.session.execute(query).scalars())
+    if not changes or not _alerts_here():
+        db.session.commit()
+        return []
+    services = _enabled_services({change.endpoint_id for change in changes})
+    wanted = {f"{change.id}:{service_id}": (change, service_id)
+              for change in changes for service_id in services.get(change.endpoint_id, ())}
+    missing = set(wanted) - _existing_keys(wanted)
+    if missing:
+        endpoints = _endpoints({wanted[key][0].endpoint_id for key in missing})
+        identity = instance_fields()
+        messages: dict[int, AlertMessage] = {}
+        rows = []
+        for key in sorted(missing):
+            change, service_id = wanted[key]
+            endpoint = endpoints.get(change.endpoint_id)
+            if endpoint is None:
+                continue
+            if change.id not in messages:
+                messages[change.id] = _change_message(change, endpoint, identity)
+            rows.append(_row(key, messages[change.id], service_id, change.id, now))
+        _insert(rows)
+    db.session.commit()
+    return _due_ids(wanted, now)
+
+
+def raise_reminders(*, now: datetime | None = None) -> list[int]:
+    """Create reminder deliveries for endpoints still DOWN.
+
+    An endpoint with ``reminder_interval_minutes`` gets its n-th reminder
+    once n intervals have passed since it went DOWN; the dedupe key holds n,
+    so each interval reminds once, and an absent clock does not cause a
+    burst of reminders later. Returns the ids of their deliveries that are
+    pending and due, to enqueue. Commits.
+    """
+    now = now or utcnow()
+    endpoints = {
+        row.id: row for row in db.session.execute(
+            select(Endpoint.id, Endpoint.name, Endpoint.target, Endpoint.check_type,
+                   Endpoint.reminder_interval_minutes, Endpoint.last_failure_reason)
+            .where(Endpoint.status == STATUS_DOWN, Endpoint.is_paused.is_(False),
+                   Endpoint.reminder_interval_minutes.is_not(None),
+                   Endpoint.reminder_interval_minutes > 0)
+        )
+    }
+    if not endpoints or not _alerts_here():
+        db.session.commit()
+        return []
+    latest_down = (
+        select(func.max(StatusChange.id))
+        .where(StatusChange.endpoint_id.in_(endpoints), StatusChange.to_status == STATUS_DOWN)
+        .group_by(StatusChange.endpoint_id)
+    )
+    changes = list(db.session.execute(select(StatusChange).where(StatusChange.id.in_(latest_down))).scalars())
+    services = _enabled_services(set(endpoints))
+    wanted = {}
+    for change in changes:
+        endpoint = endpoints[change.endpoint_id]
+        down_for = (now - change.changed_at).total_seconds()
+        n = int(down_for // (endpoint.reminder_interval_minutes * 60))
+        if n < 1:
+            continue
+        for service_id in services.get(change.endpoint_id, ()):
+            wanted[f"{change.id}:{service_id}:reminder:{n}"] = (change, service_id, down_for)
+    missing = set(wanted) - _existing_keys(wanted)
+    if missing:
+        identity = instance_fields()
+        rows = []
+        for key in sorted(missing):
+            change, service_id, down_for = wanted[key]
+            endpoint = endpoints[change.endpoint_id]
+            message = AlertMessage(
+                event=EVENT_REMINDER, endpoint_id=endpoint.id, endpoint_name=endpoint.name,
+                target=endpoint.target, check_type=endpoint.check_type, status=STATUS_DOWN,
+                previous_status=change.from_status, occurred_at=now,
+                reason=endpoint.last_failure_reason or change.reason, down_since=change.changed_at,
+                duration_seconds=round(down_for, 3), **identity,
+            )
+            rows.append(_row(key, message, service_id, change.id, now))
+        _insert(rows)
+    db.session.commit()
+    return _due_ids(wanted, now)
+
+
+def _change_message(change: StatusChange, endpoint, identity: dict) -> AlertMessage:
+    common = dict(endpoint_id=endpoint.id, endpoint_name=endpoint.name, target=endpoint.target,
+                  check_type=endpoint.check_type, status=change.to_status,
+                  previous_status=change.from_status, occurred_at=change.changed_at, **identity)
+    if change.to_status == STATUS_DOWN:
+        return AlertMessage(event=EVENT_DOWN, reason=change.reason, down_since=change.changed_at, **common)
+    went_down = db.session.execute(
+        select(StatusChange)
+        .where(StatusChange.endpoint_id == change.endpoint_id, StatusChange.id < change.id,
+               StatusChange.to_status == STATUS_DOWN)
+        .order_by(StatusChange.id.desc()).limit(1)
+    ).scalar_one_or_none()
+    if went_down is None:  # its history was pruned; say what we know
+        return AlertMessage(event=EVENT_UP, **common)
+    return AlertMessage(event=EVENT_UP, reason=went_down.reason, down_since=went_down.changed_at,
+                        duration_seconds=round((change.changed_at - went_down.changed_at).total_seconds(), 3),
+                        **common)
+
+
+def _row(key: str, message: AlertMessage, service_id: int, change_id: int | None, now: datetime) -> dict:
+    return {
+        "notification_service_id": service_id, "endpoint_id": message.endpoint_id,
+        "status_change_id": change_id, "event": message.event, "status": DELIVERY_PENDING,
+        "dedupe_key": key, "payload": message.to_payload(), "attempts": 0,
+        "next_attempt_at": now, "created_at": now,
+    }
+
+
+def _enabled_services(endpoint_ids: set[int]) -> dict[int, list[int]]:
+    by_endpoint: dict[int, list[int]] = {}
+    link = endpoint_notifications.c
+    for endpoint_id, service_id in db.session.execute(
+        select(link.endpoint_id, link.notification_service_id)
+        .join(NotificationService, NotificationService.id == link.notification_service_id)
+        .where(link.endpoint_id.in_(endpoint_ids), NotificationService.is_enabled.is_(True))
+        .order_by(link.notification_service_id)
+    ):
+        by_endpoint.setdefault(endpoint_id, []).append(service_id)
+    return by_endpoint
+
+
+def _endpoints(endpoint_ids: set[int]) -> dict:
+    return {row.id: row for row in db.session.execute(
+        select(Endpoint.id, Endpoint.name, Endpoint.target, Endpoint.check_type)
+        .where(Endpoint.id.in_(endpoint_ids))
+    )}
+
+
+def _chunks(keys) -> Iterable[list]:
+    keys = sorted(keys)
+    for start in range(0, len(keys), _CHUNK):
+        yield keys[start:start + _CHUNK]
+
+
+def _existing_keys(keys) -> set[str]:
+    found: set[str] = set()
+    for chunk in _chunks(keys):
+        found.update(db.session.execute(
+            select(NotificationDelivery.dedupe_key).where(NotificationDelivery.dedupe_key.in_(chunk))
+        ).scalars())
+    return found
+
+
+def _due_ids(keys, now: datetime) -> list[int]:
+    ids: list[int] = []
+    for chunk in _chunks(keys):
+        ids.extend(db.session.execute(
+            select(NotificationDelivery.id)
+            .where(NotificationDelivery.dedupe_key.in_(chunk), NotificationDelivery.status == DELIVERY_PENDING,
+                   NotificationDelivery.next_attempt_at <= now)
+        ).scalars())
+    return sorted(ids)
+
+
+def _insert(rows: list[dict]) -> None:
+    # Two raisers racing (a job and the sweep) both insert; the unique key keeps one.
+    if not rows:
+        return
+    make = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    stmt = make(NotificationDelivery.__table__).on_conflict_do_nothing(index_elements=["dedupe_key"])
+    db.session.execute(stmt, rows)
+    logger.info("raised %d alert deliveries: %s", len(rows),
+                ", ".join(f"{r['event']} endpoint {r['endpoint_id']} via service {r['notification_service_id']}"
+                          for r in rows[:10]) + (" ..." if len(rows) > 10 else ""))
+
+
+# --- delivering -----------------------------------------------------------------
+
+
+def deliver(delivery_id: int, *, now: datetime | None = None) -> str:
+    """Send one pending, due delivery; returns its new status, or ``skipped``
+    when it was not this call's to send (already claimed, sent, or not due)."""
+    now = now or utcnow()
+    table = NotificationDelivery.__table__
+    # 1. Claim: only the caller whose UPDATE changed the row sends it.
+    claimed = db.session.execute(
+        update(table)
+        .where(table.c.id == delivery_id, table.c.status == DELIVERY_PENDING,
+               or_(table.c.next_attempt_at.is_(None), table.c.next_attempt_at <= now))
+        .values(status=DELIVERY_SENDING, claimed_at=now, attempts=table.c.attempts + 1)
+    ).rowcount
+    db.session.commit()
+    if claimed != 1:
+        return "skipped"
+    # 2. Read what sending needs, then end the transaction: no locks or open
+    #    transaction while a slow service answers.
+    delivery = db.session.get(NotificationDelivery, delivery_id)
+    attempts, payload, event, endpoint_id = delivery.attempts, dict(delivery.payload), delivery.event, delivery.endpoint_id
+    service = delivery.service
+    service_id, kind, config, enabled = service.id, service.kind, dict(service.config or {}), service.is_enabled
+    db.session.commit()
+    # 3. Send.
+    error: DeliveryError | None = None
+    if not enabled:
+        error = DeliveryError("the notification service is disabled", retryable=False)
+    else:
+        try:
+            notifier_for(kind, config).send(AlertMessage.from_payload(payload))
+        except DeliveryError as exc:
+            error = exc
+        except Exception as exc:  # a notifier bug must not lose the alert
+            logger.exception("sending delivery %s through service %s raised", delivery_id, service_id)
+            error = DeliveryError(f"unexpected error: {exc}", retryable=True)
+    # 4. Record the outcome, conditioned on still holding our claim.
+    if error is None:
+        values = {"status": DELIVERY_SENT, "sent_at": utcnow(), "last_error": None, "next_attempt_at": None}
+        outcome = f"sent (attempt {attempts})"
+    elif error.retryable and attempts < MAX_ATTEMPTS:
+        wait = backoff(attempts)
+        values = {"status": DELIVERY_PENDING, "next_attempt_at": now + wait, "last_error": error.reason}
+        outcome = f"failed (attempt {attempts}), retrying in {wait.total_seconds():g} s: {error.reason}"
+    else:
+        reason = error.reason if not error.retryable else f"{error.reason} (gave up after {attempts} attempts)"
+        values = {"status": DELIVERY_FAILED, "last_error": reason, "next_attempt_at": None}
+        outcome = f"failed for good: {reason}"
+    finished = db.session.execute(
+        update(table)
+        .where(table.c.id == delivery_id, table.c.status == DELIVERY_SENDING, table.c.claimed_at == now)
+        .values(**values)
+    ).rowcount
+    db.session.commit()
+    log = logger.info if error is None else logger.warning
+    log("%s alert for endpoint %s via service %s (delivery %s): %s", event, endpoint_id, service_id,
+        delivery_id, outcome)
+    if finished != 1:
+        logger.warning("delivery %s was reclaimed while it was being sent; outcome not recorded", delivery_id)
+    return values["status"]
+
+
+def release_stale_claims(*, now: datetime | None = None) -> int:
+    """Put deliveries claimed by a worker that died mid-send back to pending."""
+    now = now or utcnow()
+    table = NotificationDelivery.__table__
+    released = db.session.execute(
+        update(table)
+        .where(table.c.status == DELIVERY_SENDING, table.c.claimed_at < now - STALE_CLAIM)
+        .values(status=DELIVERY_PENDING, next_attempt_at=now)
+    ).rowcount
+    db.session.commit()
+    if released:
+        logger.warning("released %d deliveries whose worker stopped while sending", released)
+    return released
+
+
+def due_deliveries(*, now: datetime | None = None, limit: int = 500) -> list[int]:
+    """Pending deliveries to enqueue now: retries that are due, and new ones
+    whose own enqueue seems lost."""
+    now = now or utcnow()
+    table = NotificationDelivery.__table__
+    return list(db.session.execute(
+        select(table.c.id)
+        .where(table.c.status == DELIVERY_PENDING, table.c.next_attempt_at <= now,
+               # Never claimed: its own enqueue is likely still in the queue.
+               or_(table.c.claimed_at.is_not(None), table.c.created_at <= now - NEW_DELIVERY_GRACE))
+        .order_by(table.c.next_attempt_at, table.c.id).limit(limit)
+    ).scalars())
+
+
+# --- for the UI -------------------------------------------------------------------
+
+
+def recent_deliveries(limit: int = 50) -> list[NotificationDelivery]:
+    """The newest deliveries (alerts and tests), newest first."""
+    return list(db.session.execute(
+        select(NotificationDelivery).order_by(NotificationDelivery.id.desc()).limit(limit)
+    ).scalars())
+
+
+def failed_deliveries(limit: int = 100) -> list[NotificationDelivery]:
+    """Deliveries that failed for good (tests excluded), newest first."""
+    return list(db.session.execute(
+        select(NotificationDelivery)
+        .where(NotificationDelivery.status == DELIVERY_FAILED, NotificationDelivery.event != "test")
+        .order_by(NotificationDelivery.id.desc()).limit(limit)
+    ).scalars())
+
+
+def retry_delivery(delivery_id: int) -> bool:
+    """Give a failed delivery a fresh set of tries; the next sweep (within
+    ~15 s) enqueues it. Returns False unless it had failed."""
+    table = NotificationDelivery.__table__
+    changed = db.session.execute(
+        update(table).where(table.c.id == delivery_id, table.c.status == DELIVERY_FAILED)
+        .values(status=DELIVERY_PENDING, attempts=0, next_attempt_at=utcnow())
+    ).rowcount
+    db.session.commit()
+    return changed == 1
