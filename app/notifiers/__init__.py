@@ -38,7 +38,8 @@ def notifier_for(kind: str, config: dict) -> Notifier:
 def _short(exc: ValueError) -> str:
     errors = getattr(exc, "errors", None)
     if callable(errors):
-        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in errors())
+        return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg'].removeprefix('Value error, ')}"
+                         for e in errors())
     return str(exc)
 
 

@@ -309,6 +309,9 @@ def deliver(delivery_id: int, *, now: datetime | None = None) -> str:
     # 2. Read what sending needs, then end the transaction: no locks or open
     #    transaction while a slow service answers.
     delivery = db.session.get(NotificationDelivery, delivery_id)
+    if delivery is None:  # its service or endpoint was deleted meanwhile
+        db.session.commit()
+        return "skipped"
     attempts, payload, event, endpoint_id = delivery.attempts, dict(delivery.payload), delivery.event, delivery.endpoint_id
     service = delivery.service
     service_id, kind, config, enabled = service.id, service.kind, dict(service.config or {}), service.is_enabled
