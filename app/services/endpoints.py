@@ -151,7 +151,8 @@ def _errors_of(exc: ValidationError) -> dict[str, str]:
     return errors
 
 
-def _as_input(endpoint: Endpoint) -> dict:
+def configuration_fields(endpoint: Endpoint) -> dict:
+    """An endpoint's configuration as input fields (camelCase), without runtime state."""
     return {
         "name": endpoint.name,
         "checkType": endpoint.check_type,
@@ -200,7 +201,7 @@ def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool) -> Endpoin
     """Replace (``partial=False``) or patch an endpoint's settings."""
     if not isinstance(data, dict):
         raise InvalidEndpoint({"body": "must be a JSON object"})
-    merged = {**_as_input(endpoint), **data} if partial else data
+    merged = {**configuration_fields(endpoint), **data} if partial else data
     if partial and "checkType" in data and "options" not in data and data["checkType"] != endpoint.check_type:
         merged["options"] = {}  # options of the old type mean nothing to the new one
     spec = parse_input(merged)

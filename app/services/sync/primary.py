@@ -20,6 +20,7 @@ from app.models import (
     utcnow,
 )
 from app.services import configuration
+from app.services.endpoints import configuration_fields
 from app.services.results import store_results
 from app.services.sync import tokens
 from app.services.sync.schemas import HeartbeatPayload, InstanceRegistration, iso
@@ -188,20 +189,7 @@ def sync_configuration() -> dict:
 
 def endpoint_config(endpoint: Endpoint) -> dict:
     """An endpoint's configuration fields, without the primary's runtime state."""
-    return {
-        "id": endpoint.id,
-        "name": endpoint.name,
-        "checkType": endpoint.check_type,
-        "target": endpoint.target,
-        "port": endpoint.port,
-        "options": endpoint.options or {},
-        "intervalSeconds": endpoint.interval_seconds,
-        "timeoutSeconds": endpoint.timeout_seconds,
-        "failureThreshold": endpoint.failure_threshold,
-        "successThreshold": endpoint.success_threshold,
-        "isPaused": endpoint.is_paused,
-        "group": endpoint.group_name,
-    }
+    return {"id": endpoint.id, **configuration_fields(endpoint)}
 
 
 def notification_services() -> list[dict]:
