@@ -383,6 +383,25 @@ def due_deliveries(*, now: datetime | None = None, limit: int = 500) -> list[int
     ).scalars())
 
 
+def prune_deliveries(*, older_than: timedelta, now: datetime | None = None) -> int:
+    """Delete finished deliveries older than ``older_than``; returns how many.
+
+    Safe for deduplication: alerts are raised only for recent status
+    changes, and reminder keys count intervals, so an old row is never
+    needed to stop a repeat.
+    """
+    now = now or utcnow()
+    table = NotificationDelivery.__table__
+    deleted = db.session.execute(
+        table.delete().where(table.c.created_at < now - older_than,
+                             table.c.status.in_((DELIVERY_SENT, DELIVERY_FAILED)))
+    ).rowcount
+    db.session.commit()
+    if deleted:
+        logger.info("pruned %d deliveries older than %s", deleted, older_than)
+    return deleted
+
+
 # --- for the UI -------------------------------------------------------------------
 
 

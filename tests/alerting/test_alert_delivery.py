@@ -312,3 +312,29 @@ def test_it_alerts_from_the_check_job_without_sending_there(pipeline, webhook):
     [payload] = webhook.payloads
     assert payload["event"] == "down" and payload["endpoint"]["id"] == endpoint
     assert "refused" in payload["reason"].lower()
+
+
+def test_it_resends_what_a_dead_worker_held_and_prunes_old_deliveries(pipeline, webhook):
+    from workers.jobs import alerts as alert_jobs
+
+    pipeline.service("webhook", {"url": webhook.url()}, isDefault=True)
+    endpoint = pipeline.endpoint()
+    pipeline.record(endpoint, False, "refused", alert=False)
+    with pipeline.app.app_context():
+        [delivery_id] = alerts.raise_alerts([endpoint])
+        # A worker claimed it and died before recording anything.
+        db.session.execute(db.update(NotificationDelivery).values(
+            status="sending", attempts=1, claimed_at=datetime.now(timezone.utc)))
+        db.session.commit()
+    assert alert_jobs.sweep(now=time.time() + 60)["released"] == 0  # it may still be sending
+    assert alert_jobs.sweep(now=time.time() + 11 * 60)["released"] == 1
+    pipeline.work()
+    assert [p["event"] for p in webhook.payloads] == ["down"]
+    delivery = _only_delivery(pipeline)
+    assert delivery["status"] == "sent" and delivery["attempts"] == 2
+
+    # Kept as long as results are (30 days by default), then dropped.
+    alert_jobs.sweep(now=time.time() + 29 * 86400)
+    assert [d["id"] for d in pipeline.deliveries()] == [delivery_id]
+    alert_jobs.sweep(now=time.time() + 31 * 86400)
+    assert pipeline.deliveries() == []

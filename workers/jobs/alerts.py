@@ -6,7 +6,7 @@ notification service never holds up a check.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 from workers.jobs import app
 
@@ -32,11 +32,14 @@ def deliver(delivery_id: int, now: float | None = None) -> str:
 
 
 def sweep(now: float | None = None) -> dict:
-    """Free stale claims, raise missed alerts and reminders, enqueue due deliveries."""
+    """Free stale claims, raise missed alerts and reminders, enqueue due
+    deliveries; drop finished ones older than the result retention."""
     from app.services import alerts
 
     with app().app_context():
         when = _when(now)
+        retention = timedelta(days=app().config["SETTINGS"].result_retention_days)
+        alerts.prune_deliveries(older_than=retention, now=when)
         released = alerts.release_stale_claims(now=when)
         raised = alerts.raise_alerts(None, now=when)
         reminders = alerts.raise_reminders(now=when)
