@@ -15,7 +15,7 @@ __version__ = "0.1.0"
 # What each process serves: the web UI and JSON API on PORT, the sync API on
 # SYNC_API_PORT, nothing for workers and the clock.
 SURFACES = {
-    "web": ("ui", "api"),
+    "web": ("ui", "admin", "api"),
     "sync": ("sync_api",),
     "none": (),
 }
@@ -66,6 +66,10 @@ def create_app(config: dict | None = None, *, serve: str = "web", settings: Sett
 def _register_blueprint(app: Flask, name: str) -> None:
     if name == "ui":
         from app.blueprints.ui import bp
+    elif name == "admin":
+        from app.blueprints.admin import bp, init_app
+
+        init_app(app)
     elif name == "api":
         from app.blueprints.api import bp
     elif name == "sync_api":

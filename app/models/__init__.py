@@ -17,6 +17,8 @@ from app.models.notification import (
     NotificationService,
 )
 from app.models.result import AggregatedResult, ResponseTime
+from app.models.rollup import ResultHour, RolledUpHour
+from app.models.login import LoginFailure
 from app.models.settings import Setting
 from app.models.types import UTCDateTime, utcnow
 from app.models.user import API_KEY_PREFIX_LEN, ApiKey, User

@@ -1,20 +1,148 @@
-"""Pages. The full UI (sign-in, dashboard, forms) is its own piece of work;
-this is the read-only overview served until then."""
-from flask import current_app, jsonify, render_template
+"""Pages: dashboard, endpoint detail, public status pages, health.
+
+A request with ``HX-Request`` gets the fragment it asks for, others the
+whole page (one route per page).
+"""
+from __future__ import annotations
+
+from datetime import datetime
+
+from flask import abort, current_app, jsonify, make_response, render_template, request, url_for
 
 from app import __version__
 from app.blueprints.ui import bp
-from app.services import configuration
-from app.services.endpoints import list_endpoints
+from app.blueprints.ui.charts import response_chart, sparkline
+from app.checks import CHECK_TYPES
+from app.models import utcnow
+from app.services import configuration, dashboard, history, status_pages
+from app.services import endpoints as endpoint_service
+
+REFRESH_SECONDS = 5
 
 
-@bp.get("/")
-def overview():
-    endpoints = list_endpoints()
-    return render_template("ui/overview.html", endpoints=endpoints,
-                           settings=current_app.config["SETTINGS"], role=configuration.role(),
-                           counts={s: sum(1 for e in endpoints if e.status == s)
-                                   for s in ("UP", "DOWN", "PENDING")})
+@bp.app_template_global()
+def spark(values):
+    return sparkline(values)
+
+
+@bp.app_template_filter("duration")
+def duration(delta) -> str:
+    """A time span in the two largest units: "3 d 4 h", "5 min 2 s"."""
+    seconds = max(0, int(delta.total_seconds()))
+    parts = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if seconds >= size or (unit == "s" and not parts):
+            parts.append(f"{seconds // size} {unit}")
+            seconds %= size
+        if len(parts) == 2:
+            break
+    return " ".join(parts)
+
+
+def _filters() -> dict:
+    status = (request.args.get("status") or "").upper()
+    return {"q": (request.args.get("q") or "").strip()[:200],
+            "status": status if status in dashboard.FILTERS else ""}
+
+
+def _parse_since(raw: str | None) -> datetime | None:
+    try:
+        since = datetime.fromisoformat(raw or "")
+    except ValueError:
+        return None
+    return since if since.tzinfo is not None else None
+
+
+@bp.get("/", endpoint="dashboard")
+def dashboard_page():
+    """Every endpoint with status, response time, sparkline, uptime, certificate.
+
+    HTMX requests: with ``since`` (the poll), only the rows that changed
+    since then go back, as out-of-band swaps, or 204 when nothing did; the
+    whole table if the set of rows changed (added, deleted, filtered out).
+    Without ``since`` (the filter form), the table.
+    """
+    filters = _filters()
+    now = utcnow()
+    rows = dashboard.endpoint_rows(search=filters["q"], status=filters["status"])
+    digest = dashboard.view_digest(rows)
+    context = {"filters": filters, "now": now, "digest": digest, "refresh": REFRESH_SECONDS,
+               # one url_for, not one per row
+               "endpoint_path": url_for("ui.endpoint_detail", endpoint_id=0)[:-1],
+               "settings": current_app.config["SETTINGS"], "role": configuration.role()}
+    is_htmx = bool(request.headers.get("HX-Request"))
+    since = _parse_since(request.args.get("since")) if is_htmx else None
+    if since is not None:
+        if request.args.get("view") == digest:
+            changed = dashboard.changed_since(rows, since)
+            if not changed:
+                return "", 204
+            dashboard.add_history(changed, now, all_endpoints=len(changed) > 200)
+            return render_template("partials/dashboard_changes.html", rows=changed, full_table=False,
+                                   counts=dashboard.status_counts(), **context)
+        dashboard.add_history(rows, now)
+        return render_template("partials/dashboard_changes.html", rows=rows, full_table=True,
+                               counts=dashboard.status_counts(), **context)
+    dashboard.add_history(rows, now)
+    template = "partials/dashboard_table.html" if is_htmx else "ui/dashboard.html"
+    response = make_response(render_template(template, rows=rows, counts=dashboard.status_counts(),
+                                             summary_oob=is_htmx, **context))
+    if is_htmx:
+        response.headers["Vary"] = "HX-Request"
+    return response
+
+
+@bp.get("/endpoints/<int:endpoint_id>")
+def endpoint_detail(endpoint_id: int):
+    """Chart over a range, uptime, incidents, failures, certificate.
+
+    HTMX requests get the chart for another range (``range``), or the live
+    status header (``part=status``), which answers 204 while nothing
+    changed and 286 (stop polling) once the endpoint is gone.
+    """
+    endpoint = endpoint_service.get_endpoint(endpoint_id)
+    is_htmx = bool(request.headers.get("HX-Request"))
+    if endpoint is None:
+        if is_htmx and request.args.get("part") == "status":
+            return render_template("partials/message.html", kind="error",
+                                   message="This endpoint was deleted."), 286
+        abort(404, description=f"There is no endpoint with id {endpoint_id}.")
+    range_key = request.args.get("range", history.DEFAULT_RANGE)
+    if range_key not in history.RANGES:
+        range_key = history.DEFAULT_RANGE
+    now = utcnow()
+    version = f"{endpoint.updated_at.timestamp():.6f}"
+    if is_htmx and request.args.get("part") == "status":
+        if request.args.get("version") == version:
+            return "", 204
+        return render_template("partials/endpoint_status.html", endpoint=endpoint, version=version,
+                               range_key=range_key, refresh=REFRESH_SECONDS)
+    buckets = history.chart(endpoint.id, range_key, now)
+    chart_context = {"endpoint": endpoint, "range_key": range_key, "ranges": history.RANGES,
+                     "chart": response_chart(buckets), "buckets": buckets}
+    if is_htmx and request.args.get("part") == "chart":
+        return render_template("partials/endpoint_chart.html", **chart_context)
+    return render_template(
+        "ui/endpoint_detail.html", version=version, refresh=REFRESH_SECONDS, now=now,
+        uptimes=history.uptimes(endpoint.id, now), incidents=history.incidents(endpoint, now=now),
+        failures=history.recent_failures(endpoint.id), certificate=history.latest_certificate(endpoint),
+        kind=CHECK_TYPES.get(endpoint.check_type), **chart_context)
+
+
+@bp.get("/status/<slug>")
+def status_page(slug: str):
+    """A published group's public status page: no sign-in, read-only."""
+    group = status_pages.published_group_for(slug)
+    if group is None:
+        abort(404, description="There is no published status page here.")
+    endpoints = status_pages.page(group)
+    overall = ("DOWN" if any(e.status == "DOWN" for e in endpoints)
+               else "UP" if endpoints and all(e.status in ("UP", "PAUSED") for e in endpoints) else "PENDING")
+    response = make_response(render_template("ui/status_page.html", group=group, endpoints=endpoints,
+                                             overall=overall, now=utcnow(), days=status_pages.DAYS))
+    # Public and the same for everyone: let proxies and browsers keep it a little.
+    response.headers["Cache-Control"] = "public, max-age=30"
+    return response
 
 
 @bp.get("/health")

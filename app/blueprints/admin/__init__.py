@@ -1,0 +1,15 @@
+"""Accounts and configuration pages: sign-in, first-run setup, endpoints,
+API keys, notification services and public status pages."""
+from flask import Blueprint
+
+bp = Blueprint("admin", __name__, template_folder="templates")
+
+
+def init_app(app) -> None:
+    """Sessions, CSRF and the sign-in requirement for the web surface."""
+    from app.blueprints.admin import signin
+
+    signin.init_app(app)
+
+
+from app.blueprints.admin import api_keys, endpoints, notifications, signin, status_pages  # noqa: E402,F401

@@ -1,0 +1,248 @@
+"""Sign-in, sign-out and first-run setup; the sign-in requirement itself.
+
+Sessions are Flask's signed cookies: HttpOnly, SameSite=Lax, Secure
+whenever the request came over HTTPS, idle for at most ``IDLE_LIFETIME`` and
+at most ``MAX_SESSION_AGE`` old. A session names the user and carries a
+fingerprint of the password hash, so changing a password ends every other
+session of that user.
+"""
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import time
+from datetime import timedelta
+from functools import wraps
+from urllib.parse import urlsplit
+
+from flask import (
+    abort, current_app, flash, g, redirect, render_template, request, session, url_for,
+)
+from flask.sessions import SecureCookieSessionInterface
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import select
+
+from app.blueprints.admin import bp
+from app.config import ROLE_DEPENDENT
+from app.extensions import csrf, db
+from app.models import User
+from app.services import accounts, configuration, login_throttle
+
+logger = logging.getLogger(__name__)
+
+IDLE_LIFETIME = timedelta(hours=12)
+MAX_SESSION_AGE = timedelta(days=7)
+# Reachable without signing in. Everything else on the web surface needs a
+# session; the JSON API authenticates each request itself.
+PUBLIC_ENDPOINTS = frozenset({"static", "ui.health", "ui.status_page", "admin.login", "admin.setup"})
+
+
+class _SessionInterface(SecureCookieSessionInterface):
+    def get_cookie_secure(self, app):
+        # Secure whenever the browser reached us over HTTPS, so a plain-HTTP
+        # loopback install still works.
+        return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+
+def init_app(app) -> None:
+    app.config.setdefault("SESSION_COOKIE_NAME", "monitor_session")
+    app.config.update(
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Lax",
+        PERMANENT_SESSION_LIFETIME=IDLE_LIFETIME,
+        # Tokens live as long as the session; a dashboard left open for
+        # hours must still be able to pause an endpoint.
+        WTF_CSRF_TIME_LIMIT=None,
+    )
+    app.session_interface = _SessionInterface()
+    csrf.init_app(app)
+    from app.blueprints.api import bp as api_bp
+
+    csrf.exempt(api_bp)
+    app.before_request(_require_sign_in)
+    app.register_error_handler(CSRFError, _csrf_refused)
+    app.context_processor(_template_context)
+
+
+def current_user() -> User | None:
+    """The signed-in user of this request, or None."""
+    if "user" not in g:
+        g.user = _session_user()
+    return g.user
+
+
+def _fingerprint(user: User) -> str:
+    return hmac.new(current_app.secret_key.encode(), user.password_hash.encode(), hashlib.sha256).hexdigest()[:16]
+
+
+def _session_user() -> User | None:
+    user_id, signed_in_at = session.get("user_id"), session.get("signed_in_at", 0)
+    if not user_id or time.time() - signed_in_at > MAX_SESSION_AGE.total_seconds():
+        return None
+    user = db.session.get(User, user_id)
+    if user is None or not hmac.compare_digest(session.get("fingerprint", ""), _fingerprint(user)):
+        return None
+    return user
+
+
+def _start_session(user: User) -> None:
+    session.clear()  # a new session on sign-in: nothing carries over
+    session.permanent = True
+    session.update(user_id=user.id, fingerprint=_fingerprint(user), signed_in_at=int(time.time()))
+
+
+def is_read_only() -> bool:
+    """A dependent's configuration belongs to its primary."""
+    if "read_only" not in g:
+        g.read_only = configuration.role() == ROLE_DEPENDENT
+    return g.read_only
+
+
+def read_only_message() -> str:
+    primary = configuration.primary_url() or "its primary"
+    return (f"This instance is a dependent: its configuration is managed by the primary at {primary}. "
+            "Make this change there.")
+
+
+def changes_configuration(view):
+    """Refuse a configuration change on a dependent, saying where to make it."""
+
+    @wraps(view)
+    def wrapper(*args, **kwargs):
+        if is_read_only():
+            return render_template("admin/message.html", title="Read-only instance",
+                                   message=read_only_message()), 409
+        return view(*args, **kwargs)
+
+    return wrapper
+
+
+def _template_context():
+    user = current_user() if request.blueprint in ("ui", "admin") else None
+    return {"current_user": user, "read_only": is_read_only() if user else False,
+            "primary_url": configuration.primary_url() if user and is_read_only() else None}
+
+
+def _no_users_yet() -> bool:
+    # Once a user exists the answer can only change by deleting every user
+    # from the command line; one query per process is enough.
+    state = current_app.extensions.setdefault("monitor_signin", {})
+    if not state.get("users_exist"):
+        state["users_exist"] = accounts.user_count() > 0
+    return not state["users_exist"]
+
+
+def _require_sign_in():
+    if request.blueprint not in ("ui", "admin") or request.endpoint in PUBLIC_ENDPOINTS:
+        return None
+    if _no_users_yet():
+        return _go_to(url_for("admin.setup"))
+    if current_user() is None:
+        return _go_to(url_for("admin.login", next=_current_path()))
+    return None
+
+
+def _current_path() -> str:
+    if request.headers.get("HX-Request"):
+        # A fragment's own URL is no page to come back to.
+        current = urlsplit(request.headers.get("HX-Current-URL", ""))
+        return (current.path or "/") + (f"?{current.query}" if current.query else "")
+    return request.full_path.rstrip("?")
+
+
+def _go_to(location: str):
+    if request.headers.get("HX-Request"):
+        # htmx follows HX-Redirect with a full page load; a plain redirect
+        # would swap the sign-in page into a table cell.
+        return "", 401, {"HX-Redirect": location}
+    return redirect(location)
+
+
+def _safe_next(target: str | None) -> str:
+    # Only paths on this site: an open redirect would make the sign-in page
+    # a phishing tool.
+    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
+        return url_for("ui.dashboard")
+    return target
+
+
+def _client_ip() -> str:
+    return request.remote_addr or "unknown"
+
+
+def _csrf_refused(exc: CSRFError):
+    message = ("The form was stale or did not come from this site (CSRF check failed: "
+               f"{exc.description}). Reload the page and try again.")
+    if request.headers.get("HX-Request"):
+        return render_template("partials/message.html", message=message, kind="error"), 400
+    return render_template("admin/message.html", title="Request refused", message=message), 400
+
+
+@bp.route("/login", methods=["GET", "POST"])
+def login():
+    """Sign in with email and password (rate-limited per address and account)."""
+    if _no_users_yet():
+        return redirect(url_for("admin.setup"))
+    next_url = _safe_next(request.values.get("next"))
+    if request.method == "GET":
+        if current_user() is not None:
+            return redirect(next_url)
+        return render_template("admin/login.html", next=next_url, email="", error=None)
+    email = (request.form.get("email") or "").strip().lower()
+    password = request.form.get("password") or ""
+    wait = login_throttle.retry_after(_client_ip(), email)
+    if wait is not None:
+        minutes = max(1, round(wait / 60))
+        error = (f"Too many failed sign-in attempts. Try again in about {minutes} minute"
+                 f"{'s' if minutes != 1 else ''}.")
+        return render_template("admin/login.html", next=next_url, email=email, error=error), 429, \
+            {"Retry-After": str(wait)}
+    user = db.session.execute(select(User).where(User.email == email)).scalar_one_or_none()
+    if user is None:
+        User(password_hash="").set_password(password)  # same time as a wrong password
+    if user is None or not user.check_password(password):
+        login_throttle.record_failure(_client_ip(), email)
+        return render_template("admin/login.html", next=next_url, email=email,
+                               error="Wrong email or password."), 401
+    login_throttle.clear(_client_ip(), email)
+    _start_session(user)
+    logger.info("user %s signed in from %s", user.email, _client_ip())
+    return redirect(next_url)
+
+
+@bp.post("/logout")
+def logout():
+    user = current_user()
+    session.clear()
+    if user is not None:
+        logger.info("user %s signed out", user.email)
+    flash("Signed out.", "info")
+    return redirect(url_for("admin.login"))
+
+
+@bp.route("/setup", methods=["GET", "POST"])
+def setup():
+    """First run: create the admin account. Gone once any user exists."""
+    if not _no_users_yet():
+        abort(404)
+    errors: dict[str, str] = {}
+    email = ""
+    if request.method == "POST":
+        email = (request.form.get("email") or "").strip().lower()
+        password = request.form.get("password") or ""
+        if password != (request.form.get("password_repeat") or ""):
+            errors["password_repeat"] = "The two passwords differ."
+        else:
+            try:
+                user = accounts.create_user(email, password, is_admin=True)
+            except accounts.InvalidAccount as exc:
+                field = "password" if "password" in str(exc) else "email"
+                errors[field] = str(exc).capitalize() + "."
+            else:
+                current_app.extensions.setdefault("monitor_signin", {})["users_exist"] = True
+                _start_session(user)
+                flash(f"Welcome! You are signed in as {user.email}.", "info")
+                return redirect(url_for("ui.dashboard"))
+    return render_template("admin/setup.html", email=email, errors=errors,
+                           min_length=accounts.MIN_PASSWORD_LENGTH), 422 if errors else 200

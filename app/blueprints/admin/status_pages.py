@@ -1,0 +1,34 @@
+"""Publishing endpoint groups as public status pages."""
+from __future__ import annotations
+
+from flask import flash, redirect, render_template, request, url_for
+
+from app.blueprints.admin import bp
+from app.blueprints.admin.signin import changes_configuration
+from app.services import status_pages
+
+
+@bp.get("/status-pages")
+def status_page_settings():
+    published = set(status_pages.published_groups())
+    groups = [(name, count, name in published, status_pages.slug_of(name))
+              for name, count in status_pages.groups()]
+    return render_template("admin/status_pages.html", groups=groups)
+
+
+@bp.post("/status-pages")
+@changes_configuration
+def publish_status_page():
+    group = request.form.get("group", "")
+    publish = request.form.get("publish") == "1"
+    try:
+        status_pages.set_published(group, publish)
+    except ValueError as exc:
+        flash(str(exc).capitalize() + ".", "error")
+        return redirect(url_for("admin.status_page_settings"), code=303)
+    if publish:
+        flash(f"The status page of “{group}” is public at "
+              f"{url_for('ui.status_page', slug=status_pages.slug_of(group), _external=True)}", "info")
+    else:
+        flash(f"The status page of “{group}” is withdrawn.", "info")
+    return redirect(url_for("admin.status_page_settings"), code=303)

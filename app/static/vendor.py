@@ -1,0 +1,105 @@
+"""Fetch the pinned front-end packages into ``app/static/vendor/``.
+
+The app serves every asset itself (no CDN), and third-party files are not
+committed: this downloads each pinned tarball from the npm registry, checks
+it against the integrity hash recorded here (the registry's own
+``dist.integrity``), and extracts only the files the app serves. Files
+already present are left alone, so running it again is a no-op.
+
+    python app/static/vendor.py
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import sys
+import tarfile
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+VENDOR_DIR = Path(__file__).resolve().parent / "vendor"
+REGISTRY = "https://registry.npmjs.org"
+
+
+@dataclass(frozen=True)
+class Package:
+    name: str
+    version: str
+    # ``npm view <name>@<version> dist.integrity``
+    integrity: str
+    # path inside the tarball -> file name under vendor/
+    files: dict[str, str]
+
+    @property
+    def tarball_url(self) -> str:
+        return f"{REGISTRY}/{self.name}/-/{self.name}-{self.version}.tgz"
+
+
+PACKAGES = (
+    Package(
+        name="htmx.org",
+        version="2.0.11",
+        integrity="sha512-Thx/WtpeOQqSrqBCw/A1cwGJGg4UrVa3+sW0GmrM3p4gJgO89ecH4qtbnyzDDWFvBTqjnIMCgELTNt636dtamA==",
+        files={"package/dist/htmx.js": "htmx.js"},
+    ),
+)
+
+
+class IntegrityError(RuntimeError):
+    """A downloaded tarball does not match its pinned hash."""
+
+
+def verify(data: bytes, integrity: str) -> None:
+    """Raise ``IntegrityError`` unless ``data`` matches an SRI string (sha512-...)."""
+    algorithm, _, expected = integrity.partition("-")
+    if algorithm != "sha512":
+        raise IntegrityError(f"unsupported integrity algorithm {algorithm!r}")
+    actual = base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if actual != expected:
+        raise IntegrityError(f"sha512 mismatch: expected {expected}, got {actual}")
+
+
+def install(package: Package, target: Path = VENDOR_DIR, fetch=None) -> list[Path]:
+    """Download, verify and extract one package's files; returns what was written."""
+    wanted = {name: target / out for name, out in package.files.items()}
+    if all(path.exists() for path in wanted.values()):
+        return []
+    data = (fetch or _download)(package.tarball_url)
+    verify(data, package.integrity)
+    written = []
+    target.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as archive:
+        for member_name, path in wanted.items():
+            member = archive.getmember(member_name)
+            extracted = archive.extractfile(member)
+            if extracted is None:
+                raise IntegrityError(f"{member_name} is not a file in {package.tarball_url}")
+            tmp = path.with_suffix(path.suffix + ".part")
+            tmp.write_bytes(extracted.read())
+            tmp.replace(path)
+            written.append(path)
+    return written
+
+
+def _download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=60) as response:  # noqa: S310 - fixed https URL
+        return response.read()
+
+
+def main() -> int:
+    for package in PACKAGES:
+        try:
+            written = install(package)
+        except (OSError, IntegrityError, KeyError) as exc:
+            print(f"error: cannot install {package.name}@{package.version}: {exc}", file=sys.stderr)
+            return 1
+        for path in written:
+            print(f"installed {package.name}@{package.version}: {path.relative_to(VENDOR_DIR.parent)}",
+                  file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

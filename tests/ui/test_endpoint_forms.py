@@ -1,0 +1,189 @@
+"""Endpoint pages: a form per check type, every validation error next to its
+field, pause/resume/delete, check now, and a dependent's refusal."""
+import html as html_module
+import re
+
+import pytest
+
+from app.extensions import db
+from app.models import Endpoint, ResponseTime
+from tests.ui.conftest import make_endpoint, post
+
+HTTP = {"name": "Homepage", "checkType": "http", "target": "http://127.0.0.1:9/",
+        "intervalSeconds": "60", "timeoutSeconds": "10", "failureThreshold": "1", "successThreshold": "1",
+        "opt_expected_status_codes": "200-299", "opt_follow_redirects": "on", "opt_verify_tls": "on"}
+
+
+def _error_for(html: str, field: str) -> str | None:
+    """The message shown next to ``field``, if the field is marked invalid."""
+    match = re.search(rf'name="{re.escape(field)}"[^>]*aria-invalid="true".*?<p class="error"[^>]*>([^<]+)</p>',
+                      html, re.S)
+    return html_module.unescape(match.group(1).strip()) if match else None
+
+
+def test_it_shows_only_the_chosen_types_fields(web):
+    http = web.get("/endpoints/new").get_data(as_text=True)
+    assert 'name="opt_keyword"' in http and 'name="opt_topic"' not in http and 'name="port"' not in http
+    tcp = web.get("/endpoints/new?checkType=tcp").get_data(as_text=True)
+    assert 'name="port"' in tcp and 'name="opt_keyword"' not in tcp
+    kafka = web.get("/endpoints/form-options?checkType=kafka_consumer",
+                    headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert kafka.startswith('<fieldset id="type-options">')
+    assert 'name="opt_topic"' in kafka and 'name="opt_partitions"' in kafka
+    assert 'name="opt_sasl_password"' in kafka and 'type="password"' in kafka
+    assert 'name="opt_keyword"' not in kafka and "<html" not in kafka
+
+
+def test_it_creates_an_http_endpoint_from_the_form(web, app):
+    response = post(web, "/endpoints/new", {**HTTP, "opt_keyword": "Welcome", "opt_headers": "X-Probe: 1",
+                                            "group": "Public"})
+    assert response.status_code == 302
+    assert re.fullmatch(r"/endpoints/\d+", response.headers["Location"])
+    with app.app_context():
+        endpoint = db.session.execute(db.select(Endpoint)).scalar_one()
+        assert endpoint.options["keyword"] == "Welcome"
+        assert endpoint.options["headers"] == {"X-Probe": "1"}
+        assert endpoint.group_name == "Public" and endpoint.interval_seconds == 60
+
+
+@pytest.mark.parametrize("changes, field, message", [
+    ({"name": ""}, "name", "Field required"),
+    ({"name": "n" * 201}, "name", "String should have at most 200 characters"),
+    ({"target": "ftp://example.org"}, "target", "Must be a URL starting with http:// or https://"),
+    ({"target": "http://"}, "target", "Has no host name"),
+    ({"intervalSeconds": "2"}, "intervalSeconds", "Input should be greater than or equal to 5"),
+    ({"intervalSeconds": "often"}, "intervalSeconds", "Input should be a valid integer"),
+    ({"timeoutSeconds": "60"}, "timeoutSeconds", "Must be shorter than intervalSeconds"),
+    ({"failureThreshold": "0"}, "failureThreshold", "Input should be greater than or equal to 1"),
+    ({"successThreshold": "101"}, "successThreshold", "Input should be less than or equal to 100"),
+    ({"group": "g" * 101}, "group", "String should have at most 100 characters"),
+    ({"opt_max_redirects": "50"}, "opt_max_redirects", "Input should be less than or equal to 20"),
+    ({"opt_expected_status_codes": "abc"}, "opt_expected_status_codes", "'abc' is not a status code"),
+    ({"opt_headers": "no colon here"}, "opt_headers", "Each line must be 'Name: value'"),
+    ({"opt_headers": "Bad Name: x"}, "opt_headers", "'Bad Name' is not a valid header name"),
+    ({"opt_max_body_bytes": "0"}, "opt_max_body_bytes", "Input should be greater than or equal to 1"),
+])
+def test_it_shows_each_http_validation_error_next_to_its_field(web, app, changes, field, message):
+    response = post(web, "/endpoints/new", {**HTTP, **changes})
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    shown = _error_for(html, field)
+    assert shown is not None and message in shown, (field, shown)
+    assert "Please correct the fields marked below." in html
+    with app.app_context():
+        assert db.session.execute(db.select(Endpoint)).first() is None  # nothing half-written
+
+
+def test_it_shows_an_error_about_several_options_above_them(web):
+    response = post(web, "/endpoints/new", {**HTTP, "opt_keyword_absent": "on"})
+    assert response.status_code == 422
+    assert re.search(r'<legend>HTTP\(S\) settings</legend>\s*<p class="error">[^<]*keyword_absent needs a keyword',
+                     response.get_data(as_text=True))
+
+
+@pytest.mark.parametrize("data, field, message", [
+    ({"checkType": "tcp", "target": "127.0.0.1"}, "port", "Is required for TCP port checks"),
+    ({"checkType": "tcp", "target": "127.0.0.1", "port": "70000"}, "port", "Input should be less than or equal to 65535"),
+    ({"checkType": "tcp", "target": "http://x", "port": "80"}, "target", "Must be a host name or IP address"),
+    ({"checkType": "ping", "target": "127.0.0.1", "opt_count": "0"}, "opt_count", "Input should be greater than or equal to 1"),
+    ({"checkType": "kafka_producer", "target": "127.0.0.1:9092"}, "opt_topic", "Field required"),
+    ({"checkType": "kafka_producer", "target": "localhost", "opt_topic": "t"}, "target",
+     "Must be bootstrap servers as host:port"),
+    ({"checkType": "kafka_consumer", "target": "127.0.0.1:9092", "opt_topic": "t", "opt_partitions": "a"},
+     "opt_partitions", "Input should be a valid integer"),
+])
+def test_it_shows_validation_errors_of_other_check_types(web, data, field, message):
+    form = {"name": "x", "intervalSeconds": "60", "timeoutSeconds": "5", **data}
+    response = post(web, "/endpoints/new", form)
+    assert response.status_code == 422
+    shown = _error_for(response.get_data(as_text=True), field)
+    assert shown is not None and message in shown, (field, shown)
+
+
+def test_it_keeps_kafka_sasl_consistency_errors_visible(web):
+    response = post(web, "/endpoints/new", {"name": "k", "checkType": "kafka_consumer", "target": "127.0.0.1:9092",
+                                            "opt_topic": "t", "opt_security_protocol": "SASL_SSL",
+                                            "intervalSeconds": "60", "timeoutSeconds": "5"})
+    assert response.status_code == 422
+    assert "sasl_mechanism is required with security_protocol SASL_SSL" in response.get_data(as_text=True)
+
+
+def test_it_edits_an_endpoint_and_keeps_a_secret_left_blank(web, app):
+    endpoint_id = make_endpoint(app, checkType="kafka_consumer", target="127.0.0.1:9092", options={
+        "topic": "orders", "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+        "sasl_username": "u", "sasl_password": "s3cret"})
+    page = web.get(f"/endpoints/{endpoint_id}/edit").get_data(as_text=True)
+    assert "s3cret" not in page and 'value="orders"' in page
+    form = {"name": "Orders", "checkType": "kafka_consumer", "target": "127.0.0.1:9092", "intervalSeconds": "30",
+            "timeoutSeconds": "5", "opt_topic": "orders", "opt_security_protocol": "SASL_PLAINTEXT",
+            "opt_sasl_mechanism": "PLAIN", "opt_sasl_username": "u", "opt_sasl_password": ""}
+    response = post(web, f"/endpoints/{endpoint_id}/edit", form)
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with app.app_context():
+        endpoint = db.session.get(Endpoint, endpoint_id)
+        assert endpoint.name == "Orders" and endpoint.interval_seconds == 30
+        assert endpoint.options["sasl_password"] == "s3cret"
+
+
+def test_it_changes_the_check_type_of_an_endpoint(web, app):
+    endpoint_id = make_endpoint(app, checkType="tcp", target="127.0.0.1", port=5432)
+    response = post(web, f"/endpoints/{endpoint_id}/edit", {**HTTP, "name": "Now HTTP"})
+    assert response.status_code == 302
+    with app.app_context():
+        endpoint = db.session.get(Endpoint, endpoint_id)
+        assert endpoint.check_type == "http" and endpoint.port is None
+
+
+def test_it_pauses_resumes_and_deletes(web, app):
+    endpoint_id = make_endpoint(app)
+    assert post(web, f"/endpoints/{endpoint_id}/pause").status_code == 303
+    with app.app_context():
+        assert db.session.get(Endpoint, endpoint_id).is_paused
+    assert "Paused" in web.get("/").get_data(as_text=True)
+    assert post(web, f"/endpoints/{endpoint_id}/resume").status_code == 303
+    with app.app_context():
+        assert not db.session.get(Endpoint, endpoint_id).is_paused
+    response = post(web, f"/endpoints/{endpoint_id}/delete")
+    assert response.status_code == 303 and response.headers["Location"] == "/"
+    with app.app_context():
+        assert db.session.get(Endpoint, endpoint_id) is None
+    assert web.get(f"/endpoints/{endpoint_id}").status_code == 404
+
+
+def test_check_now_shows_the_result_inline_and_stores_it(web, app, httpserver):
+    httpserver.expect_request("/ok").respond_with_data("fine")
+    endpoint_id = make_endpoint(app, target=httpserver.url_for("/ok"))
+    response = web.post(f"/endpoints/{endpoint_id}/check", headers={"HX-Request": "true", "X-CSRFToken": web.token})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 200 and html.startswith('<div class="check-result"')
+    assert ">Up</span>" in html and "HTTP 200" in html
+    with app.app_context():
+        assert db.session.execute(db.select(ResponseTime)).scalar_one().is_ok
+        assert db.session.get(Endpoint, endpoint_id).status == "UP"
+
+
+def test_check_now_reports_a_failure_with_its_reason(web, app):
+    endpoint_id = make_endpoint(app, checkType="tcp", target="127.0.0.1", port=9)
+    html = web.post(f"/endpoints/{endpoint_id}/check",
+                    headers={"HX-Request": "true", "X-CSRFToken": web.token}).get_data(as_text=True)
+    assert ">Down</span>" in html and "127.0.0.1:9" in html
+
+
+def test_a_dependent_shows_results_but_refuses_configuration_changes(web, app):
+    from app.services import configuration
+
+    endpoint_id = make_endpoint(app)
+    with app.app_context():
+        configuration.set_role("dependent", new_epoch=1, new_primary_url="http://primary.test:3002")
+        db.session.commit()
+    page = web.get("/").get_data(as_text=True)
+    assert "this instance is a dependent" in page and "http://primary.test:3002" in page
+    assert "Add endpoint" not in page
+    assert web.get(f"/endpoints/{endpoint_id}").status_code == 200
+    for path in ("/endpoints/new", f"/endpoints/{endpoint_id}/edit", f"/endpoints/{endpoint_id}/pause",
+                 f"/endpoints/{endpoint_id}/delete", "/status-pages"):
+        response = post(web, path, HTTP)
+        assert response.status_code == 409, path
+        assert "managed by the primary at http://primary.test:3002" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Endpoint, endpoint_id).is_paused is False
