@@ -53,6 +53,10 @@ class NotAuthorized(Exception):
     """The primary refused our token (expired, revoked, or unknown)."""
 
 
+class MalformedReply(PrimaryUnavailable):
+    """The primary's answer was not what the sync API promises."""
+
+
 @dataclass
 class PrimaryClient:
     """HTTP calls to the primary's sync API."""
@@ -253,7 +257,9 @@ def send_heartbeat(primary: PrimaryClient, token: str) -> dict:
     batch = outbox_batch()
     reply = primary.call("PUT", "/heartbeat", token=token, json=heartbeat_payload(batch)).json()
     acknowledged = list(reply.get("acknowledged", [])) + [r["resultId"] for r in reply.get("rejected", [])]
-    marked = mark_synced(acknowledged)
+    # Only what this heartbeat carried can be acknowledged by its reply.
+    sent = {r.result_id for r in batch}
+    marked = mark_synced([result_id for result_id in acknowledged if result_id in sent])
     if reply.get("token"):
         configuration.set_state(TOKEN, reply["token"])
     db.session.commit()
@@ -299,14 +305,24 @@ def sync_once() -> dict:
         stale = pulled_at is None or (utcnow() - datetime.fromisoformat(pulled_at)).total_seconds() >= settings.sync_interval
         if round_["configVersion"] != configuration.config_version() or stale:
             summary["configApplied"] = pull_configuration(primary, token) or summary["configApplied"]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        # A reply that is not the sync API's (a proxy's error page, hostile
+        # traffic) changes nothing here and counts as a failed round.
+        db.session.rollback()
+        return _count_failure(MalformedReply(f"malformed reply from the primary: {type(exc).__name__}: {exc}"))
     except (PrimaryUnavailable, NotAuthorized) as exc:
         db.session.rollback()
-        failures = int(configuration.get_state(FAILURES, "0")) + 1
-        configuration.set_state(FAILURES, str(failures))
-        db.session.commit()
-        logger.warning("sync with the primary failed (%d in a row): %s", failures, exc)
-        raise
+        return _count_failure(exc)
     configuration.set_state(FAILURES, "0")
     configuration.set_state(LAST_SUCCESS, utcnow().isoformat())
     db.session.commit()
     return summary
+
+
+def _count_failure(exc: Exception):
+    """Record one more failed round for the connection status, then raise ``exc``."""
+    failures = int(configuration.get_state(FAILURES, "0")) + 1
+    configuration.set_state(FAILURES, str(failures))
+    db.session.commit()
+    logger.warning("sync with the primary failed (%d in a row): %s", failures, exc)
+    raise exc

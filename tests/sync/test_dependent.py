@@ -1,0 +1,83 @@
+"""The dependent's side against a primary that answers badly: a real HTTP
+server on loopback playing a broken or hostile primary."""
+import json
+import uuid
+
+import pytest
+from sqlalchemy import func, select
+
+from app.checks import CheckResult
+from app.extensions import db
+from app.models import Endpoint, ResponseTime
+from app.services import configuration
+from app.services.results import record_results
+from app.services.sync import dependent
+from tests.conftest import SECRET, instance_app
+
+
+@pytest.fixture
+def dependent_app(tmp_path, migrated_sqlite_template, httpserver):
+    application = instance_app(tmp_path, migrated_sqlite_template, {
+        "PRIMARY_SYNC_URL": httpserver.url_for("/").rstrip("/"), "SYNC_SHARED_SECRET": SECRET,
+        "INSTANCE_LOCATION": "lab", "CONNECTION_TIMEOUT": "2"}, serve="none")
+    yield application
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
+def test_it_counts_a_garbage_reply_as_a_failure_and_stores_nothing(dependent_app, httpserver):
+    httpserver.expect_request("/sync/api/register", method="POST").respond_with_data(
+        "<html>502 from a proxy</html>", status=200, content_type="text/html")
+    with dependent_app.app_context():
+        with pytest.raises(dependent.MalformedReply):
+            dependent.sync_once()
+        assert configuration.get_state(dependent.TOKEN) is None
+        assert configuration.get_state(dependent.FAILURES) == "1"
+
+
+def test_it_refuses_a_configuration_with_missing_fields(dependent_app, httpserver):
+    httpserver.expect_request("/sync/api/register", method="POST").respond_with_json(
+        {"instanceId": "x", "token": "t0ken"}, status=201)
+    httpserver.expect_request("/sync/api/endpoints").respond_with_json({"endpoints": [{"name": "no id"}]})
+    with dependent_app.app_context():
+        with pytest.raises(dependent.MalformedReply):
+            dependent.sync_once()
+        assert db.session.execute(select(func.count(Endpoint.id))).scalar_one() == 0
+
+
+def test_it_marks_only_results_it_sent_as_acknowledged(dependent_app, httpserver):
+    with dependent_app.app_context():
+        db.session.add(Endpoint(id=7, name="e", check_type="tcp", target="127.0.0.1", port=1, options={}))
+        db.session.commit()
+        record_results([(7, CheckResult(is_ok=True, check_type="tcp"))],
+                       instance_id=configuration.instance_id(), location="lab")
+        sent_id = db.session.execute(select(ResponseTime.result_id)).scalar_one()
+        assert dependent.outbox_size() == 1
+    foreign = str(uuid.uuid4())
+    httpserver.expect_request("/sync/api/heartbeat", method="PUT").respond_with_json(
+        {"acknowledged": [sent_id, foreign], "rejected": [], "configVersion": 0, "epoch": 0})
+    with dependent_app.app_context():
+        client = dependent.client()
+        reply = dependent.send_heartbeat(client, "t0ken")
+        assert reply["acknowledged"] == 1
+        assert dependent.outbox_size() == 0
+    sent = json.loads(httpserver.log[-1][0].get_data())
+    assert [r["resultId"] for r in sent["results"]] == [sent_id]
+    assert sent["results"][0]["checkedAt"].endswith("+00:00")
+
+
+def test_it_keeps_results_in_the_outbox_while_the_primary_is_down(dependent_app, httpserver):
+    with dependent_app.app_context():
+        db.session.add(Endpoint(id=3, name="e", check_type="tcp", target="127.0.0.1", port=1, options={}))
+        db.session.commit()
+        record_results([(3, CheckResult(is_ok=False, check_type="tcp", failure_reason="refused"))],
+                       instance_id=configuration.instance_id(), location="lab")
+        configuration.set_state(dependent.TOKEN, "t0ken")
+        db.session.commit()
+    httpserver.expect_request("/sync/api/heartbeat", method="PUT").respond_with_data("down", status=503)
+    with dependent_app.app_context():
+        with pytest.raises(dependent.PrimaryUnavailable):
+            dependent.sync_once()
+        assert dependent.outbox_size() == 1
+        assert configuration.get_state(dependent.FAILURES) == "1"
