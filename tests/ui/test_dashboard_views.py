@@ -215,6 +215,10 @@ def test_a_status_page_is_public_only_once_published(web, app):
     assert html.count('class="bar ') == 90 and 'class="bar good"' in html
     assert "All systems operational" in html and "public, max-age=30" in page.headers["Cache-Control"]
     assert "csrf-token" not in html and "Sign out" not in html
+    # Cached as public: the same for a signed-in visitor, and no cookie.
+    signed_in = web.get("/status/public-site")
+    assert "Sign out" not in signed_in.get_data(as_text=True) and "Set-Cookie" not in signed_in.headers
+    assert "Cookie" not in signed_in.headers.get("Vary", "")
     assert post(web, "/status-pages", {"group": "Public site", "publish": "0"}).status_code == 303
     assert anonymous.get("/status/public-site").status_code == 404
 

@@ -36,6 +36,9 @@ MAX_SESSION_AGE = timedelta(days=7)
 # Reachable without signing in. Everything else on the web surface needs a
 # session; the JSON API authenticates each request itself.
 PUBLIC_ENDPOINTS = frozenset({"static", "ui.health", "ui.status_page", "admin.login", "admin.setup"})
+# Pages that look the same to everyone (and may be cached as such): they
+# never show who is signed in.
+ANONYMOUS_PAGES = frozenset({"ui.status_page"})
 
 
 class _SessionInterface(SecureCookieSessionInterface):
@@ -43,6 +46,11 @@ class _SessionInterface(SecureCookieSessionInterface):
         # Secure whenever the browser reached us over HTTPS, so a plain-HTTP
         # loopback install still works.
         return bool(app.config["SESSION_COOKIE_SECURE"] or request.is_secure)
+
+    def save_session(self, app, session, response):
+        if request.endpoint in ANONYMOUS_PAGES:
+            return  # no cookie and no "Vary: Cookie" on a page cached as public
+        super().save_session(app, session, response)
 
 
 def init_app(app) -> None:
@@ -119,7 +127,8 @@ def changes_configuration(view):
 
 
 def _template_context():
-    user = current_user() if request.blueprint in ("ui", "admin") else None
+    user = (current_user() if request.blueprint in ("ui", "admin") and request.endpoint not in ANONYMOUS_PAGES
+            else None)
     return {"current_user": user, "read_only": is_read_only() if user else False,
             "primary_url": configuration.primary_url() if user and is_read_only() else None}
 
