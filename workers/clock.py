@@ -56,6 +56,12 @@ def _enqueue_alert_sweep(clock: "Clock") -> None:
         notify.enqueue(sweep, job_timeout=120, result_ttl=0, failure_ttl=3600)
 
 
+def _enqueue_rollup(clock: "Clock") -> None:
+    from workers.jobs.checks import roll_up_results
+
+    clock.checks.enqueue(roll_up_results, job_timeout=1800, result_ttl=0)
+
+
 def _role(clock: "Clock") -> str:
     from app.services import configuration
 
@@ -88,6 +94,7 @@ def _enqueue_primary_housekeeping(clock: "Clock") -> None:
 # check the role themselves, since failover changes it at run time.
 PERIODIC_TASKS = [
     PeriodicTask("prune-results", lambda settings: 3600.0, _enqueue_prune),
+    PeriodicTask("roll-up-results", lambda settings: 300.0, _enqueue_rollup),
     PeriodicTask("alert-sweep", lambda settings: 15.0, _enqueue_alert_sweep),
     PeriodicTask("sync-with-primary", lambda settings: float(settings.heartbeat_interval), _enqueue_sync),
     PeriodicTask("primary-housekeeping", lambda settings: 10.0, _enqueue_primary_housekeeping),

@@ -89,3 +89,18 @@ def prune_results(retention_days: int) -> int:
         if deleted:
             logger.info("pruned %d results older than %d days", deleted, retention_days)
         return deleted
+
+
+def roll_up_results() -> str:
+    """Roll finished hours of results up into hourly rows, so pages never
+    have to do it while someone waits. Safe to run twice."""
+    from app.services.rollups import MAX_HOURS_PER_CALL, roll_up
+
+    with app().app_context():
+        mark = None
+        # Catch up after a long pause in bounded steps (48 hours each).
+        for _ in range(24 * 100 // MAX_HOURS_PER_CALL + 1):
+            previous, mark = mark, roll_up()
+            if mark == previous:
+                break
+        return mark.isoformat() if mark else ""
