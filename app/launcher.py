@@ -141,7 +141,9 @@ def run(worker_count: int | None = None) -> int:
 
 
 def _worker_processes() -> int:
-    raw = os.environ.get("WORKER_PROCESSES", "1")
+    # Two workers by default: a batch holds its worker until its slowest
+    # check times out, and a second worker keeps the schedule meanwhile.
+    raw = os.environ.get("WORKER_PROCESSES", "2")
     try:
         value = int(raw)
     except ValueError:

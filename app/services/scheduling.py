@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 
 from app.extensions import db
 from app.models import Endpoint
@@ -36,8 +36,10 @@ def claim_due(now: float, limit: int) -> list[DueCheck]:
     """Claim up to ``limit`` due endpoints and schedule their next check.
 
     1. Read the due rows (oldest due first).
-    2. For each, move ``next_check_at`` forward with an UPDATE conditioned on
-       the value just read; only a row that changed is ours to enqueue.
+    2. Move each row's ``next_check_at`` forward with an UPDATE conditioned
+       on the value just read (one executemany); only a row that changed is
+       ours to enqueue. If fewer rows changed than were read, another clock
+       won some: ours are those that now hold the value we wrote.
     3. Commit once. A missed period (workers down) is skipped, not replayed.
     """
     rows = db.session.execute(
@@ -46,8 +48,7 @@ def claim_due(now: float, limit: int) -> list[DueCheck]:
         .order_by(Endpoint.next_check_at)
         .limit(limit)
     ).all()
-    claimed = []
-    table = Endpoint.__table__
+    plans = []
     for endpoint_id, read_at, interval in rows:
         if read_at <= 0:
             # Never checked: check now, then settle into this endpoint's phase.
@@ -56,12 +57,26 @@ def claim_due(now: float, limit: int) -> list[DueCheck]:
             due_at, next_at = read_at, read_at + interval
             if next_at <= now:
                 next_at = now + interval
-        changed = db.session.execute(
-            update(table)
-            .where(table.c.id == endpoint_id, table.c.next_check_at == read_at)
-            .values(next_check_at=next_at)
-        ).rowcount
-        if changed == 1:
-            claimed.append(DueCheck(endpoint_id, due_at))
+        plans.append({"_id": endpoint_id, "_read": read_at, "_next": next_at, "due_at": due_at})
+    if not plans:
+        db.session.commit()
+        return []
+    table = Endpoint.__table__
+    changed = db.session.execute(
+        update(table)
+        .where(table.c.id == bindparam("_id"), table.c.next_check_at == bindparam("_read"))
+        .values(next_check_at=bindparam("_next")),
+        [{k: plan[k] for k in ("_id", "_read", "_next")} for plan in plans],
+    ).rowcount
+    if changed == len(plans):
+        claimed = [DueCheck(plan["_id"], plan["due_at"]) for plan in plans]
+    else:
+        # Another clock moved some rows first (or the driver cannot count an
+        # executemany): the rows that now hold our value are ours.
+        now_at = dict(db.session.execute(
+            select(table.c.id, table.c.next_check_at).where(table.c.id.in_([p["_id"] for p in plans]))
+        ).all())
+        claimed = [DueCheck(plan["_id"], plan["due_at"]) for plan in plans
+                   if now_at.get(plan["_id"]) == plan["_next"]]
     db.session.commit()
     return claimed

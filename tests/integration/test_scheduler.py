@@ -86,3 +86,58 @@ def test_it_lets_only_one_clock_lead(app, redis_url):
     assert second.hold_lease() is False
     assert second.tick(time.time()) == 0
     assert first.hold_lease() is True  # renewing keeps it
+
+
+def test_it_claims_only_the_rows_another_clock_did_not_take(app, monkeypatch):
+    ids = [_add(app, name=f"tcp{i}", checkType="tcp", target="127.0.0.1", port=9) for i in range(3)]
+    with app.app_context():
+        session = db.session()
+        real_execute = session.execute
+
+        def racing_execute(statement, params=None, **kw):
+            # Just before our conditional UPDATE, another clock claims ids[1].
+            if params and isinstance(params, list) and str(statement).startswith("UPDATE endpoints"):
+                real_execute(db.text("UPDATE endpoints SET next_check_at = 5000 WHERE id = :id"), {"id": ids[1]})
+            return real_execute(statement, params, **kw)
+
+        monkeypatch.setattr(session, "execute", racing_execute)
+        claimed = claim_due(1000.0, 10)
+        monkeypatch.undo()
+        assert sorted(c.endpoint_id for c in claimed) == [ids[0], ids[2]]
+        assert db.session.get(Endpoint, ids[1]).next_check_at == 5000
+
+
+def test_a_slow_endpoint_does_not_hold_back_its_batch(app, httpserver, monkeypatch):
+    import threading
+
+    from werkzeug import Response
+
+    from workers import jobs
+    from workers.jobs.checks import run_checks
+
+    monkeypatch.setattr(jobs, "_app", app)
+    release = threading.Event()
+
+    def slow(request):
+        release.wait(timeout=5)
+        return Response("late")
+
+    httpserver.expect_request("/slow").respond_with_handler(slow)
+    httpserver.expect_request("/fast").respond_with_data("ok")
+    fast = _add(app, name="fast", checkType="http", target=httpserver.url_for("/fast"), timeoutSeconds=4)
+    slow_id = _add(app, name="slow", checkType="http", target=httpserver.url_for("/slow"), timeoutSeconds=4)
+    job = threading.Thread(target=run_checks, args=([fast, slow_id], [time.time(), time.time()]))
+    job.start()
+    try:
+        deadline = time.time() + 3
+        stored = set()
+        while time.time() < deadline and fast not in stored:
+            with app.app_context():
+                stored = set(db.session.execute(select(ResponseTime.endpoint_id)).scalars())
+            time.sleep(0.1)
+        assert stored == {fast}  # stored while the slow check is still waiting
+    finally:
+        release.set()
+        job.join(timeout=10)
+    with app.app_context():
+        assert set(db.session.execute(select(ResponseTime.endpoint_id)).scalars()) == {fast, slow_id}

@@ -16,6 +16,8 @@ _executor: ThreadPoolExecutor | None = None
 
 # Seconds a check may run past its own timeout before the job gives up on it.
 CHECK_GRACE_SECONDS = 5.0
+# How often a batch stores the results that have come in so far.
+STORE_EVERY_SECONDS = 0.5
 
 
 def _pool(size: int) -> ThreadPoolExecutor:
@@ -59,21 +61,33 @@ def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
         pool = _pool(settings.check_concurrency)
         futures = {pool.submit(one, row): row for row in rows}
         longest = max((row.timeout_seconds for row in rows), default=0)
-        done, not_done = wait(futures, timeout=longest + CHECK_GRACE_SECONDS)
-        results = []
-        for future, row in futures.items():
-            if future in done:
-                results.append((row.id, future.result()))
-            else:
-                results.append((row.id, CheckResult(
-                    is_ok=False, check_type=row.check_type,
-                    failure_reason=f"check did not finish within {row.timeout_seconds:g} s")))
-        transitions = record_results(results, instance_id=instance_id, location=location)
-        alert_transitions(transitions)  # stores and enqueues deliveries; sends nothing here
-        down = sum(1 for _, r in results if not r.is_ok)
-        logger.debug("checked %d endpoints, %d failing, %d status changes", len(results), down,
-                     len(transitions))
-        return {"checked": len(results), "failing": down, "statusChanges": len(transitions)}
+        deadline = time.monotonic() + longest + CHECK_GRACE_SECONDS
+        pending = set(futures)
+        checked = failing = changes = 0
+
+        def store(finished):
+            nonlocal checked, failing, changes
+            transitions = record_results(finished, instance_id=instance_id, location=location)
+            alert_transitions(transitions)  # stores and enqueues deliveries; sends nothing here
+            checked += len(finished)
+            failing += sum(1 for _, r in finished if not r.is_ok)
+            changes += len(transitions)
+
+        # Store results as they come in (every STORE_EVERY_SECONDS), so one
+        # slow endpoint does not hold back the rest of its batch.
+        while pending:
+            done, pending = wait(pending, timeout=max(0.0, min(STORE_EVERY_SECONDS, deadline - time.monotonic())))
+            finished = [(futures[f].id, f.result()) for f in done]
+            if pending and time.monotonic() >= deadline:
+                finished += [(futures[f].id, CheckResult(
+                    is_ok=False, check_type=futures[f].check_type,
+                    failure_reason=f"check did not finish within {futures[f].timeout_seconds:g} s"))
+                    for f in pending]
+                pending = set()
+            if finished:
+                store(finished)
+        logger.debug("checked %d endpoints, %d failing, %d status changes", checked, failing, changes)
+        return {"checked": checked, "failing": failing, "statusChanges": changes}
 
 
 def prune_results(retention_days: int) -> int:
