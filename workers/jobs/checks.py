@@ -1,43 +1,147 @@
-"""Check jobs: run a batch of due checks; prune old results."""
+"""Check jobs: run a batch of due checks; prune and roll up results."""
 from __future__ import annotations
 
 import logging
+import threading
 import time
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, select
 
+from app.checks import CheckResult
 from workers.jobs import app
 
 logger = logging.getLogger(__name__)
 
-_executor: ThreadPoolExecutor | None = None
-
-# Seconds a check may run past its own timeout before the job gives up on it.
+# Seconds a check may run past its own timeout before it is reported DOWN.
 CHECK_GRACE_SECONDS = 5.0
-# How often a batch stores the results that have come in so far.
-STORE_EVERY_SECONDS = 0.5
+# How often finished results are stored while a batch is running.
+STORE_EVERY_SECONDS = 1.0
+# After its last check starts, a batch waits this long for the rest; checks
+# still running then are handed to the process's stragglers thread, so a
+# slow endpoint never holds up the worker (and the schedule) for its timeout.
+HANDOFF_AFTER_SECONDS = 0.5
+# Checks due within one slot start together.
+DISPATCH_SLOT_SECONDS = 0.05
+
+_executor: ThreadPoolExecutor | None = None
+_stragglers: Stragglers | None = None
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Running:
+    """A check in flight and what is needed to store its result."""
+
+    endpoint_id: int
+    check_type: str
+    timeout: float
+    deadline: float  # time.monotonic() after which it is reported DOWN
+    instance_id: str
+    location: str
 
 
 def _pool(size: int) -> ThreadPoolExecutor:
     global _executor
-    if _executor is None:
-        _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="check")
-    return _executor
+    with _lock:
+        if _executor is None:
+            _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="check")
+        return _executor
+
+
+def store(finished: list[tuple[int, CheckResult]], instance_id: str, location: str) -> int:
+    """Store results and raise alerts for status changes; returns the changes."""
+    from app.services.results import record_results
+    from workers.jobs.alerts import alert_transitions
+
+    transitions = record_results(finished, instance_id=instance_id, location=location)
+    alert_transitions(transitions)  # stores and enqueues deliveries; sends nothing here
+    return len(transitions)
+
+
+def collect(futures: dict[Future, Running], timeout: float) -> list[tuple[Future, tuple[int, CheckResult]]]:
+    """Wait up to ``timeout`` for ``futures``; return the finished ones and
+    those past their deadline (as DOWN results)."""
+    if futures and timeout > 0:
+        wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+    now = time.monotonic()
+    out = []
+    for future, running in futures.items():
+        if future.done():
+            out.append((future, (running.endpoint_id, future.result())))
+        elif now >= running.deadline:
+            out.append((future, (running.endpoint_id, CheckResult(
+                is_ok=False, check_type=running.check_type,
+                failure_reason=f"check did not finish within {running.timeout:g} s"))))
+    return out
+
+
+class Stragglers(threading.Thread):
+    """Stores the results of checks that outlived their batch."""
+
+    def __init__(self):
+        super().__init__(name="check-stragglers", daemon=True)
+        self.lock = threading.Lock()
+        self.futures: dict[Future, Running] = {}
+
+    def adopt(self, futures: dict[Future, Running]) -> None:
+        with self.lock:
+            self.futures.update(futures)
+
+    def __len__(self) -> int:
+        with self.lock:
+            return len(self.futures)
+
+    def run(self) -> None:
+        while True:
+            with self.lock:
+                futures = dict(self.futures)
+            if not futures:
+                time.sleep(0.2)
+                continue
+            finished = collect(futures, STORE_EVERY_SECONDS)
+            if not finished:
+                continue
+            with self.lock:
+                for future, _ in finished:
+                    self.futures.pop(future, None)
+            by_identity: dict[tuple[str, str], list] = {}
+            for future, item in finished:
+                running = futures[future]
+                by_identity.setdefault((running.instance_id, running.location), []).append(item)
+            try:
+                with app().app_context():
+                    for (instance_id, location), items in by_identity.items():
+                        store(items, instance_id, location)
+            except Exception:
+                logger.exception("could not store %d late check results", len(finished))
+
+
+def _adopt_stragglers(futures: dict[Future, Running]) -> None:
+    global _stragglers
+    with _lock:
+        if _stragglers is None or not _stragglers.is_alive():
+            _stragglers = Stragglers()
+            _stragglers.start()
+    _stragglers.adopt(futures)
 
 
 def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
-    """Check a batch of endpoints concurrently and store the results.
+    """Check a batch of endpoints and store the results.
 
-    ``due_at[i]`` is when ``endpoint_ids[i]`` was due (unix seconds); the
-    delay until its check started is kept as ``scheduleLagMs`` in metadata.
+    1. Each check starts at its due time (``due_at[i]``, unix seconds; the
+       clock claims up to a second ahead), give or take a dispatch slot, on
+       the process's thread pool; the delay from due time to start is kept
+       as ``scheduleLagMs``.
+    2. Finished results are stored every ``STORE_EVERY_SECONDS``.
+    3. ``HANDOFF_AFTER_SECONDS`` after the last start, checks still running
+       go to the stragglers thread and the job ends, freeing the worker.
     """
-    from app.checks import CheckResult, run_check
+    from app.checks import run_check
     from app.models import Endpoint
     from app.services import configuration
-    from app.services.results import record_results
-    from workers.jobs.alerts import alert_transitions
 
     with app().app_context():
         from app.extensions import db
@@ -59,35 +163,51 @@ def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
             return result
 
         pool = _pool(settings.check_concurrency)
-        futures = {pool.submit(one, row): row for row in rows}
-        longest = max((row.timeout_seconds for row in rows), default=0)
-        deadline = time.monotonic() + longest + CHECK_GRACE_SECONDS
-        pending = set(futures)
-        checked = failing = changes = 0
+        running: dict[Future, Running] = {}
+        ready: list[tuple[int, CheckResult]] = []
+        counts = {"checked": 0, "failing": 0, "statusChanges": 0}
+        last_store = time.monotonic()
 
-        def store(finished):
-            nonlocal checked, failing, changes
-            transitions = record_results(finished, instance_id=instance_id, location=location)
-            alert_transitions(transitions)  # stores and enqueues deliveries; sends nothing here
-            checked += len(finished)
-            failing += sum(1 for _, r in finished if not r.is_ok)
-            changes += len(transitions)
+        def gather(timeout: float) -> None:
+            nonlocal last_store
+            for future, item in collect(running, timeout):
+                running.pop(future)
+                ready.append(item)
+            if ready and time.monotonic() - last_store >= STORE_EVERY_SECONDS:
+                counts["statusChanges"] += store(ready, instance_id, location)
+                counts["checked"] += len(ready)
+                counts["failing"] += sum(1 for _, r in ready if not r.is_ok)
+                ready.clear()
+                last_store = time.monotonic()
 
-        # Store results as they come in (every STORE_EVERY_SECONDS), so one
-        # slow endpoint does not hold back the rest of its batch.
-        while pending:
-            done, pending = wait(pending, timeout=max(0.0, min(STORE_EVERY_SECONDS, deadline - time.monotonic())))
-            finished = [(futures[f].id, f.result()) for f in done]
-            if pending and time.monotonic() >= deadline:
-                finished += [(futures[f].id, CheckResult(
-                    is_ok=False, check_type=futures[f].check_type,
-                    failure_reason=f"check did not finish within {futures[f].timeout_seconds:g} s"))
-                    for f in pending]
-                pending = set()
-            if finished:
-                store(finished)
-        logger.debug("checked %d endpoints, %d failing, %d status changes", checked, failing, changes)
-        return {"checked": checked, "failing": failing, "statusChanges": changes}
+        # Start checks in slots of DISPATCH_SLOT_SECONDS: each at most that
+        # late, with one wake-up per slot rather than one per check.
+        queue = sorted(rows, key=lambda r: due[r.id])
+        while queue:
+            wait_for = due[queue[0].id] - time.time()
+            if wait_for > 0:
+                time.sleep(wait_for)
+            slot_end = time.time() + DISPATCH_SLOT_SECONDS
+            while queue and due[queue[0].id] <= slot_end:
+                row = queue.pop(0)
+                future = pool.submit(one, row)
+                running[future] = Running(row.id, row.check_type, row.timeout_seconds,
+                                          time.monotonic() + row.timeout_seconds + CHECK_GRACE_SECONDS,
+                                          instance_id, location)
+            if time.monotonic() - last_store >= STORE_EVERY_SECONDS:
+                gather(0)
+        handoff_at = time.monotonic() + HANDOFF_AFTER_SECONDS
+        while running and (left := handoff_at - time.monotonic()) > 0:
+            gather(min(left, STORE_EVERY_SECONDS))
+        if ready:
+            counts["statusChanges"] += store(ready, instance_id, location)
+            counts["checked"] += len(ready)
+            counts["failing"] += sum(1 for _, r in ready if not r.is_ok)
+        if running:
+            logger.info("%d checks still running after their batch; storing them when they end", len(running))
+            _adopt_stragglers(dict(running))
+        counts["handedOff"] = len(running)
+        return counts
 
 
 def prune_results(retention_days: int) -> int:
