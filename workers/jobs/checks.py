@@ -22,7 +22,7 @@ STORE_EVERY_SECONDS = 1.0
 # After its last check starts, a batch waits this long for the rest; checks
 # still running then are handed to the process's stragglers thread, so a
 # slow endpoint never holds up the worker (and the schedule) for its timeout.
-HANDOFF_AFTER_SECONDS = 0.5
+HANDOFF_AFTER_SECONDS = 0.25
 # Checks due within one slot start together.
 DISPATCH_SLOT_SECONDS = 0.05
 
