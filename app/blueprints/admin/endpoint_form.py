@@ -61,6 +61,15 @@ def _unwrap_optional(annotation):
     return annotation
 
 
+_ACRONYMS = {"tls": "TLS", "ca": "CA", "ssl": "SSL", "sasl": "SASL", "cafile": "CA file"}
+
+
+def _label(name: str) -> str:
+    """``verify_tls`` -> ``Verify TLS``: option names as people write them."""
+    words = [_ACRONYMS.get(word, word) for word in name.split("_")]
+    return " ".join([words[0][:1].upper() + words[0][1:], *words[1:]])
+
+
 def option_fields(check_type: str) -> list[OptionField]:
     """The inputs of one check type's options, in the model's order."""
     kind = CHECK_TYPES.get(check_type)
@@ -76,7 +85,7 @@ def option_fields(check_type: str) -> list[OptionField]:
         annotation = _unwrap_optional(info.annotation)
         origin = typing.get_origin(annotation)
         default = info.get_default(call_default_factory=True)
-        entry = OptionField(name=name, label=name.replace("_", " ").capitalize(), kind="text",
+        entry = OptionField(name=name, label=_label(name), kind="text",
                             default=default, required=info.is_required(), help=HELP.get(name, ""))
         if annotation is bool:
             entry.kind = "checkbox"
