@@ -20,6 +20,8 @@ from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, Respons
 
 logger = logging.getLogger(__name__)
 
+MAX_REASON_LENGTH = 2000
+
 
 @dataclass(frozen=True)
 class Transition:
@@ -42,7 +44,9 @@ def result_row(endpoint_id: int, result: CheckResult, *, instance_id: str, locat
         "is_ok": result.is_ok,
         "status": result.status,
         "response_time_ms": result.response_time_ms,
-        "failure_reason": result.failure_reason,
+        # The sync API accepts reasons up to this length; longer ones (a
+        # redirect to a long SSO URL) are cut here rather than refused there.
+        "failure_reason": result.failure_reason[:MAX_REASON_LENGTH] if result.failure_reason else None,
         "check_type": result.check_type,
         "check_metadata": result.metadata,
     }

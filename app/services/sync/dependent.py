@@ -57,6 +57,14 @@ class MalformedReply(PrimaryUnavailable):
     """The primary's answer was not what the sync API promises."""
 
 
+class Refused(PrimaryUnavailable):
+    """The primary refused a request as invalid (a 4xx other than 401)."""
+
+    def __init__(self, message: str, status: int, body: dict):
+        super().__init__(message)
+        self.status, self.body = status, body
+
+
 @dataclass
 class PrimaryClient:
     """HTTP calls to the primary's sync API."""
@@ -87,8 +95,12 @@ class PrimaryClient:
             raise PrimaryUnavailable(f"{self.base_url} answered {response.status_code}")
         if response.status_code >= 400:
             # A refusal that retrying will not fix: report what the primary said.
-            raise PrimaryUnavailable(f"{self.base_url} refused {method} {path}: "
-                                     f"{response.status_code} {response.text[:300]}")
+            try:
+                body = response.json()
+            except ValueError:
+                body = {}
+            raise Refused(f"{self.base_url} refused {method} {path}: {response.status_code} "
+                          f"{response.text[:300]}", response.status_code, body if isinstance(body, dict) else {})
         return response
 
 
@@ -252,10 +264,33 @@ def mark_synced(result_ids: list[str]) -> int:
     ).rowcount
 
 
+def drop_refused_results(batch: list[ResponseTime], fields: dict) -> int:
+    """Take results the primary refused as invalid out of the outbox.
+
+    The primary refuses a whole heartbeat for one invalid result; sent again
+    as it is, that result would block the outbox for good. It is kept here
+    (marked sent) and logged with the primary's reason.
+    """
+    refused = set()
+    for field, reason in fields.items():
+        parts = str(field).split(".")
+        if len(parts) >= 2 and parts[0] == "results" and parts[1].isdigit() and int(parts[1]) < len(batch):
+            result = batch[int(parts[1])]
+            refused.add(result.result_id)
+            logger.error("the primary refused result %s of endpoint %s (%s: %s); it stays here only",
+                         result.result_id, result.endpoint_id, field, reason)
+    return mark_synced(sorted(refused))
+
+
 def send_heartbeat(primary: PrimaryClient, token: str) -> dict:
     """Send one heartbeat with the oldest unacknowledged results."""
     batch = outbox_batch()
-    reply = primary.call("PUT", "/heartbeat", token=token, json=heartbeat_payload(batch)).json()
+    try:
+        reply = primary.call("PUT", "/heartbeat", token=token, json=heartbeat_payload(batch)).json()
+    except Refused as exc:
+        if exc.status == 400 and drop_refused_results(batch, exc.body.get("fields") or {}):
+            db.session.commit()  # the rest goes in the next heartbeat
+        raise
     acknowledged = list(reply.get("acknowledged", [])) + [r["resultId"] for r in reply.get("rejected", [])]
     # Only what this heartbeat carried can be acknowledged by its reply.
     sent = {r.result_id for r in batch}

@@ -11,6 +11,8 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from app.services.results import MAX_REASON_LENGTH  # noqa: E402
+
 MAX_RESULTS_PER_HEARTBEAT = 1000
 MAX_METADATA_KEYS = 50
 
@@ -42,7 +44,7 @@ class MonitoringResult(WireModel):
     is_ok: bool
     response_time: float | None = Field(default=None, ge=0, le=3_600_000)
     status: Literal["UP", "DOWN"]
-    failure_reason: str | None = Field(default=None, max_length=2000)
+    failure_reason: str | None = Field(default=None, max_length=MAX_REASON_LENGTH)
     check_type: str = Field(min_length=1, max_length=32)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
     checked_at: AwareDatetime
