@@ -194,3 +194,23 @@ def test_it_explains_a_bad_api_key_name(web):
     response = post(web, "/api-keys", {"name": "  "})
     assert response.status_code == 422
     assert "Name must be 1 to 100 characters." in response.get_data(as_text=True)
+
+
+@pytest.mark.parametrize("target", ["/\t/evil.example", "/%0d%0a/x", "/\\evil.example", "//evil.example",
+                                    "https://evil.example/", "/\x00/x", " /x"])
+def test_it_never_redirects_off_the_site_after_sign_in(web, target):
+    from urllib.parse import urlsplit
+
+    for response in (web.get("/login", query_string={"next": target}),
+                     web.get(f"/login?next={target}")):  # as typed, so %09 decodes to a tab
+        location = response.headers.get("Location", "")
+        parts = urlsplit(location)
+        assert response.status_code in {200, 302}
+        assert not parts.scheme and not parts.netloc and not location.startswith("//")
+        assert not any(ord(c) < 32 or c == "\\" for c in location)
+
+
+def test_it_sends_an_encoded_tab_trick_to_the_dashboard(web):
+    response = web.get("/login?next=/%09/evil.example")
+    assert response.status_code == 302
+    assert "evil" not in response.headers["Location"]

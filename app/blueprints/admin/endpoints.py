@@ -5,6 +5,7 @@ import logging
 
 from flask import abort, flash, redirect, render_template, request, url_for
 
+from app.blueprints.redirects import local_path
 from app.blueprints.admin import bp
 from app.blueprints.admin.endpoint_form import (
     display_value, endpoint_input, errors_by_field, option_fields,
@@ -140,8 +141,8 @@ def endpoint_form_options():
 
 
 def _back_to(endpoint: Endpoint | None = None):
-    target = request.form.get("next") or ""
-    if target.startswith("/") and not target.startswith("//"):
+    target = local_path(request.form.get("next"))
+    if target:
         return redirect(target, code=303)
     if endpoint is not None:
         return redirect(url_for("ui.endpoint_detail", endpoint_id=endpoint.id), code=303)

@@ -23,6 +23,7 @@ from flask.sessions import SecureCookieSessionInterface
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import select
 
+from app.blueprints.redirects import local_path
 from app.blueprints.admin import bp
 from app.config import ROLE_DEPENDENT
 from app.extensions import csrf, db
@@ -171,9 +172,7 @@ def _go_to(location: str):
 def _safe_next(target: str | None) -> str:
     # Only paths on this site: an open redirect would make the sign-in page
     # a phishing tool.
-    if not target or not target.startswith("/") or target.startswith("//") or "\\" in target:
-        return url_for("ui.dashboard")
-    return target
+    return local_path(target) or url_for("ui.dashboard")
 
 
 def _client_ip() -> str:
