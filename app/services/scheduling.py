@@ -41,7 +41,7 @@ def claim_due(now: float, limit: int, *, ahead: float = 0.0) -> list[DueCheck]:
     2. Move each row's ``next_check_at`` forward with an UPDATE conditioned
        on the value just read (one executemany); only a row that changed is
        ours to enqueue. If fewer rows changed than were read, another clock
-       won some: ours are those that now hold the value we wrote.
+       won some: undo, and claim row by row.
     3. Commit once. A missed period (workers down) is skipped, not replayed.
     """
     rows = db.session.execute(
@@ -74,11 +74,17 @@ def claim_due(now: float, limit: int, *, ahead: float = 0.0) -> list[DueCheck]:
         claimed = [DueCheck(plan["_id"], plan["due_at"]) for plan in plans]
     else:
         # Another clock moved some rows first (or the driver cannot count an
-        # executemany): the rows that now hold our value are ours.
-        now_at = dict(db.session.execute(
-            select(table.c.id, table.c.next_check_at).where(table.c.id.in_([p["_id"] for p in plans]))
-        ).all())
-        claimed = [DueCheck(plan["_id"], plan["due_at"]) for plan in plans
-                   if now_at.get(plan["_id"]) == plan["_next"]]
+        # executemany). A rival that read the same row writes the same value,
+        # so the value cannot tell whose a row is: undo, and claim row by row,
+        # keeping only rows whose own UPDATE changed them.
+        db.session.rollback()
+        claimed = []
+        for plan in plans:
+            if db.session.execute(
+                update(table)
+                .where(table.c.id == plan["_id"], table.c.next_check_at == plan["_read"])
+                .values(next_check_at=plan["_next"])
+            ).rowcount == 1:
+                claimed.append(DueCheck(plan["_id"], plan["due_at"]))
     db.session.commit()
     return claimed
