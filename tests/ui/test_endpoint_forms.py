@@ -187,3 +187,11 @@ def test_a_dependent_shows_results_but_refuses_configuration_changes(web, app):
         assert "managed by the primary at http://primary.test:3002" in response.get_data(as_text=True)
     with app.app_context():
         assert db.session.get(Endpoint, endpoint_id).is_paused is False
+
+
+def test_it_saves_nothing_when_a_chosen_service_was_deleted_meanwhile(web, app):
+    response = post(web, "/endpoints/new", {**HTTP, "notificationServices": "424242"})
+    assert response.status_code == 422
+    assert "424242" in response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.query(Endpoint).count() == 0

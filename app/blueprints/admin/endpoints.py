@@ -68,7 +68,7 @@ def _values_of(endpoint: Endpoint) -> dict:
 
 
 def _posted_services() -> set[int]:
-    return {int(v) for v in request.form.getlist("notificationServices") if v.isdigit()}
+    return {int(v) for v in request.form.getlist("notificationServices") if v.isdigit() and len(v) < 10}
 
 
 def _save(endpoint: Endpoint | None):
@@ -79,6 +79,9 @@ def _save(endpoint: Endpoint | None):
         ("name", "checkType", "target", "port", "group"))}
     services = _posted_services()
     if not errors:
+        # The services are part of the one change: a service deleted while
+        # this form was open is a field error, and nothing is saved.
+        data["notificationServiceIds"] = sorted(services)
         try:
             if endpoint is None:
                 endpoint = endpoint_service.create_endpoint(data)
@@ -90,9 +93,6 @@ def _save(endpoint: Endpoint | None):
         except endpoint_service.InvalidEndpoint as exc:
             errors = exc.errors
         else:
-            from app.services import notifications
-
-            notifications.set_endpoint_services(endpoint, sorted(services))
             flash(f"Endpoint “{endpoint.name}” {'added' if created else 'saved'}.", "info")
             return redirect(url_for("ui.endpoint_detail", endpoint_id=endpoint.id))
     return _render_form(endpoint=endpoint, values=values, options=data.get("options", {}),
