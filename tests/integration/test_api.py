@@ -187,3 +187,16 @@ def test_it_deletes_an_endpoints_results_with_it(app, client, auth_headers):
     client.delete(f"/api/v1/endpoints/{endpoint_id}", headers=auth_headers)
     with app.app_context():
         assert db.session.execute(select(func.count(ResponseTime.id))).scalar_one() == 0
+
+
+def test_it_limits_password_guessing_like_the_sign_in_page(client, user):
+    import base64
+
+    from app.services import login_throttle
+
+    bad = base64.b64encode(b"admin@example.org:wrong password!").decode()
+    good = base64.b64encode(b"admin@example.org:correct horse battery").decode()
+    for _ in range(login_throttle.MAX_PER_IP_AND_EMAIL):
+        assert client.get("/api/v1/endpoints", headers={"Authorization": f"Basic {bad}"}).status_code == 401
+    # Locked for a while, even with the right password.
+    assert client.get("/api/v1/endpoints", headers={"Authorization": f"Basic {good}"}).status_code == 401
