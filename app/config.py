@@ -6,7 +6,9 @@ start instead of running half-configured.
 """
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 import secrets
 import socket
 from dataclasses import dataclass, field
@@ -65,6 +67,19 @@ def _url(env, name, schemes):
     if not parsed.netloc and not parsed.path.strip("/"):
         raise ConfigError(f"{name} has no host, got {raw!r}")
     return raw.rstrip("/") if parsed.scheme in {"http", "https"} else raw
+
+
+def _host(env) -> str:
+    raw = (env.get("HOST") or "127.0.0.1").strip()
+    bare = raw[1:-1] if raw.startswith("[") and raw.endswith("]") else raw
+    try:
+        ipaddress.ip_address(bare)
+        return raw
+    except ValueError:
+        pass
+    if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9.-]{0,252}", bare):
+        return raw
+    raise ConfigError(f"HOST must be an address or host name to listen on, like 127.0.0.1 or 0.0.0.0, got {raw!r}")
 
 
 @dataclass(frozen=True)
@@ -144,6 +159,10 @@ def load_settings(env=None) -> Settings:
         path = Path(database_path).expanduser() if database_path else data_dir / "monitor.db"
         database_url = f"sqlite:///{path.resolve()}"
 
+    secret_key = env.get("SECRET_KEY") or ""
+    if secret_key and len(secret_key) < 16:
+        raise ConfigError("SECRET_KEY must be at least 16 characters (or unset, to have one generated)")
+    host = _host(env)
     log_level = (env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
         raise ConfigError(f"LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got {log_level!r}")
@@ -163,20 +182,20 @@ def load_settings(env=None) -> Settings:
         sync_shared_secret=secret,
         instance_name=instance_name,
         instance_location=instance_location,
-        failover_order=_number(env, "FAILOVER_ORDER", 0, minimum=0),
+        failover_order=_number(env, "FAILOVER_ORDER", 0, minimum=0, maximum=10_000),
         sync_interval=_number(env, "SYNC_INTERVAL", 30, minimum=1, maximum=86400),
         heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL", 10, minimum=1, maximum=3600),
         connection_timeout=_number(env, "CONNECTION_TIMEOUT", 10, minimum=1, maximum=300),
-        host=(env.get("HOST") or "127.0.0.1").strip(),
+        host=host,
         port=_number(env, "PORT", 3001, minimum=1, maximum=65535),
         sync_api_port=_number(env, "SYNC_API_PORT", 3002, minimum=1, maximum=65535),
         data_dir=data_dir,
         database_url=database_url,
         redis_url=_url(env, "REDIS_URL", {"redis", "rediss", "unix"}),
-        secret_key=env.get("SECRET_KEY") or "",
+        secret_key=secret_key,
         check_batch_size=_number(env, "CHECK_BATCH_SIZE", 200, minimum=1, maximum=5000),
         check_concurrency=_number(env, "CHECK_CONCURRENCY", 64, minimum=1, maximum=1024),
-        result_retention_days=_number(env, "RESULT_RETENTION_DAYS", 30, minimum=1),
+        result_retention_days=_number(env, "RESULT_RETENTION_DAYS", 30, minimum=1, maximum=3650),
         sync_token_ttl=_number(env, "SYNC_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
         log_level=log_level,
     )

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from app.config import ConfigError, load_settings
+from app.services.accounts import InvalidAccount
 
 logger = logging.getLogger("app.launcher")
 
@@ -103,7 +104,10 @@ def run(worker_count: int | None = None) -> int:
     """Run the whole monitor until interrupted; returns the exit code."""
     try:
         settings = load_settings()
-        worker_count = worker_count or _worker_processes()
+        # Two workers by default: while one runs a batch, the other keeps
+        # the schedule.
+        worker_count = worker_count or _env_int("WORKER_PROCESSES", 2)
+        _env_int("WEB_CONCURRENCY", 2)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -120,7 +124,11 @@ def run(worker_count: int | None = None) -> int:
     from app import create_app
 
     app = create_app(serve="none", settings=settings)
-    state = prepare_database(app)
+    try:
+        state = prepare_database(app)
+    except InvalidAccount as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
     logger.info("instance %s (%s, %s) starting: UI at http://%s:%d/, sync API on port %d",
                 state["instance_id"], state["role"], settings.instance_location,
                 settings.host, settings.port, settings.sync_api_port)
@@ -140,16 +148,15 @@ def run(worker_count: int | None = None) -> int:
             embedded.shutdown()
 
 
-def _worker_processes() -> int:
-    # Two workers by default: a batch holds its worker until its slowest
-    # check times out, and a second worker keeps the schedule meanwhile.
-    raw = os.environ.get("WORKER_PROCESSES", "2")
+def _env_int(name: str, default: int) -> int:
+    """A process count from the environment, 1 to 64."""
+    raw = os.environ.get(name, str(default))
     try:
         value = int(raw)
     except ValueError:
-        raise ConfigError(f"WORKER_PROCESSES must be an integer, got {raw!r}") from None
+        raise ConfigError(f"{name} must be an integer, got {raw!r}") from None
     if not 1 <= value <= 64:
-        raise ConfigError(f"WORKER_PROCESSES must be from 1 to 64, got {raw!r}")
+        raise ConfigError(f"{name} must be from 1 to 64, got {raw!r}")
     return value
 
 

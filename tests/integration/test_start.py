@@ -107,3 +107,17 @@ def test_it_refuses_two_roles_at_once(tmp_path):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "ENABLE_SYNC_API and PRIMARY_SYNC_URL" in result.stderr
+
+
+@pytest.mark.parametrize(("name", "value", "message"), [
+    ("WEB_CONCURRENCY", "many", "WEB_CONCURRENCY must be an integer"),
+    ("WORKER_PROCESSES", "0", "WORKER_PROCESSES must be from 1 to 64"),
+    ("ADMIN_EMAIL", "not-an-address", "ADMIN_EMAIL/ADMIN_PASSWORD: email must be an address"),
+])
+def test_it_names_bad_process_settings(tmp_path, name, value, message):
+    env = {**os.environ, "DATA_DIR": str(tmp_path), "ADMIN_PASSWORD": "correct horse battery", name: value}
+    env.pop("REDIS_URL", None)
+    result = subprocess.run([sys.executable, "-m", "app", "start"], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert message in result.stderr

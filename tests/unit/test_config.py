@@ -59,3 +59,24 @@ def test_it_requires_a_join_secret_for_a_cluster_role():
         load_settings({"ENABLE_SYNC_API": "true"})
     with pytest.raises(ConfigError, match="SYNC_SHARED_SECRET must be at least 16"):
         load_settings({"PRIMARY_SYNC_URL": "http://127.0.0.1:3002", "SYNC_SHARED_SECRET": "short"})
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("RESULT_RETENTION_DAYS", "1000000", "RESULT_RETENTION_DAYS must be at most 3650"),
+        ("FAILOVER_ORDER", "99999999999999999999", "FAILOVER_ORDER must be at most 10000"),
+        ("SECRET_KEY", "short", "SECRET_KEY must be at least 16 characters"),
+        ("HOST", "http://0.0.0.0", "HOST must be an address"),
+        ("HOST", "0.0.0.0 :80", "HOST must be an address"),
+    ],
+)
+def test_it_bounds_values_that_would_break_later(name, value, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings({name: value})
+
+
+def test_it_accepts_ipv6_and_host_names_for_host():
+    assert load_settings({"HOST": "::"}).host == "::"
+    assert load_settings({"HOST": "[::1]"}).host == "[::1]"
+    assert load_settings({"HOST": "monitor.internal"}).host == "monitor.internal"
