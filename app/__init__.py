@@ -52,6 +52,9 @@ def create_app(config: dict | None = None, *, serve: str = "web", settings: Sett
     migrate.init_app(app, db, directory=_migrations_dir(), render_as_batch=True)
 
     from app.blueprints.errors import register_error_handlers
+    from app.checks import public_target
+
+    app.jinja_env.filters["public_target"] = public_target
 
     register_error_handlers(app)
     for name in SURFACES[serve]:

@@ -58,7 +58,7 @@ def build_app(data_dir: Path, database_url: str | None):
     from app.config import load_settings
     from app.services import configuration
 
-    env = {"DATA_DIR": str(data_dir), "SECRET_KEY": "bench", "LOG_LEVEL": "WARNING"}
+    env = {"DATA_DIR": str(data_dir), "SECRET_KEY": "bench-secret-key-0123456789", "LOG_LEVEL": "WARNING"}
     if database_url:
         from sqlalchemy import create_engine, text
 

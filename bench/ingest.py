@@ -54,7 +54,7 @@ def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
     env = {k: v for k, v in os.environ.items() if k not in {"REDIS_URL", "PRIMARY_SYNC_URL"}}
     env.update(DATA_DIR=str(workdir), ENABLE_SYNC_API="true", SYNC_SHARED_SECRET=SECRET,
-               SECRET_KEY="bench", LOG_LEVEL="WARNING", INSTANCE_LOCATION="bench")
+               SECRET_KEY="bench-secret-key-0123456789", LOG_LEVEL="WARNING", INSTANCE_LOCATION="bench")
     if args.database != "sqlite":
         env["DATABASE_URL"] = args.database
         engine = create_engine(args.database)

@@ -32,7 +32,7 @@ def free_port() -> int:
 
 def make_app(tmp_path: Path, env: dict | None = None, *, serve: str = "web"):
     """An app whose data dir is ``tmp_path``; ``env`` adds environment values."""
-    settings = load_settings({"DATA_DIR": str(tmp_path), "SECRET_KEY": "test-secret", **(env or {})})
+    settings = load_settings({"DATA_DIR": str(tmp_path), "SECRET_KEY": "test-secret-key-0123456789", **(env or {})})
     return create_app({"TESTING": True}, serve=serve, settings=settings)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from types import ModuleType
+from urllib.parse import urlsplit, urlunsplit
 
 from app.checks import http, kafka_consumer, kafka_producer, ping, tcp
 from app.checks.base import CheckFailed, CheckOptions, CheckResult, CheckSpec
@@ -43,6 +44,32 @@ CHECK_TYPES: dict[str, CheckType] = {
 }
 
 
+# Options that hold secrets: never shown back, logged or sent in alerts.
+SECRET_OPTIONS = frozenset({"sasl_password"})
+MASK = "********"
+
+
+def public_options(options: dict) -> dict:
+    """Options with secret values masked, for API answers and pages."""
+    return {k: (MASK if k in SECRET_OPTIONS and v else v) for k, v in (options or {}).items()}
+
+
+def public_target(target: str) -> str:
+    """The target without credentials (``user:password@`` in a URL), for
+    logs, pages and alerts."""
+    if "@" not in target or "://" not in target:
+        return target
+    try:
+        parts = urlsplit(target)
+        if parts.username is None and parts.password is None:
+            return target
+        host = parts.hostname or ""
+        netloc = (f"[{host}]" if ":" in host else host) + (f":{parts.port}" if parts.port else "")
+    except ValueError:
+        return target.split("://", 1)[0] + "://(unparseable URL)"
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
 def run_check(check_type: str, target: str, port: int | None, timeout: float, options: dict) -> CheckResult:
     """Run one check; any exception becomes a DOWN result with its reason."""
     kind = CHECK_TYPES.get(check_type)
@@ -57,9 +84,9 @@ def run_check(check_type: str, target: str, port: int | None, timeout: float, op
         return CheckResult(is_ok=False, check_type=check_type, failure_reason=str(exc),
                            metadata=exc.metadata)
     except Exception as exc:  # a check must never crash the job running it
-        logger.warning("%s check of %s raised", check_type, target, exc_info=True)
+        logger.warning("%s check of %s raised", check_type, public_target(target), exc_info=True)
         return CheckResult(is_ok=False, check_type=check_type,
                            failure_reason=f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["CHECK_TYPES", "CheckFailed", "CheckOptions", "CheckResult", "CheckSpec", "CheckType", "run_check"]
+__all__ = ["CHECK_TYPES", "MASK", "SECRET_OPTIONS", "public_options", "public_target", "CheckFailed", "CheckOptions", "CheckResult", "CheckSpec", "CheckType", "run_check"]

@@ -83,13 +83,16 @@ class Endpoint(db.Model):
         }
 
     def to_dict(self) -> dict:
+        """The endpoint for API answers: secret options masked."""
+        from app.checks import public_options
+
         return {
             "id": self.id,
             "name": self.name,
             "checkType": self.check_type,
             "target": self.target,
             "port": self.port,
-            "options": self.options or {},
+            "options": public_options(self.options),
             "intervalSeconds": self.interval_seconds,
             "timeoutSeconds": self.timeout_seconds,
             "failureThreshold": self.failure_threshold,

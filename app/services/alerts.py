@@ -32,6 +32,7 @@ from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
+from app.checks import public_target
 from app.extensions import db
 from app.models import (
     DELIVERY_FAILED,
@@ -191,7 +192,7 @@ def raise_reminders(*, now: datetime | None = None) -> list[int]:
             endpoint = endpoints[change.endpoint_id]
             message = AlertMessage(
                 event=EVENT_REMINDER, endpoint_id=endpoint.id, endpoint_name=endpoint.name,
-                target=endpoint.target, check_type=endpoint.check_type, status=STATUS_DOWN,
+                target=public_target(endpoint.target), check_type=endpoint.check_type, status=STATUS_DOWN,
                 previous_status=change.from_status, occurred_at=now,
                 reason=endpoint.last_failure_reason or change.reason, down_since=change.changed_at,
                 duration_seconds=round(down_for, 3), **identity,
@@ -203,7 +204,7 @@ def raise_reminders(*, now: datetime | None = None) -> list[int]:
 
 
 def _change_message(change: StatusChange, endpoint, identity: dict) -> AlertMessage:
-    common = dict(endpoint_id=endpoint.id, endpoint_name=endpoint.name, target=endpoint.target,
+    common = dict(endpoint_id=endpoint.id, endpoint_name=endpoint.name, target=public_target(endpoint.target),
                   check_type=endpoint.check_type, status=change.to_status,
                   previous_status=change.from_status, occurred_at=change.changed_at, **identity)
     if change.to_status == STATUS_DOWN:

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 
-from app.checks import CHECK_TYPES
+from app.checks import CHECK_TYPES, public_target
 from app.extensions import db
 from app.models import STATUS_PENDING, Endpoint
 
@@ -193,7 +193,7 @@ def create_endpoint(data: dict) -> Endpoint:
     db.session.add(endpoint)
     db.session.commit()
     logger.info("endpoint %s (%s) created: %s %s", endpoint.id, endpoint.name,
-                endpoint.check_type, endpoint.target)
+                endpoint.check_type, public_target(endpoint.target))
     return endpoint
 
 

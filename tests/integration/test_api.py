@@ -200,3 +200,23 @@ def test_it_limits_password_guessing_like_the_sign_in_page(client, user):
         assert client.get("/api/v1/endpoints", headers={"Authorization": f"Basic {bad}"}).status_code == 401
     # Locked for a while, even with the right password.
     assert client.get("/api/v1/endpoints", headers={"Authorization": f"Basic {good}"}).status_code == 401
+
+
+def test_it_never_shows_secrets_back(app, client, auth_headers, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO)
+    kafka = {"name": "orders", "checkType": "kafka_consumer", "target": "127.0.0.1:9092",
+             "options": {"topic": "orders", "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                         "sasl_username": "monitor", "sasl_password": "hunter2-secret"}}
+    created = client.post("/api/v1/endpoints", json=kafka, headers=auth_headers)
+    assert created.status_code == 201, created.get_json()
+    assert created.get_json()["options"]["sasl_password"] == "********"
+    http = client.post("/api/v1/endpoints", json={**HTTP_ENDPOINT, "target": "https://bob:pa55word@127.0.0.1:8443/x"},
+                       headers=auth_headers)
+    assert http.status_code == 201
+    assert "pa55word" not in caplog.text and "hunter2-secret" not in caplog.text
+    from app.checks import public_target
+
+    assert public_target("https://bob:pa55word@127.0.0.1:8443/x") == "https://127.0.0.1:8443/x"
+    assert public_target("http://[::1]:80/") == "http://[::1]:80/"

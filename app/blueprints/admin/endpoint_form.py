@@ -13,11 +13,10 @@ import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from app.checks import CHECK_TYPES
+from app.checks import CHECK_TYPES, SECRET_OPTIONS
 
 OPTION_PREFIX = "opt_"
 # Secrets are never rendered back; a blank field on edit keeps the stored one.
-SECRET_OPTIONS = frozenset({"sasl_password"})
 _TEXTAREAS = frozenset({"body", "message"})
 
 HELP = {
