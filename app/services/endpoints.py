@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import re
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -207,10 +208,13 @@ def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool) -> Endpoin
     spec = parse_input(merged)
     if spec.notification_service_ids is not None:
         endpoint.notification_services = _notification_services(spec.notification_service_ids)
-    was_paused = endpoint.is_paused
+    was_paused, old_interval = endpoint.is_paused, endpoint.interval_seconds
     apply_input(endpoint, spec)
     if was_paused and not spec.is_paused:
         endpoint.next_check_at = 0.0  # check at once when resumed
+    elif spec.interval_seconds < old_interval and endpoint.next_check_at > 0:
+        # A shorter interval counts from now, not from the old schedule.
+        endpoint.next_check_at = min(endpoint.next_check_at, time.time() + spec.interval_seconds)
     if spec.is_paused:
         endpoint.consecutive_failures = endpoint.consecutive_successes = 0
     db.session.commit()

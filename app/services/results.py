@@ -101,8 +101,12 @@ def apply_results(results: Iterable[tuple[int, CheckResult]]) -> list[Transition
         for row in db.session.execute(
             select(Endpoint.id, Endpoint.status, Endpoint.consecutive_failures,
                    Endpoint.consecutive_successes, Endpoint.failure_threshold,
-                   Endpoint.success_threshold, Endpoint.status_changed_at)
+                   Endpoint.success_threshold, Endpoint.status_changed_at, Endpoint.is_paused)
             .where(Endpoint.id.in_(by_endpoint))
+            # Two batches with results for one endpoint (a "check now" beside
+            # the scheduled check) must count one after the other.
+            .order_by(Endpoint.id)
+            .with_for_update()
         )
     }
     updates, transitions = [], []
@@ -113,6 +117,8 @@ def apply_results(results: Iterable[tuple[int, CheckResult]]) -> list[Transition
         status, failures, successes = row.status, row.consecutive_failures, row.consecutive_successes
         changed_at = row.status_changed_at
         for result in sorted(endpoint_results, key=lambda r: r.checked_at):
+            if row.is_paused:
+                break  # a paused endpoint's manual checks are kept, not counted or alerted
             if result.is_ok:
                 successes, failures = successes + 1, 0
             else:

@@ -77,3 +77,29 @@ def test_it_drops_results_of_a_deleted_endpoint(app):
                                      instance_id="i", location="l")
         assert transitions == []
         assert db.session.query(ResponseTime).count() == 0
+
+
+def test_a_paused_endpoints_manual_checks_change_no_status(app):
+    endpoint_id = _endpoint(app, failure_threshold=1)
+    _feed(app, endpoint_id, [True])
+    with app.app_context():
+        db.session.get(Endpoint, endpoint_id).is_paused = True
+        db.session.commit()
+    assert _feed(app, endpoint_id, [False, False]) == []
+    with app.app_context():
+        assert db.session.get(Endpoint, endpoint_id).status == "UP"
+        assert db.session.query(ResponseTime).count() == 3
+
+
+def test_a_shorter_interval_counts_from_now(app):
+    import time
+
+    from app.services.endpoints import update_endpoint
+
+    endpoint_id = _endpoint(app)
+    with app.app_context():
+        endpoint = db.session.get(Endpoint, endpoint_id)
+        endpoint.interval_seconds, endpoint.next_check_at = 86400, time.time() + 80000
+        db.session.commit()
+        update_endpoint(endpoint, {"intervalSeconds": 30}, partial=True)
+        assert endpoint.next_check_at <= time.time() + 30
