@@ -1,4 +1,6 @@
 """JSON errors for the APIs: ``{"error": code, "message": text}``."""
+import json
+
 from flask import jsonify, request
 from werkzeug.exceptions import HTTPException
 
@@ -13,6 +15,52 @@ def json_error(status: int, code: str, message: str, **extra):
     return jsonify(body), status
 
 
+class _RefusedConstant(ValueError):
+    pass
+
+
+def _refuse_constant(name):
+    raise _RefusedConstant(f"{name} is not a number JSON allows")
+
+
+def _has_nul(value) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
+
+
+def json_body():
+    """The request's JSON object, or (None, an error response).
+
+    Malformed, non-object and absurdly nested bodies, NaN and Infinity (not
+    JSON, though Python reads them) and NUL characters (which PostgreSQL
+    refuses) are all a 400; an oversized body raises the 413 before parsing.
+    """
+    raw = request.get_data(cache=True)
+    try:
+        data = json.loads(raw, parse_constant=_refuse_constant) if raw else None
+    except _RefusedConstant as exc:
+        return None, json_error(400, "invalid_json", str(exc), fields={"body": str(exc)})
+    except (ValueError, RecursionError):
+        data = None
+    if not isinstance(data, dict):
+        return None, json_error(400, "invalid_json", "the body must be a JSON object",
+                                fields={"body": "must be a JSON object"})
+    try:
+        has_nul = _has_nul(data)
+    except RecursionError:
+        return None, json_error(400, "invalid_json", "the body is nested too deeply",
+                                fields={"body": "is nested too deeply"})
+    if has_nul:
+        return None, json_error(400, "invalid_json", "the body contains a NUL character",
+                                fields={"body": "contains a NUL character"})
+    return data, None
+
+
 def register_error_handlers(app):
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
@@ -20,3 +68,15 @@ def register_error_handlers(app):
             return exc
         code = (exc.name or "error").lower().replace(" ", "_")
         return json_error(exc.code or 500, code, exc.description or exc.name)
+
+    @app.errorhandler(OverflowError)
+    def _out_of_range(exc: OverflowError):
+        # A number or date too large for the database (an id of 30 digits,
+        # the year 9999 in another zone): the request is wrong, not the server.
+        from app.extensions import db
+
+        db.session.rollback()
+        message = "a number or date in the request is out of range"
+        if wants_json():
+            return json_error(400, "out_of_range", message)
+        return message, 400

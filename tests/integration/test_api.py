@@ -220,3 +220,27 @@ def test_it_never_shows_secrets_back(app, client, auth_headers, caplog):
 
     assert public_target("https://bob:pa55word@127.0.0.1:8443/x") == "https://127.0.0.1:8443/x"
     assert public_target("http://[::1]:80/") == "http://[::1]:80/"
+
+
+@pytest.mark.parametrize("body", [
+    "[" * 5000 + "]" * 5000,
+    '{"a":' * 900 + "1" + "}" * 900,
+    '{"name": NaN}',
+    '{"name": Infinity}',
+    '{"name": "bad\\u0000name", "checkType": "tcp", "target": "127.0.0.1", "port": 1}',
+])
+def test_it_refuses_hostile_bodies_with_a_400(app, client, auth_headers, body):
+    response = client.post("/api/v1/endpoints", data=body, content_type="application/json", headers=auth_headers)
+    assert response.status_code == 400, response.get_data(as_text=True)[:300]
+    assert response.get_json()["error"] == "invalid_json"
+    assert count_endpoints(app) == 0
+
+
+def test_it_answers_out_of_range_numbers_with_a_400(app, client, auth_headers):
+    assert client.get("/api/v1/endpoints/99999999999999999999999", headers=auth_headers).status_code in {400, 404}
+    response = client.post("/api/v1/endpoints", json={**HTTP_ENDPOINT, "notificationServiceIds": [10**30]},
+                           headers=auth_headers)
+    assert response.status_code == 400
+    response = client.get("/api/v1/endpoints/1/results?since=9999-12-31T23:59:59-23:59", headers=auth_headers)
+    assert response.status_code in {400, 404}
+    assert count_endpoints(app) == 0

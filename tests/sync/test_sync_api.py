@@ -322,3 +322,20 @@ def test_it_lists_instances_and_the_failover_order(primary_app, sync, token):
     order = sync.get("/sync/api/failover-order", headers=bearer(token)).get_json()["failoverOrder"]
     assert [o["failoverOrder"] for o in order] == sorted(o["failoverOrder"] for o in order)
     assert sync.get("/sync/api/notification-services", headers=bearer(token)).status_code == 200
+
+
+@pytest.mark.parametrize("checked_at", ["9999-12-31T23:59:59-23:59", "0001-01-01T00:00:00+01:00",
+                                        "1999-12-31T23:59:59+00:00", "2999-01-01T00:00:00+00:00"])
+def test_it_refuses_implausible_result_times(primary_app, sync, token, endpoint_id, checked_at):
+    reply = sync.put("/sync/api/heartbeat", json=heartbeat([result(endpoint_id, checkedAt=checked_at)]),
+                     headers=bearer(token))
+    assert reply.status_code == 400
+    assert "results.0.checkedAt" in reply.get_json()["fields"]
+    assert count(primary_app, ResponseTime) == 0
+
+
+def test_it_refuses_out_of_range_integers(primary_app, sync, token):
+    reply = sync.put("/sync/api/heartbeat", json=heartbeat([result(10**20)], configVersion=10**20),
+                     headers=bearer(token))
+    assert reply.status_code == 400
+    assert {"configVersion", "results.0.endpointId"} <= set(reply.get_json()["fields"])

@@ -45,6 +45,8 @@ def _notification_choices(endpoint: Endpoint | None):
 def _render_form(*, endpoint: Endpoint | None, values: dict, options: dict, errors: dict,
                  checked_services=None, status: int = 200):
     check_type = values.get("checkType") or "http"
+    if check_type not in CHECK_TYPES:
+        check_type = "http"  # the error next to the type says what was wrong
     services, checked = _notification_choices(endpoint)
     if checked_services is not None:
         checked = checked_services

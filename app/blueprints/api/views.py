@@ -5,7 +5,7 @@ from datetime import datetime
 from flask import jsonify, request, url_for
 
 from app.blueprints.api import bp
-from app.blueprints.errors import json_error
+from app.blueprints.errors import json_body, json_error
 from app.extensions import api_auth
 from app.services import endpoints as endpoint_service
 from app.services import results as result_service
@@ -20,10 +20,7 @@ def _require_auth():
 
 
 def _payload():
-    data = request.get_json(silent=True)
-    if data is None:
-        return None, json_error(400, "invalid_json", "the body must be a JSON object")
-    return data, None
+    return json_body()
 
 
 def _invalid(exc):

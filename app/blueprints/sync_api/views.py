@@ -13,7 +13,7 @@ from flask import current_app, g, jsonify, request
 from pydantic import ValidationError
 
 from app import __version__
-from app.blueprints.errors import json_error
+from app.blueprints.errors import json_body, json_error
 from app.blueprints.sync_api import bp
 from app.config import ROLE_PRIMARY
 from app.extensions import db
@@ -85,10 +85,7 @@ def instance_token_required(view):
 
 
 def _json_object():
-    data = request.get_json(silent=True)
-    if not isinstance(data, dict):
-        return None, json_error(400, "invalid_json", "the body must be a JSON object")
-    return data, None
+    return json_body()
 
 
 def _rate_limited(address: str) -> bool:

@@ -5,7 +5,7 @@ field; nothing is stored from a payload that fails here.
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -14,6 +14,8 @@ from pydantic.alias_generators import to_camel
 from app.services.results import MAX_REASON_LENGTH  # noqa: E402
 
 MAX_RESULTS_PER_HEARTBEAT = 1000
+BIGINT = 2**63 - 1  # the largest integer the databases store
+EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
 MAX_METADATA_KEYS = 50
 
 
@@ -32,7 +34,7 @@ class InstanceRegistration(WireModel):
     failover_order: int = Field(default=0, ge=0, le=10_000)
     heartbeat_interval: int = Field(default=10, ge=1, le=3600)
     version: str | None = Field(default=None, max_length=32)
-    epoch: int = Field(default=0, ge=0)
+    epoch: int = Field(default=0, ge=0, le=BIGINT)
 
 
 class MonitoringResult(WireModel):
@@ -40,7 +42,7 @@ class MonitoringResult(WireModel):
 
     result_id: str = Field(min_length=36, max_length=36,
                            pattern=r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-    endpoint_id: int = Field(ge=1)
+    endpoint_id: int = Field(ge=1, le=BIGINT)
     is_ok: bool
     response_time: float | None = Field(default=None, ge=0, le=3_600_000)
     status: Literal["UP", "DOWN"]
@@ -48,6 +50,15 @@ class MonitoringResult(WireModel):
     check_type: str = Field(min_length=1, max_length=32)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
     checked_at: AwareDatetime
+
+    @field_validator("checked_at")
+    @classmethod
+    def _plausible_time(cls, value):
+        # Far-off years overflow on conversion to UTC and mean a broken clock.
+        utc = value.astimezone(timezone.utc) if 1 < value.year < 9999 else None
+        if utc is None or not (EARLIEST <= utc <= datetime.now(timezone.utc) + timedelta(days=1)):
+            raise ValueError("must be a time between 2000 and tomorrow")
+        return utc
 
 
 class SystemInfo(WireModel):
@@ -74,9 +85,9 @@ class HeartbeatPayload(WireModel):
     """A dependent's periodic report: its state and results not yet acknowledged."""
 
     instance_id: str = Field(min_length=8, max_length=64)
-    epoch: int = Field(default=0, ge=0)
+    epoch: int = Field(default=0, ge=0, le=BIGINT)
     status: Literal["healthy", "degraded"] = "healthy"
-    config_version: int = Field(default=0, ge=0)
+    config_version: int = Field(default=0, ge=0, le=BIGINT)
     system_info: SystemInfo = Field(default_factory=SystemInfo)
     connection_status: ConnectionStatus = Field(default_factory=ConnectionStatus)
     results: list[MonitoringResult] = Field(default_factory=list, max_length=MAX_RESULTS_PER_HEARTBEAT)
