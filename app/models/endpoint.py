@@ -30,6 +30,8 @@ class Endpoint(db.Model):
     """
 
     __tablename__ = "endpoints"
+    # SQLite: never hand out a deleted row's id again (migration 0004).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     RUNTIME_FIELDS = frozenset({
         "status", "consecutive_failures", "consecutive_successes", "last_checked_at",

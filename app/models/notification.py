@@ -11,6 +11,8 @@ class NotificationService(db.Model):
     """A configured notifier: an apprise URL or a plain JSON webhook."""
 
     __tablename__ = "notification_services"
+    # SQLite: never hand out a deleted row's id again (migration 0004).
+    __table_args__ = {"sqlite_autoincrement": True}
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
