@@ -37,6 +37,14 @@ def create_app(config: dict | None = None, *, serve: str = "web", settings: Sett
     )
     if config:
         app.config.update(config)
+    if settings.trusted_proxies:
+        # Behind nginx: take the client address and scheme from the proxy's
+        # headers (only from as many proxies as configured), so rate limits
+        # see real clients and cookies are marked secure under HTTPS.
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        n = settings.trusted_proxies
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=n, x_proto=n, x_host=n, x_port=n)
     _configure_logging(settings.log_level)
 
     if app.config["SQLALCHEMY_DATABASE_URI"].startswith("sqlite:///"):

@@ -108,6 +108,7 @@ class Settings:
     check_concurrency: int = 64
     result_retention_days: int = 30
     sync_token_ttl: int = 86400
+    trusted_proxies: int = 0
     log_level: str = "INFO"
 
     @property
@@ -197,6 +198,7 @@ def load_settings(env=None) -> Settings:
         check_concurrency=_number(env, "CHECK_CONCURRENCY", 64, minimum=1, maximum=1024),
         result_retention_days=_number(env, "RESULT_RETENTION_DAYS", 30, minimum=1, maximum=3650),
         sync_token_ttl=_number(env, "SYNC_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
+        trusted_proxies=_number(env, "TRUSTED_PROXIES", 0, minimum=0, maximum=5),
         log_level=log_level,
     )
 

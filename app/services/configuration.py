@@ -170,6 +170,13 @@ def _bump_config_version(session, flush_context, instances):
         return
     if _changes_configuration(session):
         session.info["config_version_bumped"] = True
+        # A dependent's version is the primary's, set when it pulls; its own
+        # users and keys must not move it, or a pull could match by chance.
+        own_role = session.execute(
+            select(InstanceConfig.value).where(InstanceConfig.key == ROLE)
+        ).scalar_one_or_none()
+        if own_role == "dependent":
+            return
         # Arithmetic in SQL so concurrent writers never lose an increment.
         session.execute(
             text(

@@ -81,3 +81,13 @@ def test_it_keeps_results_in_the_outbox_while_the_primary_is_down(dependent_app,
             dependent.sync_once()
         assert dependent.outbox_size() == 1
         assert configuration.get_state(dependent.FAILURES) == "1"
+
+
+def test_its_own_users_do_not_move_the_pulled_config_version(dependent_app):
+    from app.services.accounts import create_user
+
+    with dependent_app.app_context():
+        configuration.set_config_version(7)
+        db.session.commit()
+        create_user("viewer@example.org", "correct horse battery")
+        assert configuration.config_version() == 7

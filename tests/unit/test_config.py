@@ -80,3 +80,23 @@ def test_it_accepts_ipv6_and_host_names_for_host():
     assert load_settings({"HOST": "::"}).host == "::"
     assert load_settings({"HOST": "[::1]"}).host == "[::1]"
     assert load_settings({"HOST": "monitor.internal"}).host == "monitor.internal"
+
+
+def test_it_trusts_proxy_headers_only_when_told(tmp_path):
+    from app import create_app
+
+    def client_ip(env):
+        app = create_app({"TESTING": True}, serve="none",
+                         settings=load_settings({"DATA_DIR": str(tmp_path), **env}))
+
+        @app.get("/ip")
+        def ip():
+            from flask import request
+
+            return request.remote_addr
+
+        return app.test_client().get("/ip", headers={"X-Forwarded-For": "203.0.113.9"},
+                                     environ_base={"REMOTE_ADDR": "127.0.0.1"}).get_data(as_text=True)
+
+    assert client_ip({}) == "127.0.0.1"
+    assert client_ip({"TRUSTED_PROXIES": "1"}) == "203.0.113.9"
