@@ -23,14 +23,29 @@ def _refuse_constant(name):
     raise _RefusedConstant(f"{name} is not a number JSON allows")
 
 
-def _has_nul(value) -> bool:
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
+MAX_JSON_DEPTH = 32
+
+
+def _problem_in(data) -> str | None:
+    """What is wrong inside parsed JSON: too deep, or a NUL character.
+
+    Iterative, so a hostile body cannot exhaust the interpreter's stack.
+    """
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, str):
+            if "\x00" in value:
+                return "contains a NUL character"
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                return f"is nested more than {MAX_JSON_DEPTH} levels deep"
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for key, item in items:
+                if isinstance(key, str) and "\x00" in key:
+                    return "contains a NUL character"
+                stack.append((item, depth + 1))
+    return None
 
 
 def json_body():
@@ -50,14 +65,9 @@ def json_body():
     if not isinstance(data, dict):
         return None, json_error(400, "invalid_json", "the body must be a JSON object",
                                 fields={"body": "must be a JSON object"})
-    try:
-        has_nul = _has_nul(data)
-    except RecursionError:
-        return None, json_error(400, "invalid_json", "the body is nested too deeply",
-                                fields={"body": "is nested too deeply"})
-    if has_nul:
-        return None, json_error(400, "invalid_json", "the body contains a NUL character",
-                                fields={"body": "contains a NUL character"})
+    problem = _problem_in(data)
+    if problem:
+        return None, json_error(400, "invalid_json", f"the body {problem}", fields={"body": problem})
     return data, None
 
 
