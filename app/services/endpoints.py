@@ -101,7 +101,10 @@ def _field_error(field: str, message: str) -> _FieldError:
 
 def _validate_target(check_type: str, target: str) -> None:
     if check_type == "http":
-        parsed = urlparse(target)
+        try:
+            parsed = urlparse(target)
+        except ValueError:
+            raise _field_error("target", "is not a valid URL") from None
         if parsed.scheme not in {"http", "https"}:
             raise _field_error("target", "must be a URL starting with http:// or https://")
         if not parsed.hostname:

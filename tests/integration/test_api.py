@@ -81,6 +81,7 @@ def test_it_creates_reads_updates_and_deletes_an_endpoint(client, auth_headers):
         ({"name": ""}, "name"),
         ({"checkType": "smtp"}, "checkType"),
         ({"target": "127.0.0.1/no-scheme"}, "target"),
+        ({"target": "http://[::1/"}, "target"),
         ({"intervalSeconds": 2}, "intervalSeconds"),
         ({"intervalSeconds": "often"}, "intervalSeconds"),
         ({"timeoutSeconds": 60}, "timeoutSeconds"),
