@@ -108,6 +108,10 @@ def is_read_only() -> bool:
     return g.read_only
 
 
+VIEWER_MESSAGE = ("Your account can see everything here but change nothing; "
+                  "an administrator can make this change.")
+
+
 def read_only_message() -> str:
     primary = configuration.primary_url() or "its primary"
     return (f"This instance is a dependent: its configuration is managed by the primary at {primary}. "
@@ -115,13 +119,18 @@ def read_only_message() -> str:
 
 
 def changes_configuration(view):
-    """Refuse a configuration change on a dependent, saying where to make it."""
+    """Refuse a configuration change on a dependent, saying where to make it,
+    and from a viewer (a user who is not an administrator)."""
 
     @wraps(view)
     def wrapper(*args, **kwargs):
         if is_read_only():
             return render_template("admin/message.html", title="Read-only instance",
                                    message=read_only_message()), 409
+        user = current_user()
+        if user is not None and not user.is_admin:
+            return render_template("admin/message.html", title="Administrators only",
+                                   message=VIEWER_MESSAGE), 403
         return view(*args, **kwargs)
 
     return wrapper
@@ -130,8 +139,12 @@ def changes_configuration(view):
 def _template_context():
     user = (current_user() if request.blueprint in ("ui", "admin") and request.endpoint not in ANONYMOUS_PAGES
             else None)
-    return {"current_user": user, "read_only": is_read_only() if user else False,
-            "primary_url": configuration.primary_url() if user and is_read_only() else None}
+    dependent = is_read_only() if user else False
+    return {"current_user": user,
+            # Controls that change configuration are hidden on a dependent and for viewers.
+            "read_only": dependent or (user is not None and not user.is_admin),
+            "dependent": dependent,
+            "primary_url": configuration.primary_url() if dependent else None}
 
 
 def _no_users_yet() -> bool:

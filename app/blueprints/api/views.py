@@ -28,6 +28,10 @@ def _invalid(exc):
 
 
 def _refuse_on_dependent():
+    """Refuse a configuration change on a dependent, or from a viewer."""
+    user = api_auth.current_user()
+    if user is not None and not user.is_admin:
+        return json_error(403, "forbidden", "this account can read but not change configuration")
     if role() == ROLE_DEPENDENT:
         from app.services.configuration import primary_url
 
