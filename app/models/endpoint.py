@@ -75,15 +75,6 @@ class Endpoint(db.Model):
         lazy="selectin",
     )
 
-    def check_spec(self) -> dict:
-        """The settings a check function needs, as plain data."""
-        return {
-            "target": self.target,
-            "port": self.port,
-            "timeout": self.timeout_seconds,
-            "options": dict(self.options or {}),
-        }
-
     def to_dict(self) -> dict:
         """The endpoint for API answers: secret options masked."""
         from app.checks import public_options

@@ -20,6 +20,7 @@ from sqlalchemy import select
 from app.checks import CHECK_TYPES, public_target
 from app.extensions import db
 from app.models import STATUS_PENDING, Endpoint
+from app.services.input_errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -27,12 +28,8 @@ MIN_INTERVAL_SECONDS = 5
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
 
 
-class InvalidEndpoint(ValueError):
+class InvalidEndpoint(InvalidInput):
     """Bad endpoint input; ``errors`` maps each bad field to its message."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        super().__init__("; ".join(f"{field}: {msg}" for field, msg in errors.items()))
 
 
 class EndpointInput(BaseModel):
@@ -78,7 +75,7 @@ class EndpointInput(BaseModel):
             validated = kind.options_model.model_validate(self.options)
         except ValidationError as exc:
             errors = {"options." + ".".join(str(p) for p in e["loc"]): e["msg"] for e in exc.errors()}
-            raise _MultiFieldError(errors) from None
+            raise InvalidInput(errors) from None
         self.options = validated.model_dump(mode="json", exclude_unset=True)
         return self
 
@@ -87,12 +84,6 @@ class _FieldError(ValueError):
     def __init__(self, field: str, message: str):
         self.field, self.message = field, message
         super().__init__(f"{field} {message}")
-
-
-class _MultiFieldError(ValueError):
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        super().__init__("; ".join(f"{k}: {v}" for k, v in errors.items()))
 
 
 def _field_error(field: str, message: str) -> _FieldError:
@@ -147,7 +138,7 @@ def _errors_of(exc: ValidationError) -> dict[str, str]:
         cause = (error.get("ctx") or {}).get("error")
         if isinstance(cause, _FieldError):
             errors[cause.field] = cause.message
-        elif isinstance(cause, _MultiFieldError):
+        elif isinstance(cause, InvalidInput):
             errors.update(cause.errors)
         else:
             field = ".".join(str(p) for p in error["loc"]) or "body"

@@ -27,6 +27,7 @@ from app.models import (
 )
 from app.notifiers import EVENT_TEST, NOTIFIERS, AlertMessage, DeliveryError, notifier_for
 from app.services.alerts import failed_deliveries, instance_fields, recent_deliveries, retry_delivery
+from app.services.input_errors import InvalidInput
 
 logger = logging.getLogger(__name__)
 
@@ -37,12 +38,8 @@ __all__ = [
 ]
 
 
-class InvalidNotificationService(ValueError):
+class InvalidNotificationService(InvalidInput):
     """Bad notification service input; ``errors`` maps each bad field to its message."""
-
-    def __init__(self, errors: dict[str, str]):
-        self.errors = errors
-        super().__init__("; ".join(f"{field}: {msg}" for field, msg in errors.items()))
 
 
 class ServiceInput(BaseModel):

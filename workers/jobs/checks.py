@@ -90,10 +90,6 @@ class Stragglers(threading.Thread):
         with self.lock:
             self.futures.update(futures)
 
-    def __len__(self) -> int:
-        with self.lock:
-            return len(self.futures)
-
     def run(self) -> None:
         while True:
             with self.lock:

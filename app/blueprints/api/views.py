@@ -27,7 +27,7 @@ def _invalid(exc):
     return json_error(400, "validation_error", str(exc), fields=exc.errors)
 
 
-def _refuse_on_dependent():
+def _refuse_change():
     """Refuse a configuration change on a dependent, or from a viewer."""
     user = api_auth.current_user()
     if user is not None and not user.is_admin:
@@ -56,7 +56,7 @@ def list_endpoints():
 
 @bp.post("/endpoints")
 def create_endpoint():
-    refused = _refuse_on_dependent()
+    refused = _refuse_change()
     if refused:
         return refused
     data, error = _payload()
@@ -80,7 +80,7 @@ def get_endpoint(endpoint_id):
 
 @bp.route("/endpoints/<int:endpoint_id>", methods=["PUT", "PATCH"])
 def update_endpoint(endpoint_id):
-    refused = _refuse_on_dependent()
+    refused = _refuse_change()
     if refused:
         return refused
     endpoint, error = _endpoint_or_404(endpoint_id)
@@ -98,7 +98,7 @@ def update_endpoint(endpoint_id):
 
 @bp.delete("/endpoints/<int:endpoint_id>")
 def delete_endpoint(endpoint_id):
-    refused = _refuse_on_dependent()
+    refused = _refuse_change()
     if refused:
         return refused
     endpoint, error = _endpoint_or_404(endpoint_id)

@@ -193,7 +193,7 @@ def instances():
 @instance_token_required
 def delete_instance(instance_id):
     # An instance token may remove only its own instance (leaving the
-    # cluster); administrators remove others from the instance manager.
+    # cluster): one dependent must not be able to remove another.
     if instance_id != g.token.instance_id:
         return json_error(403, "forbidden", "an instance may delete only itself")
     if db.session.get(MonitoringInstance, instance_id) is None:

@@ -344,20 +344,22 @@ def sync_once() -> dict:
         # A reply that is not the sync API's (a proxy's error page, hostile
         # traffic) changes nothing here and counts as a failed round.
         db.session.rollback()
-        return _count_failure(MalformedReply(f"malformed reply from the primary: {type(exc).__name__}: {exc}"))
+        failure = MalformedReply(f"malformed reply from the primary: {type(exc).__name__}: {exc}")
+        _count_failure(failure)
+        raise failure from None
     except (PrimaryUnavailable, NotAuthorized) as exc:
         db.session.rollback()
-        return _count_failure(exc)
+        _count_failure(exc)
+        raise
     configuration.set_state(FAILURES, "0")
     configuration.set_state(LAST_SUCCESS, utcnow().isoformat())
     db.session.commit()
     return summary
 
 
-def _count_failure(exc: Exception):
-    """Record one more failed round for the connection status, then raise ``exc``."""
+def _count_failure(exc: Exception) -> None:
+    """Record one more failed round for the connection status."""
     failures = int(configuration.get_state(FAILURES, "0")) + 1
     configuration.set_state(FAILURES, str(failures))
     db.session.commit()
     logger.warning("sync with the primary failed (%d in a row): %s", failures, exc)
-    raise exc

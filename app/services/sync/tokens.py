@@ -14,7 +14,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
@@ -104,12 +104,3 @@ def revoke_all(instance_id: str) -> int:
         .where(InstanceToken.instance_id == instance_id, InstanceToken.revoked_at.is_(None))
         .values(revoked_at=utcnow())
     ).rowcount
-
-
-def expiry_of(claims_token: str) -> datetime | None:
-    """The expiry written in a token (for the holder, which cannot verify it)."""
-    try:
-        payload = URLSafeSerializer("unused").loads_unsafe(claims_token)[1]
-        return datetime.fromtimestamp(int(payload["exp"]), timezone.utc)
-    except Exception:
-        return None
