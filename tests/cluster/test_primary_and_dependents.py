@@ -190,7 +190,12 @@ def test_deleting_an_instance_revokes_its_token_at_once(cluster):
                            timeout=5).status_code == 204
     assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=5).status_code == 401
     # The dependent still holds the join secret, so it registers again with a new token.
-    wait_until(lambda: identity in {row[1][0] for row in instances_on(primary).items()}, 30,
-               "the dependent did not register again")
-    fresh = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0]
-    assert fresh != token
+    def stored_token():
+        rows = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")
+        return rows[0][0] if rows else None
+
+    wait_until(lambda: stored_token() not in (None, token), 30, "the dependent did not register again")
+    assert identity in {row[1][0] for row in instances_on(primary).items()}
+    fresh = {"Authorization": f"Bearer {stored_token()}"}
+    assert requests.get(f"{primary.sync}/sync/api/instances", headers=fresh, timeout=5).status_code == 200
+    assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=5).status_code == 401

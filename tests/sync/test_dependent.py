@@ -91,3 +91,21 @@ def test_its_own_users_do_not_move_the_pulled_config_version(dependent_app):
         db.session.commit()
         create_user("viewer@example.org", "correct horse battery")
         assert configuration.config_version() == 7
+
+
+def test_a_refused_token_is_replaced_by_registering_again(dependent_app, httpserver):
+    with dependent_app.app_context():
+        configuration.set_state(dependent.TOKEN, "revoked")
+        configuration.set_state(dependent.LAST_CONFIG_PULL, dependent.utcnow().isoformat())
+        db.session.commit()
+    httpserver.expect_oneshot_request("/sync/api/heartbeat", method="PUT").respond_with_data("no", status=401)
+    httpserver.expect_request("/sync/api/register", method="POST").respond_with_json(
+        {"instanceId": "x", "token": "fresh"}, status=201)
+    httpserver.expect_request("/sync/api/heartbeat", method="PUT").respond_with_json(
+        {"acknowledged": [], "rejected": [], "configVersion": 0, "epoch": 0})
+    with dependent_app.app_context():
+        dependent.sync_once()
+        assert configuration.get_state(dependent.TOKEN) == "fresh"
+    heartbeats = [request.headers["Authorization"] for request, _ in httpserver.log
+                  if request.path == "/sync/api/heartbeat"]
+    assert heartbeats == ["Bearer revoked", "Bearer fresh"]

@@ -323,9 +323,9 @@ def sync_once() -> dict:
         try:
             round_ = send_heartbeat(primary, token)
         except NotAuthorized:
+            # The refused token stays until a new one replaces it, so the
+            # instance never holds no token at all.
             logger.warning("the primary refused our token; registering again")
-            configuration.set_state(TOKEN, None)
-            db.session.commit()
             token = register(primary)
             round_ = send_heartbeat(primary, token)
         summary["sent"] += round_["sent"]
