@@ -1,7 +1,8 @@
 """Shared fixtures: an app on a migrated database, API clients, real Redis.
 
 PostgreSQL tests run when TEST_DATABASE_URL names a server (CI sets it to
-postgresql://postgres@127.0.0.1:5432/test); otherwise they are skipped.
+postgresql://postgres@127.0.0.1:5432/test); otherwise they are skipped. Each
+run creates a database of its own there and drops it at the end.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from app import create_app
 from app.config import load_settings
@@ -76,13 +77,27 @@ def app(tmp_path, migrated_sqlite_template, monkeypatch):
         db.engine.dispose()
 
 
-@pytest.fixture
-def pg_app(tmp_path):
-    """A web app on a freshly migrated PostgreSQL schema (skipped without one)."""
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A database of this test run's own on the TEST_DATABASE_URL server,
+    dropped at the end, so runs on one machine never share one."""
     if not POSTGRES_URL:
         pytest.skip("TEST_DATABASE_URL is not set")
-    reset_postgres(POSTGRES_URL)
-    application = make_app(tmp_path, {"DATABASE_URL": POSTGRES_URL})
+    name = f"monitor_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    server = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    with server.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
+    with server.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    server.dispose()
+
+
+@pytest.fixture
+def pg_app(tmp_path, postgres_url):
+    """A web app on a freshly migrated PostgreSQL schema (skipped without one)."""
+    reset_postgres(postgres_url)
+    application = make_app(tmp_path, {"DATABASE_URL": postgres_url})
     migrate(application)
     yield application
     with application.app_context():
