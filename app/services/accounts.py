@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import ApiKey, User, utcnow
+from app.services import configuration
 
 logger = logging.getLogger(__name__)
 
@@ -20,8 +21,40 @@ class InvalidAccount(ValueError):
     """Bad account input, or an unknown user or key."""
 
 
+class SetupDone(InvalidAccount):
+    """The first administrator exists already."""
+
+
 def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
     """Create a user; the email is the login, kept lower-case."""
+    user = _add_user(email, password, is_admin=is_admin)
+    db.session.commit()
+    logger.info("user %s created", user.email)
+    return user
+
+
+def create_first_admin(email: str, password: str) -> User:
+    """Create the first administrator, unless any user exists by now.
+
+    Two first-run setups at the same moment (two browsers, or the setup page
+    and ADMIN_EMAIL at start) must not both create an admin: the count and
+    the insert happen under the instance's write lock.
+    """
+    configuration.lock_instance()
+    if user_count():
+        db.session.rollback()
+        raise SetupDone("the first administrator has been created already")
+    try:
+        user = _add_user(email, password, is_admin=True)
+    except InvalidAccount:
+        db.session.rollback()
+        raise
+    db.session.commit()
+    logger.info("first administrator %s created", user.email)
+    return user
+
+
+def _add_user(email: str, password: str, *, is_admin: bool) -> User:
     email = (email or "").strip().lower()
     if not _EMAIL.match(email) or len(email) > 254:
         raise InvalidAccount("email must be an address like name@example.org")
@@ -32,8 +65,6 @@ def create_user(email: str, password: str, *, is_admin: bool = False) -> User:
     user = User(email=email, is_admin=is_admin)
     user.set_password(password)
     db.session.add(user)
-    db.session.commit()
-    logger.info("user %s created", email)
     return user
 
 
@@ -47,7 +78,9 @@ def ensure_admin_from_env() -> User | None:
     if not email or not password or user_count():
         return None
     try:
-        return create_user(email, password, is_admin=True)
+        return create_first_admin(email, password)
+    except SetupDone:
+        return None
     except InvalidAccount as exc:
         raise InvalidAccount(f"ADMIN_EMAIL/ADMIN_PASSWORD: {exc}") from None
 

@@ -111,6 +111,17 @@ def set_config_version(version: int) -> None:
     _set(CONFIG_VERSION, str(int(version)))
 
 
+def lock_instance() -> None:
+    """Hold this instance's write lock until the transaction ends.
+
+    Serialises rare once-only writes across processes: writing the instance
+    id row, which every instance has, makes a second writer wait until this
+    transaction ends (a row lock on PostgreSQL, the write lock on SQLite).
+    """
+    db.session.execute(update(InstanceConfig).where(InstanceConfig.key == INSTANCE_ID)
+                       .values(value=InstanceConfig.value))
+
+
 def get_state(key: str, default: str | None = None) -> str | None:
     """A piece of sync state (token, connection counters) kept here too."""
     value = db.session.execute(

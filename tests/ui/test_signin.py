@@ -214,3 +214,67 @@ def test_it_sends_an_encoded_tab_trick_to_the_dashboard(web):
     response = web.get("/login?next=/%09/evil.example")
     assert response.status_code == 302
     assert "evil" not in response.headers["Location"]
+
+
+def _race_first_admins(apps) -> list[str]:
+    """Each app (its own engine, like its own process) tries to create the
+    first admin at the same moment; returns what each attempt ended in."""
+    import threading
+
+    from app.services import accounts
+
+    start, outcomes = threading.Barrier(len(apps)), []
+
+    def attempt(number, application):
+        with application.app_context():
+            start.wait()
+            try:
+                accounts.create_first_admin(f"admin{number}@example.org", PASSWORD)
+                outcomes.append("created")
+            except accounts.SetupDone:
+                outcomes.append("refused")
+
+    threads = [threading.Thread(target=attempt, args=pair) for pair in enumerate(apps)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    return sorted(outcomes)
+
+
+def _users(application) -> list[tuple[str, bool]]:
+    from app.extensions import db
+    from app.models import User
+
+    with application.app_context():
+        return [(u.email, u.is_admin) for u in db.session.execute(db.select(User)).scalars()]
+
+
+def test_two_setups_at_once_create_one_admin_on_sqlite(app, tmp_path):
+    from tests.conftest import make_app
+
+    rival = make_app(tmp_path)
+    assert _race_first_admins([app, rival, make_app(tmp_path)]) == ["created", "refused", "refused"]
+    assert len(_users(app)) == 1
+
+
+def test_two_setups_at_once_create_one_admin_on_postgresql(pg_app, tmp_path, postgres_url):
+    from tests.conftest import make_app
+
+    rivals = [make_app(tmp_path / str(n), {"DATABASE_URL": postgres_url}) for n in range(2)]
+    assert _race_first_admins([pg_app, *rivals]) == ["created", "refused", "refused"]
+    assert len(_users(pg_app)) == 1
+
+
+def test_a_setup_page_left_open_sends_to_sign_in_once_someone_else_set_up(client, app, tmp_path):
+    from app.services import accounts
+    from tests.conftest import make_app
+
+    token = csrf_token(client, "/setup")
+    with make_app(tmp_path).app_context():  # another process, which this one has not heard of
+        accounts.create_first_admin("first@example.org", PASSWORD)
+    response = client.post("/setup", data={"csrf_token": token, "email": EMAIL, "password": PASSWORD,
+                                           "password_repeat": PASSWORD})
+    assert response.status_code == 302 and response.headers["Location"] == "/login"
+    assert "created already: sign in instead" in client.get("/login").get_data(as_text=True)
+    assert _users(app) == [("first@example.org", True)]

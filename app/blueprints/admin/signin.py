@@ -242,10 +242,16 @@ def logout():
     return redirect(url_for("admin.login"))
 
 
+SETUP_DONE = "The first administrator has been created already: sign in instead."
+
+
 @bp.route("/setup", methods=["GET", "POST"])
 def setup():
     """First run: create the admin account. Gone once any user exists."""
     if not _no_users_yet():
+        if request.method == "POST":  # a setup page left open while someone else set up
+            flash(SETUP_DONE, "error")
+            return redirect(url_for("admin.login"))
         abort(404)
     errors: dict[str, str] = {}
     email = ""
@@ -256,7 +262,10 @@ def setup():
             errors["password_repeat"] = "The two passwords differ."
         else:
             try:
-                user = accounts.create_user(email, password, is_admin=True)
+                user = accounts.create_first_admin(email, password)
+            except accounts.SetupDone:
+                flash(SETUP_DONE, "error")
+                return redirect(url_for("admin.login"))
             except accounts.InvalidAccount as exc:
                 field = "password" if "password" in str(exc) else "email"
                 errors[field] = str(exc).capitalize() + "."
