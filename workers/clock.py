@@ -178,10 +178,14 @@ class Clock:
 def main() -> None:
     from app import create_app
     from app.services import configuration
+    from app.services.sync import dependent
 
     app = create_app(serve="none")
     with app.app_context():
         configuration.ensure_initialized()
+        warning = dependent.clear_text_warning(configuration.primary_url())
+        if configuration.role() == "dependent" and warning:
+            logger.warning(warning)
     clock = Clock(app)
 
     def stop(signum, frame):

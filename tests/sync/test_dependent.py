@@ -109,3 +109,55 @@ def test_a_refused_token_is_replaced_by_registering_again(dependent_app, httpser
     heartbeats = [request.headers["Authorization"] for request, _ in httpserver.log
                   if request.path == "/sync/api/heartbeat"]
     assert heartbeats == ["Bearer revoked", "Bearer fresh"]
+
+
+@pytest.mark.parametrize("url, warned", [
+    ("http://10.1.2.3:3002", True),
+    ("http://fra-1.example.org:3002", True),
+    ("https://fra-1.example.org:3002", False),
+    ("http://127.0.0.1:3002", False),
+    ("http://[::1]:3002", False),
+    ("http://localhost:3002", False),
+    (None, False),
+])
+def test_it_warns_when_secrets_would_cross_a_network_in_clear_text(url, warned):
+    warning = dependent.clear_text_warning(url)
+    assert (warning is not None) == warned
+    if warned:
+        assert url in warning and "https://" in warning
+
+
+def test_it_reaches_a_primary_behind_tls_with_a_private_ca(tmp_path, migrated_sqlite_template, monkeypatch):
+    import ssl
+
+    import trustme
+    from pytest_httpserver import HTTPServer
+
+    ca = trustme.CA()
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(context)
+    server = HTTPServer(host="127.0.0.1", port=0, ssl_context=context)
+    server.expect_request("/sync/api/register", method="POST").respond_with_json(
+        {"instanceId": "x", "token": "t0ken"}, status=201)
+    server.expect_request("/sync/api/endpoints").respond_with_json({"configVersion": 1, "endpoints": []})
+    server.expect_request("/sync/api/heartbeat", method="PUT").respond_with_json(
+        {"acknowledged": [], "rejected": [], "configVersion": 1, "epoch": 0})
+    server.start()
+    application = instance_app(tmp_path, migrated_sqlite_template, {
+        "PRIMARY_SYNC_URL": f"https://localhost:{server.port}", "SYNC_SHARED_SECRET": SECRET,
+        "INSTANCE_LOCATION": "lab", "CONNECTION_TIMEOUT": "2"}, serve="none")
+    try:
+        with application.app_context():
+            with pytest.raises(dependent.PrimaryUnavailable):  # a CA nobody told it to trust
+                dependent.sync_once()
+            assert configuration.get_state(dependent.TOKEN) is None
+            bundle = tmp_path / "private-ca.pem"
+            ca.cert_pem.write_to_path(str(bundle))
+            monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(bundle))
+            dependent.sync_once()
+            assert configuration.get_state(dependent.TOKEN) == "t0ken"
+    finally:
+        server.stop()
+        with application.app_context():
+            db.session.remove()
+            db.engine.dispose()

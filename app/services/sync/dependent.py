@@ -9,12 +9,14 @@ so a restarted dependent keeps its identity, token and unsent results.
 """
 from __future__ import annotations
 
+import ipaddress
 import logging
 import os
 import sys
 import time
 from dataclasses import dataclass
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import psutil
 import requests
@@ -102,6 +104,31 @@ class PrimaryClient:
             raise Refused(f"{self.base_url} refused {method} {path}: {response.status_code} "
                           f"{response.text[:300]}", response.status_code, body if isinstance(body, dict) else {})
         return response
+
+
+def clear_text_warning(primary_url: str | None) -> str | None:
+    """A warning when the primary is reached over plain HTTP beyond this host.
+
+    The join secret, the token and Kafka passwords in endpoint options travel
+    in sync requests; across a network they need TLS.
+    """
+    if not primary_url:
+        return None
+    parts = urlsplit(primary_url)
+    if parts.scheme != "http" or _is_loopback(parts.hostname or ""):
+        return None
+    return (f"PRIMARY_SYNC_URL {primary_url} is plain HTTP: the join secret, this instance's token "
+            "and endpoint secrets cross the network in clear text; put the primary's sync API behind "
+            "TLS and use an https:// URL")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 def client() -> PrimaryClient:
