@@ -3,7 +3,8 @@
 Built on ``http.client`` and ``ssl`` rather than ``requests``: a check runs
 every few seconds for every endpoint, and the plain stdlib path costs a
 fraction of the CPU. Each check opens a fresh connection, so what it measures
-is what a new visitor would see (DNS, TCP, TLS and the response).
+is what a new visitor would see (DNS, TCP, TLS and the response), all
+within the check's timeout.
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from pydantic import Field, field_validator, model_validator
 
 from app import __version__
 from app.checks.base import CheckFailed, CheckOptions, CheckResult, CheckSpec, elapsed_ms
+from app.checks.resolve import connect, resolve
 
 USER_AGENT = f"endpoint-monitor/{__version__}"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
@@ -322,10 +324,8 @@ def _exchange(target: _Target, method: str, headers: dict[str, tuple[str, str]],
     phase = f"connecting to {where}"
     sock = None
     try:
-        remaining = deadline - time.perf_counter()
-        if remaining <= 0:
-            raise TimeoutError
-        sock = socket.create_connection((target.host, target.port), timeout=remaining)
+        addresses = resolve(target.host, target.port, deadline=deadline, timeout=timeout)
+        sock = connect(addresses, deadline)
         cert_der = None
         if target.scheme == "https":
             phase = f"in the TLS handshake with {where}"
@@ -358,8 +358,6 @@ def _exchange(target: _Target, method: str, headers: dict[str, tuple[str, str]],
         raise CheckFailed(f"TLS certificate of {target.host} not accepted: {exc.verify_message}") from None
     except ssl.SSLError as exc:
         raise CheckFailed(f"TLS error {phase}: {exc.reason or exc}") from None
-    except socket.gaierror as exc:
-        raise CheckFailed(f"cannot resolve {target.host}: {exc.strerror}") from None
     except ConnectionRefusedError:
         raise CheckFailed(f"connection refused by {where}") from None
     except http.client.HTTPException as exc:

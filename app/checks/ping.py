@@ -13,6 +13,7 @@ from ping3 import errors as ping_errors
 from pydantic import Field
 
 from app.checks.base import CheckFailed, CheckOptions, CheckResult, CheckSpec
+from app.checks.resolve import resolve
 
 # A shorter wait per packet than this would report loss on any busy link.
 MIN_PACKET_TIMEOUT = 0.1
@@ -32,7 +33,7 @@ def check(spec: CheckSpec) -> CheckResult:
     options: Options = spec.options
     started = time.perf_counter()
     deadline = started + spec.timeout
-    address, version = _resolve(spec.target)
+    address, version = _resolve(spec.target, deadline, spec.timeout)
     per_packet = max(MIN_PACKET_TIMEOUT, spec.timeout / options.count)
 
     rtts: list[float] = []
@@ -84,17 +85,12 @@ def check(spec: CheckSpec) -> CheckResult:
                        response_time_ms=metadata["rttAvgMs"], failure_reason=reason, metadata=metadata)
 
 
-def _resolve(host: str) -> tuple[str, int]:
+def _resolve(host: str, deadline: float, timeout: float) -> tuple[str, int]:
     """The address to ping and its IP version; resolved once, not per packet."""
     host = host.strip().removeprefix("[").removesuffix("]")
     if not host:
         raise CheckFailed("no host given")
-    try:
-        infos = socket.getaddrinfo(host, None, type=socket.SOCK_RAW)
-    except socket.gaierror as exc:
-        raise CheckFailed(f"cannot resolve {host}: {exc.strerror}") from None
-    except UnicodeError:
-        raise CheckFailed(f"cannot resolve {host}: not a valid host name") from None
+    infos = resolve(host, None, deadline=deadline, timeout=timeout, socktype=socket.SOCK_RAW)
     for family, _, _, _, sockaddr in infos:
         if family in (socket.AF_INET, socket.AF_INET6):
             return sockaddr[0], 4 if family == socket.AF_INET else 6

@@ -3,6 +3,7 @@ import socket
 import time
 
 from app.checks.base import CheckFailed, CheckOptions, CheckResult, CheckSpec, elapsed_ms
+from app.checks.resolve import connect, resolve
 
 
 class Options(CheckOptions):
@@ -10,15 +11,16 @@ class Options(CheckOptions):
 
 
 def check(spec: CheckSpec) -> CheckResult:
+    """Open a connection to ``spec.target``:``spec.port`` within ``spec.timeout``."""
     if not spec.port:
         raise CheckFailed("no port given")
     started = time.perf_counter()
+    deadline = started + spec.timeout
+    addresses = resolve(spec.target, spec.port, deadline=deadline, timeout=spec.timeout)
     try:
-        sock = socket.create_connection((spec.target, spec.port), timeout=spec.timeout)
-    except socket.timeout:
+        sock = connect(addresses, deadline)
+    except TimeoutError:
         raise CheckFailed(f"connection to {spec.target}:{spec.port} timed out after {spec.timeout:g} s") from None
-    except socket.gaierror as exc:
-        raise CheckFailed(f"cannot resolve {spec.target}: {exc.strerror}") from None
     except OSError as exc:
         raise CheckFailed(f"connection to {spec.target}:{spec.port} failed: {exc.strerror or exc}") from None
     took = elapsed_ms(started)

@@ -279,6 +279,32 @@ def test_it_drops_credentials_on_a_redirect_to_another_origin(server):
         other.stop()
 
 
+def test_it_resolves_the_host_name_and_keeps_it_in_the_host_header(server):
+    seen = []
+
+    def record(request: Request) -> Response:
+        seen.append(request.headers["Host"])
+        return Response("ok")
+
+    server.expect_request("/health").respond_with_handler(record)
+    url = f"http://localhost:{server.port}/health"
+
+    result = http_check(url)
+
+    assert result.is_ok, result.failure_reason
+    assert result.metadata["url"] == url
+    assert seen == [f"localhost:{server.port}"]
+
+
+def test_it_reports_an_unknown_host(resolver):
+    resolver.unknown("nowhere.test")
+
+    result = http_check("http://nowhere.test/")
+
+    assert not result.is_ok
+    assert result.failure_reason == "cannot resolve nowhere.test: Name or service not known"
+
+
 def test_it_reports_connection_refused():
     port = closed_port()
 
@@ -320,6 +346,43 @@ def test_it_reports_certificate_info(https_server, ca, ca_bundle):
     assert dt.datetime.fromisoformat(info["validFrom"]) == leaf.not_valid_before_utc
     assert info["daysRemaining"] in (29, 30)
     assert info["serialNumber"] == format(leaf.serial_number, "X")
+
+
+def test_it_verifies_the_certificate_against_the_host_name(https_server, ca, ca_bundle):
+    srv = https_server(ca.issue_cert("localhost", common_name="localhost"))
+
+    result = http_check(f"https://localhost:{srv.port}/", ca_bundle=ca_bundle, keyword="secure")
+
+    assert result.is_ok, result.failure_reason
+    assert result.metadata["certificateInfo"]["subject"] == "localhost"
+
+
+def test_it_sends_the_host_name_for_sni(ca, ca_bundle):
+    server_names = []
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ca.issue_cert("localhost").configure_cert(context)
+    context.sni_callback = lambda sock, name, ctx: server_names.append(name)
+    srv = LoopbackServer(ssl_context=context)
+    srv.expect_request("/").respond_with_data("ok")
+    srv.start()
+    try:
+        result = http_check(f"https://localhost:{srv.port}/", ca_bundle=ca_bundle)
+    finally:
+        srv.stop()
+
+    assert result.is_ok, result.failure_reason
+    assert server_names == ["localhost"]
+
+
+def test_it_rejects_a_certificate_for_the_address_but_not_the_name(https_server, ca, ca_bundle):
+    # The connection goes to 127.0.0.1, but the URL names localhost.
+    srv = https_server(ca.issue_cert("127.0.0.1"))
+
+    result = http_check(f"https://localhost:{srv.port}/", ca_bundle=ca_bundle)
+
+    assert not result.is_ok
+    assert result.failure_reason.startswith("TLS certificate of localhost not accepted:")
+    assert "mismatch" in result.failure_reason
 
 
 def test_it_reports_an_untrusted_certificate(https_server, ca):
