@@ -1,5 +1,6 @@
 """Accounts and configuration pages: sign-in, first-run setup, endpoints,
-API keys, notification services and public status pages."""
+API keys, notification services, public status pages and the cluster's
+instances."""
 from flask import Blueprint
 
 bp = Blueprint("admin", __name__, template_folder="templates")
@@ -12,4 +13,4 @@ def init_app(app) -> None:
     signin.init_app(app)
 
 
-from app.blueprints.admin import api_keys, endpoints, notifications, signin, status_pages  # noqa: E402,F401
+from app.blueprints.admin import api_keys, endpoints, instances, notifications, signin, status_pages  # noqa: E402,F401
