@@ -4,7 +4,9 @@ Raw results are many (one endpoint at a 60 s interval makes 1,440 a day);
 the dashboard's 24 h uptime and sparkline, the detail page's week and month
 and the public status page's 90 days read these rows instead. An hour is
 rolled up once it is over (see ``app.services.rollups``) and marked in
-``rolled_up_hours`` so it is never computed twice.
+``rolled_up_hours`` so it is never computed twice. A result stored for an
+hour that is already rolled up (a dependent's outbox after an outage) marks
+that endpoint's hour in ``stale_hours``, and the hour is rolled up again.
 """
 from sqlalchemy import Float, ForeignKey, Index, Integer
 from sqlalchemy.orm import Mapped, mapped_column
@@ -38,3 +40,15 @@ class RolledUpHour(db.Model):
 
     hour = mapped_column(UTCDateTime, primary_key=True)
     rolled_up_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
+
+
+class StaleHour(db.Model):
+    """An endpoint's rolled-up hour that has gained results since: its
+    ``result_hours`` row is recomputed from raw results and the mark removed."""
+
+    __tablename__ = "stale_hours"
+
+    endpoint_id: Mapped[int] = mapped_column(
+        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
+    )
+    hour = mapped_column(UTCDateTime, primary_key=True)

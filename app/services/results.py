@@ -17,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from app.checks import CheckResult
 from app.extensions import db
 from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, StatusChange, utcnow
+from app.services.rollups import noting_late_hours
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,8 @@ def result_row(endpoint_id: int, result: CheckResult, *, instance_id: str, locat
 def store_results(rows: list[dict]) -> int:
     """Insert result rows, skipping any ``result_id`` already stored.
 
-    Returns how many rows were new. The caller commits.
+    Every result stored goes through here. Returns how many rows were new.
+    The caller commits.
     """
     if not rows:
         return 0
@@ -65,7 +67,9 @@ def store_results(rows: list[dict]) -> int:
         stmt = make(ResponseTime.__table__).on_conflict_do_nothing(index_elements=["result_id"])
     else:  # pragma: no cover - only SQLite and PostgreSQL are supported
         stmt = insert(ResponseTime.__table__)
-    result = db.session.execute(stmt, rows)
+    # Results for hours already rolled up mark those hours to roll up again.
+    with noting_late_hours(rows):
+        result = db.session.execute(stmt, rows)
     return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(rows)
 
 

@@ -9,23 +9,31 @@ history calls ``roll_up``), and readers combine:
     rolled-up hours before the watermark  +  raw results from it on
 
 An hour is rolled up ``ROLLUP_DELAY`` after it ends, so results that arrive
-a little late (a batch that ran long, a heartbeat retried) still count.
-Results that arrive later than that (a dependent's outbox after a long
-outage) appear in raw views (the 1 h and 24 h charts, failures) but not in
-the rolled-up hour.
+a little late (a batch that ran long, a heartbeat retried) count at once.
+Results that arrive later than that (a dependent's outbox after an outage:
+results keep the time they were checked) mark their endpoint's hour in
+``stale_hours`` as they are stored (``noting_late_hours``), and the next
+roll-up computes those hours again from raw results. Storing results and
+rolling up are serialized (``_lock_out_ingest``), so a result stored while
+its hour is being rolled up is either seen by the roll-up or marked, never
+neither. Hours whose raw results are already past retention are not
+recomputed: a result that arrives that late is not counted.
 """
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from flask import current_app
 from sqlalchemy import bindparam, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
-from app.models import ResultHour, RolledUpHour, UTCDateTime, utcnow
+from app.models import ResultHour, RolledUpHour, StaleHour, UTCDateTime, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -36,6 +44,11 @@ ROLLUP_DELAY = timedelta(minutes=10)
 MAX_HOURS_PER_CALL = 48
 # Long enough for the public status page's 90 days.
 KEEP_ROLLUPS = timedelta(days=100)
+# Bounds the late hours one call recomputes (a day's outbox from 1,000
+# endpoints is 24,000); the rest wait for the next call.
+MAX_STALE_HOURS_PER_CALL = 10_000
+# PostgreSQL advisory lock that serializes storing results and rolling up.
+INGEST_LOCK_KEY = 0x726F6C6C7570  # "rollup"
 
 
 @dataclass
@@ -144,30 +157,78 @@ def _earliest_result() -> datetime | None:
     return db.session.execute(sql).scalar_one_or_none()
 
 
-def roll_up(now: datetime | None = None) -> datetime:
-    """Roll up finished hours not rolled up yet; return the watermark.
+def _lock_out_ingest(*, shared: bool) -> None:
+    """Until this transaction ends, let results be stored or roll-ups run, not both.
 
-    Safe to run from several processes at once: both compute the same rows
-    and the second insert of each is skipped.
+    Storing results holds it shared, from before its insert until its
+    commit; a roll-up holds it alone, from before it reads raw results
+    until its commit. So a roll-up either sees a concurrent insert's rows or
+    commits its watermark before that insert reads it (and marks what it
+    stored late). PostgreSQL: a transaction-scoped advisory lock, and the
+    default READ COMMITTED, where each statement after the lock sees what
+    committed before it. SQLite has one writer at a time: the insert itself
+    holds the write lock, and a roll-up takes it with a write that changes
+    nothing.
     """
-    now = now or utcnow()
+    if db.engine.dialect.name == "postgresql":
+        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
+        db.session.execute(text(f"SELECT {function}(:key)"), {"key": INGEST_LOCK_KEY})
+    elif not shared:
+        db.session.execute(text("DELETE FROM stale_hours WHERE 0 = 1"))
+
+
+@contextmanager
+def noting_late_hours(rows: list[dict]) -> Iterator[None]:
+    """Around the insert of result ``rows``: afterwards, mark the hours of
+    any that were already rolled up, so the next roll-up recomputes them.
+
+    One watermark lookup and one comparison per batch; results on time
+    (newer than the watermark) write nothing more. The caller commits.
+    """
+    if not rows:
+        yield
+        return
+    _lock_out_ingest(shared=True)
+    yield
+    mark = watermark()
+    if mark is None or min(row["checked_at"] for row in rows) >= mark:
+        return
+    # Sorted, so concurrent batches marking the same hours take them in one order.
+    late = sorted({(row["endpoint_id"], hour_floor(row["checked_at"].astimezone(timezone.utc)))
+                   for row in rows if row["checked_at"] < mark})
+    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    db.session.execute(insert(StaleHour).on_conflict_do_nothing(),
+                       [{"endpoint_id": endpoint_id, "hour": hour} for endpoint_id, hour in late])
+    logger.info("%d endpoint-hours gained late results and will be rolled up again (endpoints %s)",
+                len(late), ", ".join(str(e) for e in sorted({e for e, _ in late})[:10]))
+
+
+def _hours_to_roll_up(now: datetime, mark: datetime | None) -> tuple[datetime, datetime] | None:
+    """The finished hours [start, end) from the watermark ``mark`` on, at
+    most ``MAX_HOURS_PER_CALL`` of them; None when there are none."""
     limit = hour_floor(now - ROLLUP_DELAY)  # hours before this are finished
-    start = watermark()
+    start = mark
     if start is None:
         first = _earliest_result()
         if first is None:
-            return limit
+            return None
         start = max(hour_floor(first), hour_floor(now - KEEP_ROLLUPS))
     if start >= limit:
-        return start
-    end = min(limit, start + MAX_HOURS_PER_CALL * HOUR)
+        return None
+    return start, min(limit, start + MAX_HOURS_PER_CALL * HOUR)
+
+
+def late_hours_waiting(mark: datetime | None = None) -> bool:
+    """Whether some rolled-up hour has results it does not count yet."""
+    mark = mark if mark is not None else watermark()
+    if mark is None:
+        return False
+    return db.session.execute(select(StaleHour.hour).where(StaleHour.hour < mark).limit(1)).first() is not None
+
+
+def _roll_up_hours(start: datetime, end: datetime, now: datetime) -> None:
     tallies = raw_tallies(start, end, bucket_seconds=3600)
-    rows = [
-        {"endpoint_id": endpoint_id, "hour": datetime.fromtimestamp(bucket * 3600, timezone.utc),
-         "checks": t.checks, "ok_checks": t.ok_checks, "response_ms_sum": t.response_ms_sum,
-         "response_ms_count": t.response_ms_count, "response_ms_max": t.response_ms_max}
-        for (endpoint_id, bucket), t in tallies.items()
-    ]
+    rows = _result_hour_rows(tallies)
     hours = []
     hour = start
     while hour < end:
@@ -177,12 +238,82 @@ def roll_up(now: datetime | None = None) -> datetime:
     if rows:
         db.session.execute(insert(ResultHour).on_conflict_do_nothing(), rows)
     db.session.execute(insert(RolledUpHour).on_conflict_do_nothing(), hours)
+    logger.debug("rolled up %d hours from %s: %d endpoint-hours", len(hours), start, len(rows))
+
+
+def _result_hour_rows(tallies: dict[tuple[int, int], Tally]) -> list[dict]:
+    return [
+        {"endpoint_id": endpoint_id, "hour": datetime.fromtimestamp(bucket * 3600, timezone.utc),
+         "checks": t.checks, "ok_checks": t.ok_checks, "response_ms_sum": t.response_ms_sum,
+         "response_ms_count": t.response_ms_count, "response_ms_max": t.response_ms_max}
+        for (endpoint_id, bucket), t in tallies.items()
+    ]
+
+
+def _roll_up_late_hours(mark: datetime, now: datetime) -> None:
+    """Recompute marked hours before ``mark`` from raw results and clear
+    their marks.
+
+    Runs under ``_lock_out_ingest``: no mark can be added while it runs, so
+    clearing the marks it read clears nothing it has not handled.
+    """
+    marks = db.session.execute(
+        select(StaleHour.endpoint_id, StaleHour.hour).where(StaleHour.hour < mark)
+        .order_by(StaleHour.hour, StaleHour.endpoint_id).limit(MAX_STALE_HOURS_PER_CALL)
+    ).all()
+    if not marks:
+        return
+    # Raw results are pruned after the retention period (the hour the prune
+    # is cutting into, and the next in case it runs meanwhile, are partial):
+    # recomputing such an hour would lose the results it counted.
+    retention = timedelta(days=current_app.config["SETTINGS"].result_retention_days)
+    oldest = max(hour_floor(now - retention) + 2 * HOUR, hour_floor(now - KEEP_ROLLUPS))
+    by_hour: dict[datetime, list[int]] = {}
+    for endpoint_id, hour in marks:
+        if hour >= oldest:
+            by_hour.setdefault(hour, []).append(endpoint_id)
+    rows = []
+    for hour, endpoint_ids in by_hour.items():
+        rows += _result_hour_rows(raw_tallies(hour, hour + HOUR, bucket_seconds=3600, endpoint_ids=endpoint_ids))
+    recomputed = [{"e": endpoint_id, "h": hour} for hour, ids in by_hour.items() for endpoint_id in ids]
+    if recomputed:
+        hours = ResultHour.__table__
+        db.session.execute(hours.delete().where(hours.c.endpoint_id == bindparam("e"),
+                                                hours.c.hour == bindparam("h")), recomputed)
+    if rows:
+        db.session.execute(ResultHour.__table__.insert(), rows)
+    stale = StaleHour.__table__
+    db.session.execute(stale.delete().where(stale.c.endpoint_id == bindparam("e"), stale.c.hour == bindparam("h")),
+                       [{"e": endpoint_id, "h": hour} for endpoint_id, hour in marks])
+    logger.info("rolled up %d endpoint-hours again for late results (%d too old to recompute)",
+                len(recomputed), len(marks) - len(recomputed))
+
+
+def roll_up(now: datetime | None = None) -> datetime:
+    """Roll up finished hours not rolled up yet, and again the hours that
+    gained late results; return the watermark.
+
+    Safe to run from several processes at once: they take turns
+    (``_lock_out_ingest``), and the second finds the work done.
+    """
+    now = now or utcnow()
+    mark = watermark()
+    if _hours_to_roll_up(now, mark) is None and not late_hours_waiting(mark):
+        # What readers usually find: nothing to do, and nothing locked.
+        return mark if mark is not None else hour_floor(now - ROLLUP_DELAY)
+    _lock_out_ingest(shared=False)
+    # Again under the lock: another process may have done it meanwhile.
+    span = _hours_to_roll_up(now, watermark())
+    if span is not None:
+        _roll_up_hours(*span, now)
+    mark = watermark()
+    if mark is not None:
+        _roll_up_late_hours(mark, now)
     cutoff = hour_floor(now - KEEP_ROLLUPS)
     db.session.execute(delete(ResultHour).where(ResultHour.hour < cutoff))
     db.session.execute(delete(RolledUpHour).where(RolledUpHour.hour < cutoff))
     db.session.commit()
-    logger.debug("rolled up %d hours from %s: %d endpoint-hours", len(hours), start, len(rows))
-    return end
+    return mark if mark is not None else hour_floor(now - ROLLUP_DELAY)
 
 
 def hourly_rows(start: datetime, now: datetime, *, endpoint_ids: list[int] | None = None):

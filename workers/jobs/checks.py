@@ -222,15 +222,17 @@ def prune_results(retention_days: int) -> int:
 
 
 def roll_up_results() -> str:
-    """Roll finished hours of results up into hourly rows, so pages never
-    have to do it while someone waits. Safe to run twice."""
-    from app.services.rollups import MAX_HOURS_PER_CALL, roll_up
+    """Roll finished hours of results up into hourly rows, and again the
+    hours that gained late results, so pages never have to do it while
+    someone waits. Safe to run twice."""
+    from app.services.rollups import MAX_HOURS_PER_CALL, late_hours_waiting, roll_up
 
     with app().app_context():
         mark = None
-        # Catch up after a long pause in bounded steps (48 hours each).
+        # Catch up after a long pause in bounded steps (48 hours, or 10,000
+        # late endpoint-hours, each).
         for _ in range(24 * 100 // MAX_HOURS_PER_CALL + 1):
             previous, mark = mark, roll_up()
-            if mark == previous:
+            if mark == previous and not late_hours_waiting(mark):
                 break
         return mark.isoformat() if mark else ""
