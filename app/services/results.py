@@ -53,14 +53,15 @@ def result_row(endpoint_id: int, result: CheckResult, *, instance_id: str, locat
     }
 
 
-def store_results(rows: list[dict]) -> int:
+def store_results(rows: list[dict]) -> None:
     """Insert result rows, skipping any ``result_id`` already stored.
 
-    Every result stored goes through here. Returns how many rows were new.
-    The caller commits.
+    Every result stored goes through here. The caller commits. (How many
+    rows were new is not reported: psycopg gives no row count for a
+    many-row insert, and RETURNING makes it markedly slower.)
     """
     if not rows:
-        return 0
+        return
     dialect = db.engine.dialect.name
     if dialect in {"sqlite", "postgresql"}:
         make = sqlite_insert if dialect == "sqlite" else pg_insert
@@ -69,8 +70,7 @@ def store_results(rows: list[dict]) -> int:
         stmt = insert(ResponseTime.__table__)
     # Results for hours already rolled up mark those hours to roll up again.
     with noting_late_hours(rows):
-        result = db.session.execute(stmt, rows)
-    return result.rowcount if result.rowcount is not None and result.rowcount >= 0 else len(rows)
+        db.session.execute(stmt, rows)
 
 
 def next_status(status: str, failures: int, successes: int, *, failure_threshold: int,

@@ -196,7 +196,7 @@ def test_results_on_time_leave_no_marks(primary):
     assert mark > three_hours_ago()
     store(primary, site, check(utcnow()), check(mark))  # the watermark's own hour is not rolled up
     now = heartbeat(instance_id, [sent(site, utcnow()) for _ in range(3)])
-    assert client.put("/sync/api/heartbeat", json=now, headers=auth).get_json()["stored"] == 3
+    assert len(client.put("/sync/api/heartbeat", json=now, headers=auth).get_json()["acknowledged"]) == 3
     assert marks(primary) == []
     assert stored(primary) == 6
 

@@ -17,7 +17,9 @@ def test_it_upgrades_an_empty_sqlite_file(tmp_path):
     app = make_app(tmp_path, serve="none")
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
-        assert TABLES <= set(inspect(db.engine).get_table_names())
+        created = set(inspect(db.engine).get_table_names())
+        assert TABLES <= created
+        assert set(db.metadata.tables) <= created, "a model's table has no migration"
         state = configuration.ensure_initialized()
         assert state["role"] == "standalone" and len(state["instance_id"]) == 36
         # A second start keeps the identity made the first time.

@@ -178,10 +178,10 @@ def test_it_stores_heartbeat_results_once_and_acknowledges_them(primary_app, syn
     body = first.get_json()
     assert sorted(body["acknowledged"]) == sorted(r["resultId"] for r in results)
     assert body["rejected"] == [{"resultId": orphan["resultId"], "reason": "no endpoint with id 999"}]
-    assert body["stored"] == 2 and body["epoch"] == 0
+    assert body["epoch"] == 0
 
     replay = sync.put("/sync/api/heartbeat", json=heartbeat(results), headers=bearer(token))
-    assert replay.get_json()["stored"] == 0
+    assert replay.status_code == 200
     assert sorted(replay.get_json()["acknowledged"]) == sorted(r["resultId"] for r in results)
     with primary_app.app_context():
         rows = db.session.execute(select(ResponseTime)).scalars().all()

@@ -115,7 +115,7 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
             "check_metadata": r.metadata,
             "synced_at": now,
         })
-    stored = store_results(rows)
+    store_results(rows)
     _update_sync_status(instance_id, payload, rows, now)
 
     instance.status = INSTANCE_ACTIVE
@@ -130,7 +130,6 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
     reply = {
         "acknowledged": [row["result_id"] for row in rows],
         "rejected": rejected,
-        "stored": stored,
         "configVersion": configuration.config_version(),
         "epoch": configuration.epoch(),
     }
