@@ -105,7 +105,8 @@ def apply_results(results: Iterable[tuple[int, CheckResult]]) -> list[Transition
         for row in db.session.execute(
             select(Endpoint.id, Endpoint.status, Endpoint.consecutive_failures,
                    Endpoint.consecutive_successes, Endpoint.failure_threshold,
-                   Endpoint.success_threshold, Endpoint.status_changed_at, Endpoint.is_paused)
+                   Endpoint.success_threshold, Endpoint.status_changed_at, Endpoint.is_paused,
+                   Endpoint.last_checked_at, Endpoint.last_response_time_ms, Endpoint.last_failure_reason)
             .where(Endpoint.id.in_(by_endpoint))
             # Two batches with results for one endpoint (a "check now" beside
             # the scheduled check) must count one after the other.
@@ -138,15 +139,21 @@ def apply_results(results: Iterable[tuple[int, CheckResult]]) -> list[Transition
                             f": {result.failure_reason}" if result.failure_reason else "")
                 status = new
         last = max(endpoint_results, key=lambda r: r.checked_at)
+        if row.last_checked_at is not None and row.last_checked_at > last.checked_at:
+            # A straggler (a slow check stored after a newer one) does not
+            # move "last checked" back in time.
+            newest = row.last_checked_at, row.last_response_time_ms, row.last_failure_reason
+        else:
+            newest = last.checked_at, last.response_time_ms, last.failure_reason
         updates.append({
             "_id": endpoint_id,
             "status": status,
             "status_changed_at": changed_at,
             "consecutive_failures": failures,
             "consecutive_successes": successes,
-            "last_checked_at": last.checked_at,
-            "last_response_time_ms": last.response_time_ms,
-            "last_failure_reason": last.failure_reason,
+            "last_checked_at": newest[0],
+            "last_response_time_ms": newest[1],
+            "last_failure_reason": newest[2],
         })
     if updates:
         stmt = (

@@ -103,3 +103,18 @@ def test_a_shorter_interval_counts_from_now(app):
         db.session.commit()
         update_endpoint(endpoint, {"intervalSeconds": 30}, partial=True)
         assert endpoint.next_check_at <= time.time() + 30
+
+
+def test_a_straggler_stored_late_does_not_move_last_checked_back(app):
+    endpoint_id = _endpoint(app)
+    now = utcnow()
+    newer = CheckResult(is_ok=True, check_type="tcp", response_time_ms=3.0, checked_at=now)
+    straggler = CheckResult(is_ok=False, check_type="tcp", failure_reason="timed out",
+                            checked_at=now - timedelta(seconds=20))
+    with app.app_context():
+        record_results([(endpoint_id, newer)], instance_id="i", location="l")
+        record_results([(endpoint_id, straggler)], instance_id="i", location="l")
+        endpoint = db.session.get(Endpoint, endpoint_id)
+        assert endpoint.last_checked_at == now
+        assert endpoint.last_response_time_ms == 3.0 and endpoint.last_failure_reason is None
+        assert len(db.session.execute(select(ResponseTime.id).where(ResponseTime.endpoint_id == endpoint_id)).all()) == 2
