@@ -177,6 +177,7 @@ class Clock:
 
 def main() -> None:
     from app import create_app
+    from app.config import ROLE_DEPENDENT
     from app.services import configuration
     from app.services.sync import dependent
 
@@ -184,7 +185,7 @@ def main() -> None:
     with app.app_context():
         configuration.ensure_initialized()
         warning = dependent.clear_text_warning(configuration.primary_url())
-        if configuration.role() == "dependent" and warning:
+        if configuration.role() == ROLE_DEPENDENT and warning:
             logger.warning(warning)
     clock = Clock(app)
 

@@ -109,9 +109,12 @@ def apply_results(results: Iterable[tuple[int, CheckResult]]) -> list[Transition
                    Endpoint.last_checked_at, Endpoint.last_response_time_ms, Endpoint.last_failure_reason)
             .where(Endpoint.id.in_(by_endpoint))
             # Two batches with results for one endpoint (a "check now" beside
-            # the scheduled check) must count one after the other.
+            # the scheduled check) must count one after the other. NO KEY
+            # UPDATE, not UPDATE: it does not conflict with the KEY SHARE lock
+            # that inserting results referencing the endpoint takes, which two
+            # batches would otherwise each hold while waiting on the other.
             .order_by(Endpoint.id)
-            .with_for_update()
+            .with_for_update(key_share=True)
         )
     }
     updates, transitions = [], []

@@ -179,7 +179,10 @@ def heartbeat():
     if payload.instance_id != g.token.instance_id:
         return json_error(403, "forbidden", "instanceId does not match the token's instance",
                           fields={"instanceId": "does not match the token"})
-    return jsonify(primary.heartbeat(g.token.instance_id, payload, g.token))
+    try:
+        return jsonify(primary.heartbeat(g.token.instance_id, payload, g.token))
+    except primary.InstanceRemoved:
+        return json_error(401, "unauthorized", "this instance has been removed; register again")
 
 
 @bp.get("/instances")

@@ -36,6 +36,10 @@ INACTIVE_AFTER_MISSED = 3
 FAILED_AFTER_SECONDS = 600
 
 
+class InstanceRemoved(LookupError):
+    """The instance was removed after its token was checked."""
+
+
 def register(registration: InstanceRegistration, *, remote_addr: str | None = None) -> dict:
     """Record (or refresh) an instance and issue it a fresh token.
 
@@ -88,7 +92,12 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
     3. Instance state and per-endpoint sync status are updated in the same
        transaction.
     """
-    instance = db.session.get(MonitoringInstance, instance_id)
+    # Locked, so a removal waits for this heartbeat (or came first: then the
+    # instance is gone and its token with it).
+    instance = db.session.get(MonitoringInstance, instance_id, with_for_update={"key_share": True})
+    if instance is None:
+        db.session.rollback()
+        raise InstanceRemoved(instance_id)
     now = utcnow()
     results = payload.results
     known = set()
