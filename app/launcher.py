@@ -113,35 +113,43 @@ def run(worker_count: int | None = None) -> int:
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
-    embedded = None
-    if settings.embedded_redis:
-        embedded = start_embedded_redis(settings.data_dir)
-        env["REDIS_URL"] = f"unix://{embedded.socket_file}"
-        os.environ["REDIS_URL"] = env["REDIS_URL"]
-        logger.info("embedded Redis at %s", embedded.socket_file)
-
-    from app import create_app
-
-    app = create_app(serve="none", settings=settings)
-    try:
-        state = prepare_database(app)
-    except InvalidAccount as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
-    logger.info("instance %s (%s, %s) starting: UI at http://%s:%d/, sync API on port %d",
-                state["instance_id"], state["role"], settings.instance_location,
-                settings.host, settings.port, settings.sync_api_port)
-
-    supervisor = Supervisor(process_commands(settings, worker_count), env)
+    # Signals are handled from the start: a stop during set-up still stops
+    # the embedded Redis, which runs as a daemon of its own.
+    supervisor: Supervisor | None = None
+    stop_requested = False
 
     def stop(signum, frame):
+        nonlocal stop_requested
         logger.info("stopping (signal %d)", signum)
-        supervisor.stopping = True
+        stop_requested = True
+        if supervisor is not None:
+            supervisor.stopping = True
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
+    env = dict(os.environ)
+    embedded = None
     try:
+        if settings.embedded_redis:
+            embedded = start_embedded_redis(settings.data_dir)
+            env["REDIS_URL"] = f"unix://{embedded.socket_file}"
+            os.environ["REDIS_URL"] = env["REDIS_URL"]
+            logger.info("embedded Redis at %s", embedded.socket_file)
+
+        from app import create_app
+
+        app = create_app(serve="none", settings=settings)
+        try:
+            state = prepare_database(app)
+        except InvalidAccount as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+        if stop_requested:
+            return 0
+        logger.info("instance %s (%s, %s) starting: UI at http://%s:%d/, sync API on port %d",
+                    state["instance_id"], state["role"], settings.instance_location,
+                    settings.host, settings.port, settings.sync_api_port)
+        supervisor = Supervisor(process_commands(settings, worker_count), env)
         return supervisor.run()
     finally:
         if embedded is not None:

@@ -86,3 +86,19 @@ def test_it_names_bad_process_settings(tmp_path, name, value, message):
     result = cli(env, "start", timeout=120)
     assert result.returncode == 2, result.stderr[-2000:]
     assert message in result.stderr
+
+
+def test_a_stop_during_set_up_leaves_nothing_running(tmp_path):
+    """SIGTERM while migrations run (the embedded Redis is already up, the
+    children are not): the launcher exits cleanly and stops the Redis too."""
+    tree = MonitorProcess(monitor_env(tmp_path / "data", admin=ADMIN), tmp_path / "monitor.log")
+    try:
+        tree.launch()
+        wait_until(lambda: "embedded Redis at" in tree.tail(), 60, lambda: f"no embedded Redis; log:\n{tree.tail()}",
+                   interval=0.05)
+        tree.terminate()
+        assert tree.process.wait(timeout=60) == 0, tree.tail()
+        gone, alive = psutil.wait_procs(tree.leftovers(), timeout=30)
+        assert alive == [], tree.tail()
+    finally:
+        tree.stop()

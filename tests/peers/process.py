@@ -103,10 +103,7 @@ class MonitorProcess:
         If it does not come up, everything it started is stopped before the
         error is raised.
         """
-        with open(self.log, "a") as handle:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "app", "start"], cwd=ROOT, env={**self.env, MARKER: self._marker},
-                stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        self.launch()
         try:
             wait_until(self._answers, timeout,
                        lambda: f"the monitor did not answer on {self.web} and {self.sync}; log:\n{self.tail()}",
@@ -115,6 +112,14 @@ class MonitorProcess:
             self.stop()
             raise
         return self
+
+    def launch(self) -> subprocess.Popen:
+        """Start the tree without waiting for it."""
+        with open(self.log, "a") as handle:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "app", "start"], cwd=ROOT, env={**self.env, MARKER: self._marker},
+                stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
+        return self.process
 
     def _answers(self) -> bool:
         if self.process.poll() is not None:

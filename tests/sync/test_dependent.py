@@ -161,3 +161,41 @@ def test_it_reaches_a_primary_behind_tls_with_a_private_ca(tmp_path, migrated_sq
         with application.app_context():
             db.session.remove()
             db.engine.dispose()
+
+
+def test_the_sync_lock_is_short_lived_and_renewed_by_every_request(dependent_app, httpserver, redis_url,
+                                                                   monkeypatch):
+    """A worker killed mid-round must not hold syncing off for long: the
+    lock lives a little longer than one request and each request renews it."""
+    import time
+
+    import redis
+    from werkzeug import Response
+
+    from workers import jobs
+    from workers.jobs.sync import LOCK_KEY, sync_with_primary
+
+    monkeypatch.setattr(jobs, "_app", dependent_app)
+    server = redis.Redis.from_url(redis_url)
+    seen = []
+
+    def answer(body, status=200):
+        def handler(request):
+            seen.append(server.pttl(LOCK_KEY))
+            time.sleep(0.6)
+            return Response(json.dumps(body), status=status, content_type="application/json")
+        return handler
+
+    httpserver.expect_request("/sync/api/register", method="POST").respond_with_handler(
+        answer({"instanceId": "x", "token": "t0ken"}, 201))
+    httpserver.expect_request("/sync/api/endpoints").respond_with_handler(answer({"configVersion": 0, "endpoints": []}))
+    httpserver.expect_request("/sync/api/heartbeat", method="PUT").respond_with_handler(
+        answer({"acknowledged": [], "rejected": [], "configVersion": 0, "epoch": 0}))
+
+    server.set(LOCK_KEY, "a worker that was killed", px=1500)
+    assert sync_with_primary() == {"skipped": "another sync is running"}
+    time.sleep(1.6)
+    assert "failed" not in sync_with_primary()
+    ttl_ms = (2 * 2 + 15) * 1000  # CONNECTION_TIMEOUT is 2 in this fixture
+    assert len(seen) == 3 and all(ttl_ms - 500 < left <= ttl_ms for left in seen), seen
+    assert not server.exists(LOCK_KEY)

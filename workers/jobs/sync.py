@@ -5,6 +5,9 @@ import logging
 import time
 from datetime import datetime
 
+from flask import current_app
+from redis.exceptions import LockError
+
 from workers.jobs import app
 
 logger = logging.getLogger(__name__)
@@ -40,18 +43,29 @@ def sync_with_primary() -> dict:
             waited = time.time() - datetime.fromisoformat(last).timestamp()
             if waited < backoff_seconds(failures):
                 return {"skipped": "backing off", "failures": failures}
-        lock = queues.connection().lock(LOCK_KEY, timeout=300, blocking=False)
+        # The lock outlives one request to the primary, and each request
+        # renews it, so a worker killed mid-round holds it off for seconds,
+        # not for the longest round there could be.
+        ttl = 2 * current_app.config["SETTINGS"].connection_timeout + 15
+        lock = queues.connection().lock(LOCK_KEY, timeout=ttl, blocking=False)
         if not lock.acquire():
             return {"skipped": "another sync is running"}
         try:
             configuration.set_state(LAST_ATTEMPT, datetime.now().astimezone().isoformat())
             db.session.commit()
             try:
-                return dependent.sync_once()
+                return dependent.sync_once(before_request=lock.reacquire)
             except (dependent.PrimaryUnavailable, dependent.NotAuthorized) as exc:
                 return {"failed": str(exc)}
+            except LockError:
+                db.session.rollback()
+                logger.warning("the sync lock expired during a round; the round was abandoned")
+                return {"failed": "the sync lock expired"}
         finally:
-            lock.release()
+            try:
+                lock.release()
+            except LockError:
+                pass  # expired: nothing to release
 
 
 def primary_housekeeping() -> dict:

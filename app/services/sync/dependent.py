@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -75,12 +76,16 @@ class PrimaryClient:
     timeout: float
     epoch: int = 0
     session: requests.Session | None = None
+    # Called before every request (the sync job renews its lock there).
+    before_request: Callable[[], object] | None = None
 
     def __post_init__(self):
         self.session = self.session or requests.Session()
 
     def call(self, method: str, path: str, *, token: str | None = None, secret: str | None = None,
              json=None, headers=None) -> requests.Response:
+        if self.before_request is not None:
+            self.before_request()
         sent = {EPOCH_HEADER: str(self.epoch), **(headers or {})}
         if token:
             sent["Authorization"] = f"Bearer {token}"
@@ -329,7 +334,7 @@ def send_heartbeat(primary: PrimaryClient, token: str) -> dict:
             "more": len(batch) == HEARTBEAT_BATCH}
 
 
-def sync_once() -> dict:
+def sync_once(*, before_request: Callable[[], object] | None = None) -> dict:
     """One round with the primary: register if needed, heartbeats, config.
 
     1. Without a token, register (join secret) and pull the configuration.
@@ -341,6 +346,7 @@ def sync_once() -> dict:
     """
     settings = current_app.config["SETTINGS"]
     primary = client()
+    primary.before_request = before_request
     summary = {"sent": 0, "acknowledged": 0, "configApplied": False}
     try:
         token = configuration.get_state(TOKEN)
