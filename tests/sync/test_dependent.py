@@ -199,3 +199,23 @@ def test_the_sync_lock_is_short_lived_and_renewed_by_every_request(dependent_app
     ttl_ms = (2 * 2 + 15) * 1000  # CONNECTION_TIMEOUT is 2 in this fixture
     assert len(seen) == 3 and all(ttl_ms - 500 < left <= ttl_ms for left in seen), seen
     assert not server.exists(LOCK_KEY)
+
+
+def test_after_a_refused_token_it_registers_first_and_says_so(dependent_app, httpserver):
+    """The secret was changed to keep this instance out: no heartbeat full of
+    results goes to the primary only to be refused, round after round."""
+    with dependent_app.app_context():
+        configuration.set_state(dependent.TOKEN, "removed")
+        configuration.set_state(dependent.LAST_CONFIG_PULL, dependent.utcnow().isoformat())
+        db.session.commit()
+    httpserver.expect_request("/sync/api/heartbeat", method="PUT").respond_with_data("no", status=401)
+    httpserver.expect_request("/sync/api/register", method="POST").respond_with_data("wrong secret", status=401)
+    with dependent_app.app_context():
+        for _ in range(2):
+            with pytest.raises(dependent.NotAuthorized):
+                dependent.sync_once()
+        link = dependent.link_status()
+        assert link["token_refused_at"] is not None and not link["registered"] and link["failures"] == 2
+        assert configuration.get_state(dependent.TOKEN) == "removed"
+    paths = [request.path for request, _ in httpserver.log]
+    assert paths == ["/sync/api/heartbeat", "/sync/api/register", "/sync/api/register"]

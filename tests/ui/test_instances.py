@@ -50,12 +50,12 @@ def test_the_primary_lists_every_instance_with_its_state(cluster_primary):
     row = row[:row.index("</tr>")]
     for shown in ("dep-1", "eu-west", "Active", "s ago", "42", "4 %"):
         assert shown in row, shown
-    assert 'hx-get="/instances/rows"' in html and 'hx-trigger="every 10s"' in html
+    assert 'id="instance-rows" hx-get="/instances"' in html and 'hx-trigger="every 10s"' in html
 
 
 def test_the_live_refresh_sends_the_rows_alone(cluster_primary):
     _, web, _, _ = cluster_primary
-    rows = web.get("/instances/rows")
+    rows = web.get("/instances", headers={"HX-Request": "true"})
     assert rows.status_code == 200
     html = rows.get_data(as_text=True)
     assert f'id="instance-{DEPENDENT_ID}"' in html and "<html" not in html
@@ -108,7 +108,14 @@ def test_a_dependent_shows_its_link_to_the_primary(tmp_path, migrated_sqlite_tem
     sign_in(client)
     html = client.get("/instances").get_data(as_text=True)
     assert "http://127.0.0.1:9" in html and "3 failed rounds in a row" in html and "never" in html
-    assert client.get("/instances/rows").status_code == 404
+    assert "not yet" in html  # registered
+    with application.app_context():
+        configuration.set_state(dependent.TOKEN, "t0ken")
+        configuration.set_state(dependent.TOKEN_REFUSED_AT, "2026-11-28T01:02:03+00:00")
+        db.session.commit()
+    html = client.get("/instances").get_data(as_text=True)
+    assert "Token refused" in html and "2026-11-28 01:02:03 UTC" in html
+    assert client.get("/instances", headers={"HX-Request": "true"}).status_code == 286  # nothing to poll
     client.token = csrf_token(client, "/")
     assert post(client, f"/instances/{DEPENDENT_ID}/remove").status_code == 409
     with application.app_context():

@@ -8,9 +8,7 @@ make it part of a cluster.
 """
 from __future__ import annotations
 
-from datetime import datetime
-
-from flask import abort, flash, redirect, render_template, url_for
+from flask import abort, flash, redirect, render_template, request, url_for
 
 from app.blueprints.admin import bp
 from app.blueprints.admin.signin import changes_configuration
@@ -23,57 +21,20 @@ from app.services.sync import dependent, primary
 REFRESH_SECONDS = 10
 
 
-def _instance_rows() -> list[dict]:
-    now = utcnow()
-    own_id = configuration.instance_id()
-    current_version = configuration.config_version()
-    rows = []
-    for instance in primary.list_instances():
-        connection = instance.connection_info or {}
-        rows.append({
-            "instance": instance,
-            "is_self": instance.id == own_id,
-            "heartbeat_age": _age(instance.last_heartbeat_at, now),
-            "config_behind": max(0, current_version - instance.config_version) if instance.id != own_id else 0,
-            "outbox": connection.get("outboxSize"),
-            "system": instance.system_info or {},
-        })
-    return rows
-
-
-def _dependent_link() -> dict:
-    last_success = configuration.get_state(dependent.LAST_SUCCESS)
-    return {
-        "primary_url": configuration.primary_url(),
-        "registered": bool(configuration.get_state(dependent.TOKEN)),
-        "failures": int(configuration.get_state(dependent.FAILURES, "0")),
-        "last_success_age": _age(datetime.fromisoformat(last_success), utcnow()) if last_success else None,
-        "outbox": dependent.outbox_size(),
-        "config_version": configuration.config_version(),
-    }
-
-
-def _age(moment: datetime | None, now: datetime) -> int | None:
-    return None if moment is None else max(0, int((now - moment).total_seconds()))
-
-
 @bp.get("/instances")
 def instances():
+    """The page; an HTMX request (the live refresh) gets the table's rows."""
     role = configuration.role()
-    context = {"role": role, "refresh": REFRESH_SECONDS}
+    if request.headers.get("HX-Request"):
+        if role != ROLE_PRIMARY:
+            return "", 286  # nothing to refresh here: htmx stops polling
+        return render_template("partials/instance_rows.html", rows=primary.registry())
+    context = {"role": role, "refresh": REFRESH_SECONDS, "now": utcnow()}
     if role == ROLE_PRIMARY:
-        context["rows"] = _instance_rows()
+        context["rows"] = primary.registry()
     elif role == ROLE_DEPENDENT:
-        context["link"] = _dependent_link()
+        context["link"] = dependent.link_status()
     return render_template("admin/instances.html", **context)
-
-
-@bp.get("/instances/rows")
-def instance_rows():
-    """The table body alone, for the page's live refresh."""
-    if configuration.role() != ROLE_PRIMARY:
-        abort(404)
-    return render_template("admin/instance_rows.html", rows=_instance_rows())
 
 
 @bp.post("/instances/<instance_id>/remove")

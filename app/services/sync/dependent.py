@@ -39,6 +39,8 @@ FAILURES = "primary_failures"
 LAST_SUCCESS = "primary_last_success_at"
 LAST_CONFIG_PULL = "config_pulled_at"
 REGISTERED_WITH = "registered_with"
+# Set when the primary refuses our token; the next round registers first.
+TOKEN_REFUSED_AT = "sync_token_refused_at"
 
 HEARTBEAT_BATCH = 500
 # Batches sent in one sync run: drains a backlog after an outage without
@@ -161,6 +163,7 @@ def register(primary: PrimaryClient) -> str:
     secret = current_app.config["SETTINGS"].sync_shared_secret
     reply = primary.call("POST", "/register", secret=secret, json=registration()).json()
     configuration.set_state(TOKEN, reply["token"])
+    configuration.set_state(TOKEN_REFUSED_AT, None)
     configuration.set_state(REGISTERED_WITH, primary.base_url)
     db.session.commit()
     logger.info("registered with the primary at %s as instance %s", primary.base_url, reply["instanceId"])
@@ -337,11 +340,14 @@ def send_heartbeat(primary: PrimaryClient, token: str) -> dict:
 def sync_once(*, before_request: Callable[[], object] | None = None) -> dict:
     """One round with the primary: register if needed, heartbeats, config.
 
-    1. Without a token, register (join secret) and pull the configuration.
+    1. Without a usable token (none yet, or the primary refused it), register
+       (join secret) and pull the configuration.
     2. Send heartbeats until the outbox is empty or the batch budget is spent.
+       A heartbeat refused with 401 marks the token refused and registers
+       again at once; the refused token stays stored until a new one
+       replaces it, so a failed registration leaves the state as it was.
     3. Pull the configuration when the primary's version differs from ours,
        or when SYNC_INTERVAL has passed since the last pull.
-    A refused token is dropped and the instance registers again at once.
     Failures are counted for the connection status and re-raised.
     """
     settings = current_app.config["SETTINGS"]
@@ -350,15 +356,15 @@ def sync_once(*, before_request: Callable[[], object] | None = None) -> dict:
     summary = {"sent": 0, "acknowledged": 0, "configApplied": False}
     try:
         token = configuration.get_state(TOKEN)
-        if not token:
+        if not token or configuration.get_state(TOKEN_REFUSED_AT):
             token = register(primary)
             summary["configApplied"] = pull_configuration(primary, token, force=True)
         try:
             round_ = send_heartbeat(primary, token)
         except NotAuthorized:
-            # The refused token stays until a new one replaces it, so the
-            # instance never holds no token at all.
-            logger.warning("the primary refused our token; registering again")
+            logger.warning("the primary at %s refused our token; registering again", primary.base_url)
+            configuration.set_state(TOKEN_REFUSED_AT, utcnow().isoformat())
+            db.session.commit()
             token = register(primary)
             round_ = send_heartbeat(primary, token)
         summary["sent"] += round_["sent"]
@@ -388,6 +394,21 @@ def sync_once(*, before_request: Callable[[], object] | None = None) -> dict:
     configuration.set_state(LAST_SUCCESS, utcnow().isoformat())
     db.session.commit()
     return summary
+
+
+def link_status() -> dict:
+    """This dependent's link to its primary, for the instances page."""
+    last_success = configuration.get_state(LAST_SUCCESS)
+    refused_at = configuration.get_state(TOKEN_REFUSED_AT)
+    return {
+        "primary_url": configuration.primary_url(),
+        "registered": bool(configuration.get_state(TOKEN)) and not refused_at,
+        "token_refused_at": datetime.fromisoformat(refused_at) if refused_at else None,
+        "failures": int(configuration.get_state(FAILURES, "0")),
+        "last_success_at": datetime.fromisoformat(last_success) if last_success else None,
+        "outbox": outbox_size(),
+        "config_version": configuration.config_version(),
+    }
 
 
 def _count_failure(exc: Exception) -> None:

@@ -3,7 +3,7 @@ and the registry of instances."""
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from flask import current_app
 from sqlalchemy import select
@@ -232,6 +232,29 @@ def list_instances() -> list[MonitoringInstance]:
     return list(db.session.execute(
         select(MonitoringInstance).order_by(MonitoringInstance.failover_order, MonitoringInstance.registered_at)
     ).scalars())
+
+
+def registry() -> list[dict]:
+    """Every instance with what the instances page shows of it."""
+    now = utcnow()
+    own_id = configuration.instance_id()
+    current_version = configuration.config_version()
+    rows = []
+    for instance in list_instances():
+        is_self = instance.id == own_id
+        rows.append({
+            "instance": instance,
+            "is_self": is_self,
+            "heartbeat_age": age_seconds(instance.last_heartbeat_at, now),
+            "config_behind": 0 if is_self else max(0, current_version - instance.config_version),
+            "outbox": (instance.connection_info or {}).get("outboxSize"),
+            "system": instance.system_info or {},
+        })
+    return rows
+
+
+def age_seconds(moment: datetime | None, now: datetime) -> int | None:
+    return None if moment is None else max(0, int((now - moment).total_seconds()))
 
 
 def delete_instance(instance_id: str) -> bool:
