@@ -48,7 +48,8 @@ class StaleHour(db.Model):
 
     __tablename__ = "stale_hours"
 
+    # Hour first: the roll-up looks marks up by hour.
+    hour = mapped_column(UTCDateTime, primary_key=True)
     endpoint_id: Mapped[int] = mapped_column(
         ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
     )
-    hour = mapped_column(UTCDateTime, primary_key=True)

@@ -22,10 +22,10 @@ depends_on = None
 
 def upgrade():
     op.create_table('stale_hours',
-    sa.Column('endpoint_id', sa.Integer(), nullable=False),
     sa.Column('hour', sa.DateTime(), nullable=False),
+    sa.Column('endpoint_id', sa.Integer(), nullable=False),
     sa.ForeignKeyConstraint(['endpoint_id'], ['endpoints.id'], name=op.f('fk_stale_hours_endpoint_id_endpoints'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('endpoint_id', 'hour', name=op.f('pk_stale_hours'))
+    sa.PrimaryKeyConstraint('hour', 'endpoint_id', name=op.f('pk_stale_hours'))
     )
 
 
