@@ -3,8 +3,11 @@ from __future__ import annotations
 
 import socket
 import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
+
+from app.checks import resolve
 
 
 class FakeResolver:
@@ -53,9 +56,18 @@ class FakeResolver:
 def resolver(monkeypatch):
     fake = FakeResolver(socket.getaddrinfo)
     monkeypatch.setattr(socket, "getaddrinfo", fake)
+    # Lookups of the test's own: a lookup one test leaves hanging must not
+    # be joined by the next test's check of the same name.
+    lookups = ThreadPoolExecutor(max_workers=resolve.DEFAULT_LOOKUP_THREADS, thread_name_prefix="test-lookup")
+    monkeypatch.setattr(resolve, "_lookups", lookups)
+    monkeypatch.setattr(resolve, "_lookup_threads", resolve.DEFAULT_LOOKUP_THREADS)
+    monkeypatch.setattr(resolve, "_in_flight", {})
     yield fake
-    # Frees the lookup threads still blocked, before getaddrinfo is restored.
+    # Frees the lookup threads still blocked and waits for them, before
+    # getaddrinfo and the pool are restored.
     fake.released.set()
+    resolve._lookups.shutdown(wait=True)
+    lookups.shutdown(wait=True)
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import delete, select
 
-from app.checks import CheckResult
+from app.checks import CheckResult, resolve
 from workers.jobs import app
 
 logger = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ def _pool(size: int) -> ThreadPoolExecutor:
     global _executor
     with _lock:
         if _executor is None:
+            # Every check running may need a name looked up at once.
+            resolve.configure(size)
             _executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="check")
         return _executor
 
