@@ -9,28 +9,17 @@ the screenshots are written to docs/screenshots/ as well.
 from __future__ import annotations
 
 import http.server
-import os
-import shutil
 import threading
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.peers.browser import browser, needs_chromium, new_page, screenshot  # noqa: F401 - browser is a fixture
 from tests.peers.ports import reserve_port
 from tests.peers.process import MonitorProcess, monitor_env
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync"]
 EMAIL, PASSWORD = "owner@example.org", "a long enough password"
-# Playwright's own default is 5 s, short for a loaded two-core CI machine.
-STEP_TIMEOUT_MS = 30_000
 
-pytestmark = pytest.mark.skipif(
-    not CHROMIUM.exists(),
-    reason="Debian's Chromium is not installed at /usr/bin/chromium (apt-get install -y chromium; .ci/run does)",
-)
+pytestmark = needs_chromium
 
 
 class _Ok(http.server.BaseHTTPRequestHandler):
@@ -88,31 +77,11 @@ def monitor(tmp_path):
         yield running
 
 
-@pytest.fixture
-def browser():
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        instance = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield instance
-        instance.close()
-
-
-def _screenshot(page, tmp_path, name):
-    path = tmp_path / name
-    page.screenshot(path=str(path), full_page=True)
-    if os.environ.get("SAVE_SCREENSHOTS") == "1":
-        shutil.copy(path, ROOT / "docs" / "screenshots" / name)
-    return path
-
-
 def test_it_follows_an_endpoint_down_and_up_without_reloading(monitor, target, browser, tmp_path):
     from playwright.sync_api import expect
 
-    expect.set_options(timeout=STEP_TIMEOUT_MS)
     base = monitor.web
-    page = browser.new_page(viewport={"width": 1280, "height": 720})
-    page.set_default_timeout(STEP_TIMEOUT_MS)
+    page = new_page(browser)
 
     # First run: every page leads to the one-time setup.
     page.goto(base + "/")
@@ -157,13 +126,13 @@ def test_it_follows_an_endpoint_down_and_up_without_reloading(monitor, target, b
     expect(row.locator(".reason")).to_contain_text("127.0.0.1")
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     expect(page.locator("#status-summary")).to_contain_text("1 down")
-    _screenshot(page, tmp_path, "dashboard-down.png")
+    screenshot(page, tmp_path, "dashboard-down.png")
 
     target.start()
     expect(badge).to_have_text("Up", timeout=60_000)
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     expect(row.locator("td.num").nth(1)).to_contain_text("%")
-    _screenshot(page, tmp_path, "dashboard.png")
+    screenshot(page, tmp_path, "dashboard.png")
 
     # The detail page: incidents with the outage, check now inline.
     row.locator("a").first.click()
@@ -172,21 +141,19 @@ def test_it_follows_an_endpoint_down_and_up_without_reloading(monitor, target, b
     expect(incidents).to_contain_text("down")
     page.click("button:text('Check now')")
     expect(page.locator("#check-result .badge")).to_have_text("Up")
-    _screenshot(page, tmp_path, "endpoint-detail.png")
+    screenshot(page, tmp_path, "endpoint-detail.png")
 
     # Dark mode follows the system setting.
-    dark = browser.new_page(viewport={"width": 1280, "height": 720}, color_scheme="dark")
-    dark.set_default_timeout(STEP_TIMEOUT_MS)
+    dark = new_page(browser, color_scheme="dark")
     dark.context.add_cookies(page.context.cookies())
     dark.goto(base + "/")
     expect(dark.locator("tbody#endpoint-rows .badge")).to_have_text("Up")
     background = dark.evaluate("getComputedStyle(document.body).backgroundColor")
     assert background != "rgb(247, 247, 248)", background
-    _screenshot(dark, tmp_path, "dashboard-dark.png")
+    screenshot(dark, tmp_path, "dashboard-dark.png")
 
     # A phone-sized screen still shows status as colour and text.
-    phone = browser.new_page(viewport={"width": 390, "height": 800})
-    phone.set_default_timeout(STEP_TIMEOUT_MS)
+    phone = new_page(browser, viewport={"width": 390, "height": 800})
     phone.context.add_cookies(page.context.cookies())
     phone.goto(base + "/")
     expect(phone.locator("tbody#endpoint-rows .badge")).to_have_text("Up")

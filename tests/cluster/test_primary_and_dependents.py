@@ -11,6 +11,7 @@ import threading
 import pytest
 import requests
 
+from tests.peers.browser import browser, needs_chromium, new_page, screenshot  # noqa: F401 - browser is a fixture
 from tests.peers.cluster import make_instance
 from tests.peers.process import ADMIN, wait_until
 
@@ -134,6 +135,36 @@ def test_results_from_all_three_locations_reach_the_primary(cluster):
     wait_until(lambda: locations() >= expected, 90,
                lambda: f"results missing; have {locations()}; primary log:\n{primary.tail()}")
     assert locations() == expected
+
+
+@needs_chromium
+def test_the_primary_shows_every_instance_live_in_a_browser(cluster, browser, tmp_path):
+    from playwright.sync_api import expect
+
+    primary = cluster["primary"]
+    page = new_page(browser)
+    page.goto(primary.web + "/login")
+    page.fill("input[name=email]", ADMIN[0])
+    page.fill("input[name=password]", ADMIN[1])
+    page.click("button[type=submit]")
+    page.click("nav >> text=Instances")
+    rows = page.locator("tbody#instance-rows tr")
+    expect(rows).to_have_count(3)
+    for name, location in LOCATIONS.items():
+        row = rows.filter(has_text=name)
+        expect(row).to_contain_text(location)
+        expect(row.locator(".badge")).to_have_text("Active")
+    expect(rows.filter(has_text="primary")).to_contain_text("(this instance)")
+    # The rows refresh in place: a dependent's heartbeat age restarts while
+    # the page stays the same document.
+    page.evaluate("window.__sameDocument = true")
+    heartbeat = rows.filter(has_text="dep-a").locator("td").nth(4)
+    first = heartbeat.inner_text()
+    page.wait_for_function(
+        "([el, first]) => el.isConnected === false || el.innerText !== first",
+        arg=[heartbeat.element_handle(), first], timeout=60_000)
+    assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
+    screenshot(page, tmp_path, "instances.png")
 
 
 def own_results(dependent):
