@@ -12,6 +12,7 @@ from kafka import errors as kafka_errors
 from kafka.net import KafkaNetClient
 from pydantic import Field, model_validator
 
+from app.checks import resolve
 from app.checks.base import CheckFailed, CheckOptions
 
 # Brokers log the client id of every connection: naming the monitor there
@@ -69,6 +70,40 @@ def bootstrap_servers(target: str) -> str:
     if not servers:
         raise CheckFailed("no bootstrap servers given")
     return ",".join(servers)
+
+
+def look_up_bootstrap(bootstrap: str, deadline: float, timeout: float) -> None:
+    """Look the bootstrap servers' names up within the check's ``deadline``
+    (a ``time.monotonic()`` value) before kafka-python does.
+
+    kafka-python resolves names on its IO thread with no timeout, where
+    nothing can cut a hung lookup short. A name whose DNS does not answer
+    in time fails the check here instead; one that answered has just been
+    looked up, so kafka-python's own lookup follows quickly. One name that
+    resolves is enough, as it is for kafka-python.
+    """
+    hosts = [_host_of(server) for server in bootstrap.split(",")]
+    if any(resolve.is_ip_literal(host) for host in hosts):
+        return  # a server kafka-python reaches without a lookup
+    failure = None
+    for host in hosts:
+        try:
+            resolve.resolve(host, None, deadline=time.perf_counter() + (deadline - time.monotonic()),
+                            timeout=timeout)
+            return
+        except CheckFailed as exc:
+            failure = failure or exc
+    if failure is not None:
+        raise failure
+
+
+def _host_of(server: str) -> str:
+    """The host of ``host:port``, ``[v6]:port`` or a bare host."""
+    if server.startswith("["):
+        return server[1:].split("]", 1)[0]
+    if server.count(":") == 1:
+        return server.split(":", 1)[0]
+    return server  # a bare host name or IPv6 address
 
 
 def client_settings(bootstrap: str, options: KafkaSecurityOptions, timeout: float, deadline: float) -> dict:

@@ -18,7 +18,7 @@ from pydantic import Field, field_validator
 from app.checks.base import CheckFailed, CheckResult, CheckSpec, elapsed_ms
 from app.checks.kafka_common import (
     TOPIC_PATTERN, KafkaSecurityOptions, Watchdog, bootstrap_servers, client_settings, failure_reason,
-    open_client, remaining_ms, remaining_s, timeout_ms,
+    look_up_bootstrap, open_client, remaining_ms, remaining_s, timeout_ms,
 )
 
 
@@ -46,6 +46,7 @@ def check(spec: CheckSpec) -> CheckResult:
     options: Options = spec.options
     bootstrap = bootstrap_servers(spec.target)
     deadline = time.monotonic() + spec.timeout
+    look_up_bootstrap(bootstrap, deadline, spec.timeout)
     with Watchdog(deadline) as watchdog:
         # A new consumer per check: its assignment and positions are per-check
         # state, and a shared one would have to serialise every check of a cluster.

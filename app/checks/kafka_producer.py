@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 from app.checks.base import CheckFailed, CheckResult, CheckSpec, elapsed_ms
 from app.checks.kafka_common import (
     CLIENT_ID, TOPIC_PATTERN, KafkaSecurityOptions, Watchdog, bootstrap_servers, client_settings,
-    failure_reason, open_client, remaining_s, timeout_ms, topic_error,
+    failure_reason, look_up_bootstrap, open_client, remaining_s, timeout_ms, topic_error,
 )
 
 logger = logging.getLogger(__name__)
@@ -187,6 +187,7 @@ def _clients_for(key: tuple, bootstrap: str, options: Options, timeout: float,
 
 
 def _connect(bootstrap: str, options: Options, timeout: float, watchdog: Watchdog) -> _Clients:
+    look_up_bootstrap(bootstrap, watchdog.deadline, timeout)
     producer_settings = client_settings(bootstrap, options, timeout, watchdog.deadline)
     producer_settings.update(
         acks=options.acks,

@@ -68,7 +68,7 @@ def resolve(host: str, port: int | None, *, deadline: float, timeout: float,
     ``timeout`` is the check's, named in the reason.
     """
     try:
-        if _is_ip_literal(host):
+        if is_ip_literal(host):
             # Parsed by libc without a lookup: no thread, no wait.
             return socket.getaddrinfo(host, port, type=socktype, flags=socket.AI_NUMERICHOST)
         lookup = _lookup(host, port, socktype)
@@ -139,7 +139,8 @@ def connect(addresses: list[AddrInfo], deadline: float) -> socket.socket:
     raise last_error
 
 
-def _is_ip_literal(host: str) -> bool:
+def is_ip_literal(host: str) -> bool:
+    """Whether ``host`` is an IPv4 or IPv6 address rather than a name."""
     try:
         ipaddress.ip_address(host)
     except ValueError:

@@ -188,3 +188,40 @@ def test_it_pings_an_ip_literal_without_the_lookup_pool(monkeypatch):
 
     assert result.is_ok, result.failure_reason
     assert no_lookups.submitted == []
+
+
+@pytest.mark.parametrize("check_type", ["kafka_producer", "kafka_consumer"])
+def test_a_kafka_check_of_a_name_whose_dns_hangs_ends_at_its_timeout(resolver, check_type):
+    """kafka-python's own lookups cannot be cut short, so the check looks
+    the bootstrap names up first, within its deadline."""
+    resolver.hang(SLOW_HOST)
+    started = time.perf_counter()
+    result = run_check(check_type, f"{SLOW_HOST}:9092", None, TIMEOUT, {"topic": "probe"})
+    took = time.perf_counter() - started
+    assert not result.is_ok
+    assert result.failure_reason == f"name lookup for {SLOW_HOST} timed out after {TIMEOUT:g} s"
+    assert took < TIMEOUT + SLACK, took
+
+
+@pytest.mark.parametrize(("servers", "first_asked"), [
+    (f"{SLOW_HOST}:9092,[::1]:1", None),  # an IP literal: no lookup at all
+    (f"no-such-broker.test:9092,{HEALTHY_HOST}:1", "no-such-broker.test"),  # one name that resolves is enough
+])
+def test_one_bootstrap_server_that_resolves_is_enough(resolver, servers, first_asked):
+    from app.checks.kafka_common import look_up_bootstrap
+
+    resolver.hang(SLOW_HOST)
+    resolver.unknown("no-such-broker.test")
+    resolver.answer(HEALTHY_HOST, ["127.0.0.1"])
+    look_up_bootstrap(servers, time.monotonic() + TIMEOUT, TIMEOUT)
+    assert resolver.asked[:1] == ([first_asked] if first_asked else [])
+
+
+def test_no_bootstrap_server_that_resolves_is_down_with_the_first_reason(resolver):
+    from app.checks.base import CheckFailed
+    from app.checks.kafka_common import look_up_bootstrap
+
+    resolver.unknown("a.test")
+    resolver.unknown("b.test")
+    with pytest.raises(CheckFailed, match="cannot resolve a.test"):
+        look_up_bootstrap("a.test:9092,b.test", time.monotonic() + TIMEOUT, TIMEOUT)
