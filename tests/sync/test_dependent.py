@@ -182,7 +182,7 @@ def test_the_sync_lock_is_short_lived_and_renewed_by_every_request(dependent_app
     def answer(body, status=200):
         def handler(request):
             seen.append(server.pttl(LOCK_KEY))
-            time.sleep(0.6)
+            time.sleep(1.2)  # without renewal, each request would find 1.2 s less left
             return Response(json.dumps(body), status=status, content_type="application/json")
         return handler
 
@@ -197,7 +197,7 @@ def test_the_sync_lock_is_short_lived_and_renewed_by_every_request(dependent_app
     time.sleep(1.6)
     assert "failed" not in sync_with_primary()
     ttl_ms = (2 * 2 + 15) * 1000  # CONNECTION_TIMEOUT is 2 in this fixture
-    assert len(seen) == 3 and all(ttl_ms - 500 < left <= ttl_ms for left in seen), seen
+    assert len(seen) == 3 and all(ttl_ms - 900 < left <= ttl_ms for left in seen), seen
     assert not server.exists(LOCK_KEY)
 
 

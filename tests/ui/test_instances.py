@@ -1,5 +1,7 @@
 """The instances page: the cluster's registry on a primary (live rows, removal
 that revokes the token), a dependent's link to its primary, and standalone."""
+import re
+
 import pytest
 
 from app.extensions import db
@@ -46,6 +48,9 @@ def test_the_primary_lists_every_instance_with_its_state(cluster_primary):
     _, web, _, _ = cluster_primary
     html = web.get("/instances").get_data(as_text=True)
     assert "fra-1" in html and "(this instance)" in html and "frankfurt" in html
+    own = html[html.index("(this instance)"):]
+    own = own[:own.index("</tr>")]
+    assert re.search(r"\d+ % · \d+ % · \d+ %", own), own  # the primary's own load, as dependents report theirs
     row = html[html.index(f'id="instance-{DEPENDENT_ID}"'):]
     row = row[:row.index("</tr>")]
     for shown in ("dep-1", "eu-west", "Active", "s ago", "42", "4 %"):

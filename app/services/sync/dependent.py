@@ -11,15 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
 
-import psutil
 import requests
 from flask import current_app
 from sqlalchemy import func, select, update
@@ -29,6 +26,7 @@ from app.extensions import db
 from app.models import STATUS_PENDING, Endpoint, ResponseTime, utcnow
 from app.services import configuration
 from app.services.endpoints import InvalidEndpoint, apply_input, parse_input
+from app.services.sync.host_metrics import system_info
 from app.services.sync.primary import public_sync_url
 from app.services.sync.schemas import MAX_RESULTS_PER_HEARTBEAT
 
@@ -240,23 +238,6 @@ def outbox_size() -> int:
         select(func.count(ResponseTime.id)).where(ResponseTime.synced_at.is_(None),
                                                   ResponseTime.instance_id == configuration.instance_id())
     ).scalar_one()
-
-
-def system_info() -> dict:
-    settings = current_app.config["SETTINGS"]
-    try:
-        load = list(os.getloadavg())
-    except OSError:
-        load = None
-    return {
-        "cpuPercent": psutil.cpu_percent(interval=None),
-        "memoryPercent": psutil.virtual_memory().percent,
-        "diskPercent": psutil.disk_usage(str(settings.data_dir)).percent,
-        "loadAverage": load,
-        "uptimeSeconds": round(time.time() - psutil.Process().create_time(), 1),
-        "version": __version__,
-        "python": sys.version.split()[0],
-    }
 
 
 def heartbeat_payload(results: list[ResponseTime]) -> dict:

@@ -23,6 +23,7 @@ from app.services import configuration
 from app.services.endpoints import configuration_fields
 from app.services.results import store_results
 from app.services.sync import tokens
+from app.services.sync.host_metrics import system_info
 from app.services.sync.schemas import HeartbeatPayload, InstanceRegistration, iso
 
 logger = logging.getLogger(__name__)
@@ -296,6 +297,7 @@ def register_self() -> None:
     instance.version = __version__
     instance.last_heartbeat_at = utcnow()
     instance.config_version = configuration.config_version()
+    instance.system_info = system_info()
     db.session.commit()
 
 
