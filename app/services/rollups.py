@@ -39,14 +39,14 @@ logger = logging.getLogger(__name__)
 
 HOUR = timedelta(hours=1)
 ROLLUP_DELAY = timedelta(minutes=10)
-# Bounds the work one request can be asked to do after a long idle spell;
-# later requests carry on from where it stopped.
-MAX_HOURS_PER_CALL = 48
+# Bounds the work of one call, and so how long storing results waits for it
+# (a roll-up holds storing off); the job calls again until it has caught up.
+MAX_HOURS_PER_CALL = 6
 # Long enough for the public status page's 90 days.
 KEEP_ROLLUPS = timedelta(days=100)
 # Bounds the late hours one call recomputes (a day's outbox from 1,000
-# endpoints is 24,000); the rest wait for the next call.
-MAX_STALE_HOURS_PER_CALL = 10_000
+# endpoints is 24,000), for the same reason; the rest wait for the next call.
+MAX_STALE_HOURS_PER_CALL = 1_000
 # PostgreSQL advisory lock that serializes storing results and rolling up.
 INGEST_LOCK_KEY = 0x726F6C6C7570  # "rollup"
 

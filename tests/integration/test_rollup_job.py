@@ -30,3 +30,23 @@ def test_it_rolls_up_finished_hours_once(app, monkeypatch):
         hours = db.session.execute(select(ResultHour)).scalars().all()
         assert [(h.checks, h.ok_checks) for h in hours] == [(2, 1)]
         assert hours[0].hour == three_hours_ago
+
+
+def test_it_catches_up_on_a_long_pause_in_one_run_of_short_steps(app, monkeypatch):
+    from workers import jobs
+    from workers.jobs.checks import roll_up_results
+
+    from app.services.rollups import MAX_HOURS_PER_CALL
+
+    monkeypatch.setattr(jobs, "_app", app)
+    this_hour = utcnow().replace(minute=0, second=0, microsecond=0)
+    hours = [this_hour - timedelta(hours=h) for h in range(2, 4 * MAX_HOURS_PER_CALL + 2)]
+    with app.app_context():
+        endpoint = create_endpoint({"name": "db", "checkType": "tcp", "target": "127.0.0.1", "port": 5432})
+        record_results([(endpoint.id, CheckResult(is_ok=True, check_type="tcp", response_time_ms=1.0,
+                                                  checked_at=hour + timedelta(minutes=30)))
+                        for hour in hours], instance_id="local", location="here")
+    roll_up_results()
+    with app.app_context():
+        rolled = {h.hour for h in db.session.execute(select(ResultHour)).scalars()}
+        assert rolled == set(hours)

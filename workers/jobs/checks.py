@@ -231,8 +231,8 @@ def roll_up_results() -> str:
 
     with app().app_context():
         mark = None
-        # Catch up after a long pause in bounded steps (48 hours, or 10,000
-        # late endpoint-hours, each).
+        # Catch up after a long pause in short steps (6 hours, or 1,000 late
+        # endpoint-hours, each), so results are stored between them.
         for _ in range(24 * 100 // MAX_HOURS_PER_CALL + 1):
             previous, mark = mark, roll_up()
             if mark == previous and not late_hours_waiting(mark):
