@@ -166,6 +166,14 @@ def test_the_primary_shows_every_instance_live_in_a_browser(cluster, browser, tm
     assert page.evaluate("window.__sameDocument") is True, "the page reloaded"
     screenshot(page, tmp_path, "instances.png")
 
+    # An endpoint's page shows the newest result from each location.
+    endpoint_id = primary.query("SELECT id FROM endpoints ORDER BY id LIMIT 1")[0][0]
+    page.goto(f"{primary.web}/endpoints/{endpoint_id}")
+    locations = page.locator("section", has=page.get_by_role("heading", name="Locations")).locator("tbody tr")
+    expect(locations).to_have_count(3)
+    for location in LOCATIONS.values():
+        expect(locations.filter(has_text=location).locator(".badge")).to_have_text("Up")
+
 
 def own_results(dependent):
     own = dependent.health()["instanceId"]

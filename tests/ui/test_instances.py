@@ -131,3 +131,35 @@ def test_a_dependent_shows_its_link_to_the_primary(tmp_path, migrated_sqlite_tem
 def test_a_standalone_instance_explains_how_to_join_a_cluster(web):
     html = web.get("/instances").get_data(as_text=True)
     assert "runs standalone" in html and "ENABLE_SYNC_API=true" in html
+
+
+def test_an_endpoint_on_the_primary_shows_each_location_s_newest_result(cluster_primary):
+    from app.checks import CheckResult
+    from app.services.endpoints import create_endpoint
+    from app.services.results import record_results
+    from tests.sync.test_sync_api import result
+
+    web_app, web, sync, token = cluster_primary
+    with web_app.app_context():
+        endpoint_id = create_endpoint({"name": "shop", "checkType": "tcp", "target": "127.0.0.1", "port": 1}).id
+        record_results([(endpoint_id, CheckResult(is_ok=True, check_type="tcp", response_time_ms=12.0))],
+                       instance_id=configuration.instance_id(), location="frankfurt")
+    down = result(endpoint_id, isOk=False, status="DOWN", responseTime=None, failureReason="refused")
+    reply = sync.put("/sync/api/heartbeat", headers=bearer(token), json=heartbeat([down]))
+    assert reply.status_code == 200, reply.get_json()
+    html = web.get(f"/endpoints/{endpoint_id}").get_data(as_text=True)
+    section = html[html.index("<h2>Locations</h2>"):]
+    section = section[:section.index("</section>")]
+    own = section[section.index("frankfurt"):]
+    own = own[:own.index("</tr>")]
+    assert "this instance" in own and "Up" in own and "12 ms" in own
+    remote = section[section.index("eu-west"):]
+    remote = remote[:remote.index("</tr>")]
+    assert "dep-1" in remote and "Down" in remote
+
+
+def test_a_standalone_endpoint_page_has_no_locations_section(web, app):
+    from tests.ui.conftest import make_endpoint
+
+    endpoint_id = make_endpoint(app)
+    assert "<h2>Locations</h2>" not in web.get(f"/endpoints/{endpoint_id}").get_data(as_text=True)

@@ -13,6 +13,7 @@ from app import __version__
 from app.blueprints.ui import bp
 from app.blueprints.ui.charts import response_chart, sparkline
 from app.checks import CHECK_TYPES
+from app.config import ROLE_PRIMARY
 from app.models import utcnow
 from app.services import configuration, dashboard, history, status_pages
 from app.services import endpoints as endpoint_service
@@ -126,6 +127,7 @@ def endpoint_detail(endpoint_id: int):
         "ui/endpoint_detail.html", version=version, refresh=REFRESH_SECONDS, now=now,
         uptimes=history.uptimes(endpoint.id, now), incidents=history.incidents(endpoint, now=now),
         failures=history.recent_failures(endpoint.id), certificate=history.latest_certificate(endpoint),
+        locations=history.locations(endpoint) if configuration.role() == ROLE_PRIMARY else [],
         kind=CHECK_TYPES.get(endpoint.check_type), **chart_context)
 
 
