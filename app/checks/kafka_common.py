@@ -79,22 +79,13 @@ def look_up_bootstrap(bootstrap: str, deadline: float, timeout: float) -> None:
     kafka-python resolves names on its IO thread with no timeout, where
     nothing can cut a hung lookup short. A name whose DNS does not answer
     in time fails the check here instead; one that answered has just been
-    looked up, so kafka-python's own lookup follows quickly. One name that
-    resolves is enough, as it is for kafka-python.
+    looked up, so kafka-python's own lookup follows quickly. The names are
+    looked up at once and one that resolves is enough, as it is for
+    kafka-python (which may still try a hung one first: it shuffles them).
     """
     hosts = [_host_of(server) for server in bootstrap.split(",")]
-    if any(resolve.is_ip_literal(host) for host in hosts):
-        return  # a server kafka-python reaches without a lookup
-    failure = None
-    for host in hosts:
-        try:
-            resolve.resolve(host, None, deadline=time.perf_counter() + (deadline - time.monotonic()),
-                            timeout=timeout)
-            return
-        except CheckFailed as exc:
-            failure = failure or exc
-    if failure is not None:
-        raise failure
+    resolve.resolve_any(hosts, None, deadline=time.perf_counter() + (deadline - time.monotonic()),
+                        timeout=timeout)
 
 
 def _host_of(server: str) -> str:

@@ -23,7 +23,7 @@ import ipaddress
 import socket
 import threading
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 
 from app.checks.base import CheckFailed
 
@@ -82,6 +82,36 @@ def resolve(host: str, port: int | None, *, deadline: float, timeout: float,
         raise CheckFailed(f"cannot resolve {host}: {exc.strerror}") from None
     except UnicodeError:
         raise CheckFailed(f"cannot resolve {host}: not a valid host name") from None
+
+
+def resolve_any(hosts: list[str], port: int | None, *, deadline: float, timeout: float) -> str:
+    """The first of ``hosts`` to resolve, looked up all at once, by ``deadline``.
+
+    For a client that may use any of several servers (Kafka's bootstrap
+    list): one name whose DNS hangs must not cost the others their turn.
+    Raises ``CheckFailed`` with the first host's reason when none resolves
+    in time.
+    """
+    literal = next((host for host in hosts if is_ip_literal(host)), None)
+    if literal is not None:
+        return literal
+    pending = {_lookup(host, port, socket.SOCK_STREAM): host for host in hosts}
+    failures: dict[str, str] = {}
+    while pending:
+        done, _ = wait(pending, timeout=max(deadline - time.perf_counter(), 0), return_when=FIRST_COMPLETED)
+        if not done:
+            break
+        for lookup in done:
+            host = pending.pop(lookup)
+            try:
+                lookup.result()
+                return host
+            except socket.gaierror as exc:
+                failures[host] = f"cannot resolve {host}: {exc.strerror}"
+            except UnicodeError:
+                failures[host] = f"cannot resolve {host}: not a valid host name"
+    first = hosts[0]
+    raise CheckFailed(failures.get(first) or f"name lookup for {first} timed out after {timeout:g} s")
 
 
 def _lookup(host: str, port: int | None, socktype: int) -> Future:
