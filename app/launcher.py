@@ -150,6 +150,7 @@ def run(worker_count: int | None = None) -> int:
                     state["instance_id"], state["role"], settings.instance_location,
                     settings.host, settings.port, settings.sync_api_port)
         supervisor = Supervisor(process_commands(settings, worker_count), env)
+        supervisor.stopping = stop_requested  # a signal since the check above
         return supervisor.run()
     finally:
         if embedded is not None:

@@ -3,8 +3,8 @@
 Reading a day of raw results for 1,000 endpoints means aggregating 1.4
 million rows; reading 24 hourly rows per endpoint plus the last hour of raw
 results is a few milliseconds. So finished hours are rolled up into
-``result_hours`` once, lazily, by whoever reads first (every view that needs
-history calls ``roll_up``), and readers combine:
+``result_hours`` once, by the clock's ``roll-up-results`` job (``roll_up``,
+every 5 minutes; readers never roll up), and readers combine:
 
     rolled-up hours before the watermark  +  raw results from it on
 

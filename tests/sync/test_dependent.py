@@ -219,3 +219,29 @@ def test_after_a_refused_token_it_registers_first_and_says_so(dependent_app, htt
         assert configuration.get_state(dependent.TOKEN) == "removed"
     paths = [request.path for request, _ in httpserver.log]
     assert paths == ["/sync/api/heartbeat", "/sync/api/register", "/sync/api/register"]
+
+
+def test_a_lost_sync_lock_abandons_the_round_without_counting_a_failure(dependent_app, httpserver):
+    from redis.exceptions import LockError, LockNotOwnedError
+
+    def lock_lost():
+        raise LockNotOwnedError("the sync lock expired")
+
+    with dependent_app.app_context():
+        with pytest.raises(LockError):
+            dependent.sync_once(before_request=lock_lost)
+        assert configuration.get_state(dependent.FAILURES) is None
+    assert httpserver.log == []
+
+
+def test_a_refusal_later_in_the_round_also_makes_the_next_round_register_first(dependent_app, httpserver):
+    with dependent_app.app_context():
+        configuration.set_state(dependent.TOKEN, "t0ken")
+        db.session.commit()
+    httpserver.expect_request("/sync/api/heartbeat", method="PUT").respond_with_json(
+        {"acknowledged": [], "rejected": [], "configVersion": 5, "epoch": 0})
+    httpserver.expect_request("/sync/api/endpoints").respond_with_data("no", status=401)
+    with dependent_app.app_context():
+        with pytest.raises(dependent.NotAuthorized):
+            dependent.sync_once()
+        assert configuration.get_state(dependent.TOKEN_REFUSED_AT) is not None

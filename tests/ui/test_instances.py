@@ -64,6 +64,8 @@ def test_the_live_refresh_sends_the_rows_alone(cluster_primary):
     assert rows.status_code == 200
     html = rows.get_data(as_text=True)
     assert f'id="instance-{DEPENDENT_ID}"' in html and "<html" not in html
+    assert "HX-Request" in rows.headers["Vary"]
+    assert "HX-Request" in web.get("/instances").headers["Vary"]
 
 
 def test_removing_an_instance_revokes_its_token_at_once(cluster_primary):

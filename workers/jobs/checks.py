@@ -235,6 +235,6 @@ def roll_up_results() -> str:
         # endpoint-hours, each), so results are stored between them.
         for _ in range(24 * 100 // MAX_HOURS_PER_CALL + 1):
             previous, mark = mark, roll_up()
-            if mark == previous and not late_hours_waiting(mark):
+            if mark == previous and not late_hours_waiting():
                 break
         return mark.isoformat() if mark else ""

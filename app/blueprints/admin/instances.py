@@ -8,7 +8,7 @@ make it part of a cluster.
 """
 from __future__ import annotations
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, flash, make_response, redirect, render_template, request, url_for
 
 from app.blueprints.admin import bp
 from app.blueprints.admin.signin import changes_configuration
@@ -27,14 +27,19 @@ def instances():
     role = configuration.role()
     if request.headers.get("HX-Request"):
         if role != ROLE_PRIMARY:
-            return "", 286  # nothing to refresh here: htmx stops polling
-        return render_template("partials/instance_rows.html", rows=primary.registry())
-    context = {"role": role, "refresh": REFRESH_SECONDS, "now": utcnow()}
-    if role == ROLE_PRIMARY:
-        context["rows"] = primary.registry()
-    elif role == ROLE_DEPENDENT:
-        context["link"] = dependent.link_status()
-    return render_template("admin/instances.html", **context)
+            response = make_response("", 286)  # nothing to refresh here: htmx stops polling
+        else:
+            response = make_response(render_template("partials/instance_rows.html", rows=primary.registry()))
+    else:
+        context = {"role": role, "refresh": REFRESH_SECONDS, "now": utcnow()}
+        if role == ROLE_PRIMARY:
+            context["rows"] = primary.registry()
+        elif role == ROLE_DEPENDENT:
+            context["link"] = dependent.link_status()
+        response = make_response(render_template("admin/instances.html", **context))
+    # One URL, two answers: a cache must never hand the rows back as the page.
+    response.headers["Vary"] = "HX-Request"
+    return response
 
 
 @bp.post("/instances/<instance_id>/remove")

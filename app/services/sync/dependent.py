@@ -18,6 +18,7 @@ from datetime import datetime
 from urllib.parse import urlsplit
 
 import requests
+from redis.exceptions import LockError
 from flask import current_app
 from sqlalchemy import func, select, update
 
@@ -360,6 +361,12 @@ def sync_once(*, before_request: Callable[[], object] | None = None) -> dict:
         stale = pulled_at is None or (utcnow() - datetime.fromisoformat(pulled_at)).total_seconds() >= settings.sync_interval
         if round_["configVersion"] != configuration.config_version() or stale:
             summary["configApplied"] = pull_configuration(primary, token) or summary["configApplied"]
+    except LockError:
+        # The sync job's lock ran out (redis-py's LockError is a ValueError,
+        # so before the next clause): the job abandons the round; it is no
+        # failure of the primary's.
+        db.session.rollback()
+        raise
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         # A reply that is not the sync API's (a proxy's error page, hostile
         # traffic) changes nothing here and counts as a failed round.
@@ -369,6 +376,10 @@ def sync_once(*, before_request: Callable[[], object] | None = None) -> dict:
         raise failure from None
     except (PrimaryUnavailable, NotAuthorized) as exc:
         db.session.rollback()
+        if isinstance(exc, NotAuthorized):
+            # Refused anywhere in the round (a later batch, the configuration
+            # pull, registration itself): the next round registers first.
+            configuration.set_state(TOKEN_REFUSED_AT, utcnow().isoformat())
         _count_failure(exc)
         raise
     configuration.set_state(FAILURES, "0")

@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -93,13 +93,16 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
     3. Instance state and per-endpoint sync status are updated in the same
        transaction.
     """
-    # Locked, so a removal waits for this heartbeat (or came first: then the
-    # instance is gone and its token with it).
-    instance = db.session.get(MonitoringInstance, instance_id, with_for_update={"key_share": True})
-    if instance is None:
+    now = utcnow()
+    # A write first: it takes the instance's row lock (PostgreSQL) or the
+    # database's write lock (SQLite) until commit, so a removal waits for
+    # this heartbeat, or came first and the instance is gone.
+    touched = db.session.execute(update(MonitoringInstance).where(MonitoringInstance.id == instance_id)
+                                 .values(last_heartbeat_at=now))
+    if touched.rowcount == 0:
         db.session.rollback()
         raise InstanceRemoved(instance_id)
-    now = utcnow()
+    instance = db.session.get(MonitoringInstance, instance_id)
     results = payload.results
     known = set()
     if results:
@@ -255,6 +258,7 @@ def registry() -> list[dict]:
 
 
 def age_seconds(moment: datetime | None, now: datetime) -> int | None:
+    """Whole seconds from ``moment`` to ``now`` (never negative), or None."""
     return None if moment is None else max(0, int((now - moment).total_seconds()))
 
 
