@@ -52,3 +52,14 @@ def test_a_viewer_reads_but_cannot_write_through_the_api(app, admin):
     assert response.status_code == 403
     with app.app_context():
         assert db.session.query(Endpoint).count() == 1
+
+
+def test_a_viewer_cannot_read_stored_options_through_the_form_fragment(app, admin):
+    endpoint_id = make_endpoint(app, name="web", options={"headers": {"Authorization": "Bearer s3cret-token"},
+                                                          "method": "POST", "body": "private body"})
+    client = viewer_client(app)
+    response = client.get(f"/endpoints/form-options?checkType=http&endpoint={endpoint_id}",
+                          headers={"HX-Request": "true"})
+    html = response.get_data(as_text=True)
+    assert response.status_code == 403
+    assert "s3cret-token" not in html and "private body" not in html

@@ -123,8 +123,13 @@ def edit_endpoint(endpoint_id: int):
 
 
 @bp.get("/endpoints/form-options")
+@changes_configuration
 def endpoint_form_options():
-    """The option inputs of one check type (swapped in when the type changes)."""
+    """The option inputs of one check type (swapped in when the type changes).
+
+    Refused like the forms it belongs to: with an endpoint's id it shows
+    that endpoint's stored options (headers, body) as the edit page would.
+    """
     check_type = request.args.get("checkType", "http")
     if check_type not in CHECK_TYPES:
         abort(400, description="Unknown check type.")
