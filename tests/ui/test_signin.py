@@ -70,6 +70,14 @@ def test_it_rate_limits_sign_in_per_address_and_account(client, admin):
     assert ok.status_code == 302
 
 
+def test_a_head_request_for_the_sign_in_page_is_no_failed_attempt(client, admin):
+    from app.services import login_throttle
+
+    for _ in range(login_throttle.MAX_PER_IP):
+        assert client.head("/login").status_code == 200
+    assert sign_in(client).status_code == 302
+
+
 def test_it_forgets_failures_after_a_successful_sign_in(client, admin):
     for _ in range(4):
         sign_in(client, password="wrong password!")

@@ -206,7 +206,7 @@ def login():
     if _no_users_yet():
         return redirect(url_for("admin.setup"))
     next_url = _safe_next(request.values.get("next"))
-    if request.method == "GET":
+    if request.method != "POST":  # GET, or HEAD (Flask adds it): no attempt to count
         if current_user() is not None:
             return redirect(next_url)
         return render_template("admin/login.html", next=next_url, email="", error=None)
