@@ -51,11 +51,20 @@ def _problem_in(data) -> str | None:
 def json_body():
     """The request's JSON object, or (None, an error response).
 
-    Malformed, non-object and absurdly nested bodies, NaN and Infinity (not
-    JSON, though Python reads them) and NUL characters (which PostgreSQL
-    refuses) are all a 400; an oversized body raises the 413 before parsing.
+    A body sent as anything but ``application/json`` is a 415: a browser
+    sends ``text/plain`` or form bodies cross-site without asking first, and
+    with basic-auth credentials it has cached, such a post would act as the
+    user. Malformed, non-object and absurdly nested bodies, NaN and Infinity
+    (not JSON, though Python reads them) and NUL characters (which
+    PostgreSQL refuses) are all a 400; an oversized body raises the 413
+    before parsing.
     """
     raw = request.get_data(cache=True)
+    if raw and request.mimetype != "application/json":
+        sent = f"it was {request.content_type!r}" if request.content_type else "none was sent"
+        return None, json_error(415, "unsupported_media_type",
+                                f"the body must be sent with 'Content-Type: application/json' ({sent})",
+                                fields={"Content-Type": "must be application/json"})
     try:
         data = json.loads(raw, parse_constant=_refuse_constant) if raw else None
     except _RefusedConstant as exc:

@@ -122,6 +122,38 @@ def test_it_rejects_a_body_that_is_not_a_json_object(app, client, auth_headers):
     assert count_endpoints(app) == 0
 
 
+@pytest.mark.parametrize("content_type", ["text/plain", "application/x-www-form-urlencoded",
+                                          "multipart/form-data; boundary=x", None])
+def test_it_refuses_a_json_body_sent_as_another_content_type(app, client, auth_headers, content_type):
+    # What a cross-site form can send without asking first, with the browser's cached basic auth.
+    import json
+
+    headers = {**auth_headers, **({"Content-Type": content_type} if content_type else {})}
+    response = client.post("/api/v1/endpoints", data=json.dumps(HTTP_ENDPOINT), headers=headers)
+    assert response.status_code == 415
+    assert response.get_json()["error"] == "unsupported_media_type"
+    assert "Content-Type: application/json" in response.get_json()["message"]
+    assert count_endpoints(app) == 0
+
+
+def test_it_refuses_an_update_sent_as_another_content_type(client, auth_headers):
+    import json
+
+    url = client.post("/api/v1/endpoints", json=HTTP_ENDPOINT, headers=auth_headers).headers["Location"]
+    response = client.patch(url, data=json.dumps({"name": "changed"}), content_type="text/plain",
+                            headers=auth_headers)
+    assert response.status_code == 415
+    assert client.get(url, headers=auth_headers).get_json()["name"] == "Homepage"
+
+
+def test_it_accepts_json_with_a_charset(app, client, auth_headers):
+    import json
+
+    response = client.post("/api/v1/endpoints", data=json.dumps(HTTP_ENDPOINT),
+                           content_type="application/json; charset=utf-8", headers=auth_headers)
+    assert response.status_code == 201, response.get_json()
+
+
 def test_it_rejects_an_oversized_body(app, client, auth_headers):
     huge = {**HTTP_ENDPOINT, "name": "x" * (2 * 1024 * 1024)}
     response = client.post("/api/v1/endpoints", json=huge, headers=auth_headers)
