@@ -5,6 +5,7 @@ import re
 from app.extensions import db
 from app.models import Endpoint, NotificationService
 from tests.ui.conftest import make_endpoint, post
+from tests.ui.test_viewers import viewer_client
 
 
 def test_it_adds_a_webhook_and_never_shows_its_secrets_again(web, app, httpserver):
@@ -54,6 +55,36 @@ def test_send_test_shows_the_outcome_inline(web, app, httpserver):
     failed = web.post(f"/notifications/{service_id}/test", headers={"HX-Request": "true", "X-CSRFToken": web.token})
     assert "Test failed" in failed.get_data(as_text=True)
     assert "sent" in web.get("/notifications").get_data(as_text=True)
+
+
+def _hook(web, app, httpserver) -> int:
+    httpserver.expect_request("/hook", method="POST").respond_with_data("ok")
+    post(web, "/notifications/new", {"name": "Hook", "kind": "webhook", "url": httpserver.url_for("/hook"),
+                                     "isEnabled": "on"})
+    with app.app_context():
+        return db.session.execute(db.select(NotificationService.id)).scalar_one()
+
+
+def test_a_viewer_cannot_send_a_test(web, app, httpserver):
+    service_id = _hook(web, app, httpserver)
+    viewer = viewer_client(app)
+    assert "Send test" not in viewer.get("/notifications").get_data(as_text=True)
+    response = viewer.post(f"/notifications/{service_id}/test",
+                           headers={"HX-Request": "true", "X-CSRFToken": viewer.token})
+    assert response.status_code == 403
+    assert httpserver.log == []
+
+
+def test_a_dependent_sends_no_test(web, app, httpserver):
+    from app.services import configuration
+
+    service_id = _hook(web, app, httpserver)
+    with app.app_context():
+        configuration.set_role("dependent", new_epoch=1, new_primary_url="http://primary.test:3002")
+        db.session.commit()
+    response = post(web, f"/notifications/{service_id}/test")
+    assert response.status_code == 409 and "http://primary.test:3002" in response.get_data(as_text=True)
+    assert httpserver.log == []
 
 
 def test_an_endpoint_form_chooses_its_services(web, app, httpserver):

@@ -118,8 +118,13 @@ def delete_notification_service(service_id: int):
 
 
 @bp.post("/notifications/<int:service_id>/test")
+@changes_configuration
 def test_notification_service(service_id: int):
-    """Send a test message now; the outcome shows inline (HTMX) or as a flash."""
+    """Send a test message now; the outcome shows inline (HTMX) or as a flash.
+
+    Administrators only: a test is a request to the outside world, and a
+    dependent holds no secrets to send one with (only the primary alerts).
+    """
     try:
         delivery = notifications.send_test(service_id)
     except LookupError:
