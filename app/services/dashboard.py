@@ -108,7 +108,7 @@ def add_history(rows: list[EndpointRow], now: datetime | None = None, *, all_end
             entry = sums[endpoint_id] = [0, 0, [0.0] * SPARKLINE_HOURS, [0] * SPARKLINE_HOURS]
         entry[0] += tally.checks
         entry[1] += tally.ok_checks
-        if hour >= first_hour:
+        if first_hour <= hour <= last_hour:
             entry[2][hour - first_hour] += tally.response_ms_sum
             entry[3][hour - first_hour] += tally.response_ms_count
     certificates = certificate_days(ids)

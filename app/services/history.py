@@ -53,7 +53,8 @@ def chart(endpoint_id: int, range_key: str, now: datetime | None = None) -> list
     by_bucket: dict[int, Tally] = {}
     if selected.bucket < HOUR:
         start = datetime.fromtimestamp(first * size, timezone.utc)
-        for (_, number), tally in raw_tallies(start, None, bucket_seconds=size, endpoint_ids=[endpoint_id]).items():
+        end = datetime.fromtimestamp((last + 1) * size, timezone.utc)  # the current bucket, nothing later
+        for (_, number), tally in raw_tallies(start, end, bucket_seconds=size, endpoint_ids=[endpoint_id]).items():
             by_bucket[number] = tally
     else:
         start = hour_floor(datetime.fromtimestamp(first * size, timezone.utc))
@@ -111,16 +112,25 @@ def recent_failures(endpoint_id: int, *, limit: int = 20) -> list[ResponseTime]:
 
 
 def latest_certificate(endpoint: Endpoint) -> dict | None:
-    """certificateInfo of the newest result that has one (HTTPS only)."""
+    """certificateInfo of this instance's newest result that has one (HTTPS only).
+
+    This instance's own: what a dependent reports of the certificate (it may
+    be served another one, or send anything at all) is not shown as the
+    endpoint's. A ``daysRemaining`` that is not a whole number is left out.
+    """
     if endpoint.check_type != "http" or not endpoint.target.lower().startswith("https:"):
         return None
     rows = db.session.execute(
-        select(ResponseTime.check_metadata).where(ResponseTime.endpoint_id == endpoint.id)
+        select(ResponseTime.check_metadata)
+        .where(ResponseTime.endpoint_id == endpoint.id, ResponseTime.instance_id == configuration.instance_id())
         .order_by(ResponseTime.checked_at.desc()).limit(20)
     ).scalars()
     for metadata in rows:
         info = (metadata or {}).get("certificateInfo")
-        if info:
+        if info and isinstance(info, dict):
+            days = info.get("daysRemaining")
+            if "daysRemaining" in info and (not isinstance(days, int) or isinstance(days, bool)):
+                info = {key: value for key, value in info.items() if key != "daysRemaining"}
             return info
     return None
 

@@ -344,7 +344,10 @@ def hourly_rows(start: datetime, now: datetime, *, endpoint_ids: list[int] | Non
             statement = statement.bindparams(bindparam("ids", expanding=True))
         for endpoint_id, bucket, *numbers in db.session.execute(statement, params):
             yield endpoint_id, int(bucket), Tally(*numbers)
-    for (endpoint_id, bucket), tally in raw_tallies(max(start, mark), None, bucket_seconds=3600,
+    # Up to the end of the current hour: a result stamped a little ahead (a
+    # dependent's clock) counts once its hour comes, not in one no reader
+    # expects yet.
+    for (endpoint_id, bucket), tally in raw_tallies(max(start, mark), hour_floor(now) + HOUR, bucket_seconds=3600,
                                                     endpoint_ids=endpoint_ids).items():
         yield endpoint_id, bucket, tally
 

@@ -339,3 +339,54 @@ def test_it_refuses_out_of_range_integers(primary_app, sync, token):
                      headers=bearer(token))
     assert reply.status_code == 400
     assert {"configVersion", "results.0.endpointId"} <= set(reply.get_json()["fields"])
+
+
+def test_the_join_secret_alone_cannot_take_over_a_live_instance_s_id(primary_app, sync, token):
+    """Every dependent knows the secret and can list the ids: re-registering
+    an id takes that instance's token (expired will do) or its silence."""
+    from app.services.sync import tokens
+
+    hijack = sync.post("/sync/api/register", json=registration(instanceName="rogue", location="elsewhere"),
+                       headers={"X-Cluster-Secret": SECRET})
+    assert hijack.status_code == 409 and hijack.get_json()["fields"] == {"instanceId": "in use by a live instance"}
+    assert sync.get("/sync/api/instances", headers=bearer(token)).status_code == 200
+    with primary_app.app_context():
+        instance = db.session.get(MonitoringInstance, DEPENDENT_ID)
+        assert (instance.name, instance.location) == ("dep-1", "eu-west")
+        expired, _ = tokens.issue(DEPENDENT_ID, ttl=-60)
+        db.session.commit()
+
+    again = sync.post("/sync/api/register", json=registration(), headers={
+        "X-Cluster-Secret": SECRET, "Authorization": f"Bearer {expired}"})
+    assert again.status_code == 201  # its own (expired) token proves who it is
+    assert sync.get("/sync/api/instances", headers=bearer(token)).status_code == 401  # the older one is revoked
+
+    with primary_app.app_context():
+        db.session.get(MonitoringInstance, DEPENDENT_ID).last_heartbeat_at = utcnow() - timedelta(minutes=5)
+        db.session.commit()
+    silent = sync.post("/sync/api/register", json=registration(), headers={"X-Cluster-Secret": SECRET})
+    assert silent.status_code == 201  # silent for 3 heartbeats: its tokens may no longer verify
+
+
+def test_a_dependent_cannot_set_the_primary_s_own_connection_facts(primary_app, sync, token, endpoint_id):
+    from app.services.sync import primary
+
+    body = heartbeat()
+    body["connectionStatus"] = {"primaryReachable": True, "heartbeatInterval": "x", "remoteAddr": "10.9.9.9",
+                                "anythingElse": "y" * 1000}
+    body["systemInfo"] = {"cpuPercent": 1.0, "injected": "z" * 1000}
+    assert sync.put("/sync/api/heartbeat", json=body, headers=bearer(token)).status_code == 200
+    with primary_app.app_context():
+        instance = db.session.get(MonitoringInstance, DEPENDENT_ID)
+        assert instance.connection_info["heartbeatInterval"] == 5
+        assert instance.connection_info["remoteAddr"] != "10.9.9.9"
+        assert "anythingElse" not in instance.connection_info and "injected" not in instance.system_info
+        primary.mark_silent_instances()  # does not trip over anything a dependent sent
+
+
+def test_it_refuses_results_from_the_future(primary_app, sync, token, endpoint_id):
+    ahead = result(endpoint_id, checkedAt=(utcnow() + timedelta(minutes=30)).isoformat())
+    reply = sync.put("/sync/api/heartbeat", json=heartbeat([ahead]), headers=bearer(token))
+    assert reply.status_code == 400 and "results.0.checkedAt" in reply.get_json()["fields"]
+    skewed = result(endpoint_id, checkedAt=(utcnow() + timedelta(minutes=2)).isoformat())
+    assert sync.put("/sync/api/heartbeat", json=heartbeat([skewed]), headers=bearer(token)).status_code == 200

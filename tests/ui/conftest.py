@@ -64,5 +64,8 @@ def add_result(app, endpoint_id, *, ok=True, ms=12.0, at=None, reason=None, meta
                              failure_reason=reason if not ok else None, metadata=metadata or {})
         if at is not None:
             result.checked_at = at
-        record_results([(endpoint_id, result)], instance_id="test", location="lab")
+        from app.services import configuration
+
+        # Made here, as a worker of this instance would store it.
+        record_results([(endpoint_id, result)], instance_id=configuration.instance_id(), location="lab")
         db.session.remove()

@@ -161,7 +161,13 @@ def register():
                           fields=errors)
     if registration.instance_id == configuration.instance_id():
         return json_error(409, "conflict", "that instance id is the primary's own")
-    return jsonify(primary.register(registration, remote_addr=address)), 201
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    try:
+        reply = primary.register(registration, remote_addr=address,
+                                 presented_token=token.strip() if scheme.lower() == "bearer" else None)
+    except primary.InstanceIdInUse as exc:
+        return json_error(409, "instance_id_in_use", str(exc), fields={"instanceId": "in use by a live instance"})
+    return jsonify(reply), 201
 
 
 @bp.put("/heartbeat")

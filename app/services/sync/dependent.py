@@ -160,7 +160,10 @@ def registration() -> dict:
 def register(primary: PrimaryClient) -> str:
     """Register with the primary using the join secret; store the token."""
     secret = current_app.config["SETTINGS"].sync_shared_secret
-    reply = primary.call("POST", "/register", secret=secret, json=registration()).json()
+    # The token held, even a refused or expired one, proves this is the
+    # instance that registered the id before.
+    reply = primary.call("POST", "/register", secret=secret, token=configuration.get_state(TOKEN),
+                         json=registration()).json()
     configuration.set_state(TOKEN, reply["token"])
     configuration.set_state(TOKEN_REFUSED_AT, None)
     configuration.set_state(REGISTERED_WITH, primary.base_url)

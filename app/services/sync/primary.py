@@ -41,14 +41,29 @@ class InstanceRemoved(LookupError):
     """The instance was removed after its token was checked."""
 
 
-def register(registration: InstanceRegistration, *, remote_addr: str | None = None) -> dict:
+class InstanceIdInUse(PermissionError):
+    """A registration names a live instance's id without holding its token."""
+
+
+def register(registration: InstanceRegistration, *, remote_addr: str | None = None,
+             presented_token: str | None = None) -> dict:
     """Record (or refresh) an instance and issue it a fresh token.
 
     Re-registering revokes the instance's earlier tokens, so each instance
-    holds one live token.
+    holds one live token. The join secret alone does not let anyone take
+    over a registered instance's id (every dependent knows the secret and
+    can list the ids): that takes one of its tokens (expired will do), or
+    the instance having gone silent, as a dependent whose tokens no longer
+    verify (a new SECRET_KEY on the primary) has.
     """
     now = utcnow()
     instance = db.session.get(MonitoringInstance, registration.instance_id)
+    if instance is not None and tokens.owner_of(presented_token) != instance.id and not _silent(instance, now):
+        db.session.rollback()
+        raise InstanceIdInUse(
+            f"instance id {instance.id} belongs to a registered instance that is still sending heartbeats; "
+            f"register again with its token (Authorization: Bearer), or after {_silence_limit(instance)} s "
+            "without its heartbeats")
     if instance is None:
         instance = MonitoringInstance(id=registration.instance_id, registered_at=now)
         db.session.add(instance)
@@ -135,8 +150,10 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
     instance.last_heartbeat_at = now
     instance.system_info = payload.system_info.model_dump(mode="json", by_alias=True, exclude_none=True)
     instance.connection_info = {
-        **(instance.connection_info or {}),
         **payload.connection_status.model_dump(mode="json", by_alias=True, exclude_none=True),
+        # The primary's own keys, from registration: never the dependent's to set.
+        **{key: value for key, value in (instance.connection_info or {}).items()
+           if key in ("heartbeatInterval", "remoteAddr")},
         "lastHeartbeatResults": len(results),
     }
     instance.config_version = payload.config_version
@@ -305,6 +322,19 @@ def register_self() -> None:
     db.session.commit()
 
 
+def _silence_limit(instance: MonitoringInstance) -> int:
+    """Seconds without heartbeats after which an instance counts as inactive."""
+    interval = (instance.connection_info or {}).get("heartbeatInterval")
+    if not isinstance(interval, int) or isinstance(interval, bool) or not 1 <= interval <= 3600:
+        interval = 10
+    return interval * INACTIVE_AFTER_MISSED
+
+
+def _silent(instance: MonitoringInstance, now: datetime) -> bool:
+    return (instance.last_heartbeat_at is None
+            or now - instance.last_heartbeat_at > timedelta(seconds=_silence_limit(instance)))
+
+
 def mark_silent_instances() -> dict:
     """Mark dependents inactive after missed heartbeats, failed after long silence."""
     now = utcnow()
@@ -313,11 +343,10 @@ def mark_silent_instances() -> dict:
     for instance in list_instances():
         if instance.id == own_id or instance.last_heartbeat_at is None:
             continue
-        interval = int((instance.connection_info or {}).get("heartbeatInterval") or 10)
         silent = now - instance.last_heartbeat_at
         if silent > timedelta(seconds=FAILED_AFTER_SECONDS):
             new = INSTANCE_FAILED
-        elif silent > timedelta(seconds=interval * INACTIVE_AFTER_MISSED):
+        elif silent > timedelta(seconds=_silence_limit(instance)):
             new = INSTANCE_INACTIVE
         else:
             continue

@@ -16,6 +16,8 @@ from app.services.results import MAX_REASON_LENGTH  # noqa: E402
 MAX_RESULTS_PER_HEARTBEAT = 1000
 BIGINT = 2**63 - 1  # the largest integer the databases store
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
+# A result from the future is a wrong clock; a little skew between hosts is not.
+MAX_CLOCK_SKEW = timedelta(minutes=5)
 MAX_METADATA_KEYS = 50
 
 
@@ -56,13 +58,16 @@ class MonitoringResult(WireModel):
     def _plausible_time(cls, value):
         # Far-off years overflow on conversion to UTC and mean a broken clock.
         utc = value.astimezone(timezone.utc) if 1 < value.year < 9999 else None
-        if utc is None or not (EARLIEST <= utc <= datetime.now(timezone.utc) + timedelta(days=1)):
-            raise ValueError("must be a time between 2000 and tomorrow")
+        if utc is None or not (EARLIEST <= utc <= datetime.now(timezone.utc) + MAX_CLOCK_SKEW):
+            raise ValueError(f"must be a time between 2000 and now (the dependent's clock may be "
+                             f"{MAX_CLOCK_SKEW.total_seconds() / 60:g} minutes ahead of the primary's, no more)")
         return utc
 
 
 class SystemInfo(WireModel):
-    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+    # Fields a newer dependent adds are dropped, not stored: nothing a
+    # dependent sends lands in the primary's records unchecked.
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
     cpu_percent: float | None = Field(default=None, ge=0, le=100 * 1024)
     memory_percent: float | None = Field(default=None, ge=0, le=100)
@@ -70,10 +75,11 @@ class SystemInfo(WireModel):
     load_average: list[float] | None = Field(default=None, max_length=3)
     uptime_seconds: float | None = Field(default=None, ge=0)
     version: str | None = Field(default=None, max_length=32)
+    python: str | None = Field(default=None, max_length=32)
 
 
 class ConnectionStatus(WireModel):
-    model_config = ConfigDict(extra="allow", alias_generator=to_camel, populate_by_name=True)
+    model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
     primary_reachable: bool = True
     consecutive_failures: int = Field(default=0, ge=0)

@@ -97,6 +97,27 @@ def verify(token: str) -> VerifiedToken | None:
     return VerifiedToken(row.instance_id, row.id, row.expires_at)
 
 
+def owner_of(token: str | None) -> str | None:
+    """The instance a genuine, unrevoked token was issued to, expired or not.
+
+    Proof of identity when an instance registers again (say, after its token
+    expired while the primary was away); never a way in to other routes.
+    """
+    if not token or len(token) > 1024:
+        return None
+    try:
+        claims = _serializer().loads(token)
+    except BadSignature:
+        return None
+    if not isinstance(claims, dict) or claims.get("perm") != PERMISSIONS:
+        return None
+    digest = token_hash(token)
+    row = db.session.execute(select(InstanceToken).where(InstanceToken.token_hash == digest)).scalar_one_or_none()
+    if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at is not None:
+        return None
+    return row.instance_id if row.instance_id == claims.get("iid") else None
+
+
 def revoke_all(instance_id: str) -> int:
     """Revoke every live token of an instance; the caller commits."""
     return db.session.execute(
