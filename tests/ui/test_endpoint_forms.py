@@ -169,6 +169,33 @@ def test_check_now_reports_a_failure_with_its_reason(web, app):
     assert ">Down</span>" in html and "127.0.0.1:9" in html
 
 
+def test_check_now_is_limited_per_user(web, app, httpserver):
+    from app.blueprints.admin.endpoints import CHECKS_NOW_PER_MINUTE
+    from tests.ui.test_viewers import viewer_client
+
+    httpserver.expect_request("/ok").respond_with_data("fine")
+    endpoint_id = make_endpoint(app, target=httpserver.url_for("/ok"))
+    viewer = viewer_client(app)
+    hx = {"HX-Request": "true", "X-CSRFToken": viewer.token}
+    for _ in range(CHECKS_NOW_PER_MINUTE):
+        assert viewer.post(f"/endpoints/{endpoint_id}/check", headers=hx).status_code == 200
+    refused = viewer.post(f"/endpoints/{endpoint_id}/check", headers=hx)
+    html = refused.get_data(as_text=True)
+    assert refused.status_code == 429 and 0 < int(refused.headers["Retry-After"]) <= 60
+    assert html.startswith('<p class="flash error"') and "try again in" in html
+    page = post(viewer, f"/endpoints/{endpoint_id}/check")  # without HTMX: a whole page
+    assert page.status_code == 429 and "Too many checks" in page.get_data(as_text=True)
+    assert len(httpserver.log) == CHECKS_NOW_PER_MINUTE  # the refused ones sent nothing
+    # Another user is not held back by this one.
+    assert web.post(f"/endpoints/{endpoint_id}/check",
+                    headers={"HX-Request": "true", "X-CSRFToken": web.token}).status_code == 200
+    # A minute later the viewer may check again.
+    limit = app.extensions["monitor_check_now_limit"]
+    later = limit.clock() + 61
+    limit.clock = lambda: later
+    assert viewer.post(f"/endpoints/{endpoint_id}/check", headers=hx).status_code == 200
+
+
 def test_a_dependent_shows_results_but_refuses_configuration_changes(web, app):
     from app.services import configuration
 

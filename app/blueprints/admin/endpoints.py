@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import logging
 
-from flask import abort, flash, redirect, render_template, request, url_for
+from flask import abort, current_app, flash, redirect, render_template, request, url_for
 
 from app.blueprints.redirects import local_path
 from app.blueprints.admin import bp
 from app.blueprints.admin.endpoint_form import (
     display_value, endpoint_input, errors_by_field, option_fields,
 )
-from app.blueprints.admin.signin import changes_configuration
+from app.blueprints.admin.signin import changes_configuration, current_user
 from app.checks import CHECK_TYPES, run_check
 from app.models import Endpoint
 from app.services import configuration
 from app.services import endpoints as endpoint_service
+from app.services.rate_limits import SlidingWindowLimit
 from app.services.results import record_results
 
 logger = logging.getLogger(__name__)
@@ -184,13 +185,36 @@ def delete_endpoint(endpoint_id: int):
     return redirect(url_for("ui.dashboard"), code=303)
 
 
+# Open to viewers (it only runs what an administrator configured), so it is
+# limited per user: the button must not become a way to send a stream of
+# requests to a monitored target.
+CHECKS_NOW_PER_MINUTE = 6
+
+
+def _check_now_limit() -> SlidingWindowLimit:
+    # One per app, so each app (and each test's app) counts on its own.
+    return current_app.extensions.setdefault("monitor_check_now_limit",
+                                             SlidingWindowLimit(CHECKS_NOW_PER_MINUTE, 60))
+
+
 @bp.post("/endpoints/<int:endpoint_id>/check")
 def check_endpoint_now(endpoint_id: int):
     """Run the check here and now, store its result, show it inline.
 
-    Allowed on a dependent too: the result is this location's own.
+    Allowed on a dependent too: the result is this location's own. At most
+    ``CHECKS_NOW_PER_MINUTE`` per user.
     """
     endpoint = _endpoint_or_404(endpoint_id)
+    wait = _check_now_limit().take(current_user().id)
+    if wait is not None:
+        message = (f"You have used “Check now” {CHECKS_NOW_PER_MINUTE} times in the last minute; "
+                   f"try again in {wait} second{'s' if wait != 1 else ''}. "
+                   "Endpoints are also checked on their own schedule.")
+        if request.headers.get("HX-Request"):
+            page = render_template("partials/message.html", message=message, kind="error")
+        else:
+            page = render_template("admin/message.html", title="Too many checks", message=message)
+        return page, 429, {"Retry-After": str(wait)}
     result = run_check(endpoint.check_type, endpoint.target, endpoint.port, endpoint.timeout_seconds,
                        dict(endpoint.options or {}))
     result.metadata["manual"] = True
