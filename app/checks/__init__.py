@@ -46,12 +46,27 @@ CHECK_TYPES: dict[str, CheckType] = {
 
 # Options that hold secrets: never shown back, logged or sent in alerts.
 SECRET_OPTIONS = frozenset({"sasl_password"})
+# Request headers (the ``headers`` option) whose values are secrets: the
+# credential headers, and any whose name says it holds a secret
+# (X-Api-Key, X-Auth-Token, X-Secret...).
+SECRET_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
+SECRET_HEADER_WORDS = ("token", "secret", "key", "password")
 MASK = "********"
+
+
+def is_secret_header(name: str) -> bool:
+    """Whether the value of request header ``name`` is a secret (any case)."""
+    name = name.lower()
+    return name in SECRET_HEADERS or any(word in name for word in SECRET_HEADER_WORDS)
 
 
 def public_options(options: dict) -> dict:
     """Options with secret values masked, for API answers and pages."""
-    return {k: (MASK if k in SECRET_OPTIONS and v else v) for k, v in (options or {}).items()}
+    shown = {k: (MASK if k in SECRET_OPTIONS and v else v) for k, v in (options or {}).items()}
+    if isinstance(shown.get("headers"), dict):
+        shown["headers"] = {name: (MASK if value and is_secret_header(name) else value)
+                            for name, value in shown["headers"].items()}
+    return shown
 
 
 def public_target(target: str) -> str:
@@ -89,4 +104,5 @@ def run_check(check_type: str, target: str, port: int | None, timeout: float, op
                            failure_reason=f"{type(exc).__name__}: {exc}")
 
 
-__all__ = ["CHECK_TYPES", "MASK", "SECRET_OPTIONS", "public_options", "public_target", "CheckFailed", "CheckOptions", "CheckResult", "CheckSpec", "CheckType", "run_check"]
+__all__ = ["CHECK_TYPES", "MASK", "SECRET_HEADERS", "SECRET_OPTIONS", "is_secret_header", "public_options",
+           "public_target", "CheckFailed", "CheckOptions", "CheckResult", "CheckSpec", "CheckType", "run_check"]

@@ -76,14 +76,15 @@ class Endpoint(db.Model):
     )
 
     def to_dict(self) -> dict:
-        """The endpoint for API answers: secret options masked."""
-        from app.checks import public_options
+        """The endpoint for API answers: the target without credentials, secret
+        options and headers masked (sending them back keeps the stored ones)."""
+        from app.checks import public_options, public_target
 
         return {
             "id": self.id,
             "name": self.name,
             "checkType": self.check_type,
-            "target": self.target,
+            "target": public_target(self.target),
             "port": self.port,
             "options": public_options(self.options),
             "intervalSeconds": self.interval_seconds,

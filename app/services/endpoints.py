@@ -11,13 +11,13 @@ import logging
 import re
 import time
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 
-from app.checks import CHECK_TYPES, public_target
+from app.checks import CHECK_TYPES, MASK, SECRET_OPTIONS, is_secret_header, public_target
 from app.extensions import db
 from app.models import STATUS_PENDING, Endpoint
 from app.services.input_errors import InvalidInput
@@ -164,6 +164,73 @@ def configuration_fields(endpoint: Endpoint) -> dict:
     }
 
 
+def with_stored_secrets(data: Any, endpoint: Endpoint | None) -> Any:
+    """``data`` with the secrets that API answers hide put back from ``endpoint``.
+
+    An answer shows the target without its credentials and secret options
+    and headers as ``MASK``, so that sending it back (read, modify, write)
+    never replaces a secret with what was shown:
+
+    1. a target equal to the stored one without its credentials keeps them;
+       one with an empty user part (``https://@host/``) drops them;
+    2. a secret option or header sent as ``MASK`` keeps the stored value
+       (headers matched in any case); a mask with nothing stored under that
+       name is an error naming it.
+    """
+    if not isinstance(data, dict):
+        return data
+    data = dict(data)
+    target = data.get("target")
+    if isinstance(target, str):
+        data["target"] = _stored_target(target.strip(), endpoint.target if endpoint is not None else None)
+    options = data.get("options")
+    if isinstance(options, dict):
+        stored = dict(endpoint.options or {}) if endpoint is not None else {}
+        data["options"] = _with_stored_options(options, stored)
+    return data
+
+
+def _stored_target(target: str, stored: str | None) -> str:
+    if stored is not None and target == public_target(stored):
+        return stored  # as shown: unchanged, credentials and all
+    if "://" in target and "@" in target:
+        try:
+            parts = urlsplit(target)
+            if parts.username == "" and parts.password is None:
+                return urlunsplit(parts._replace(netloc=parts.netloc.split("@", 1)[1]))
+        except ValueError:
+            pass  # validation names the bad target
+    return target
+
+
+def _with_stored_options(options: dict, stored: dict) -> dict:
+    errors: dict[str, str] = {}
+    missing = f"is the mask {MASK} but there is no stored value to keep; send the value itself"
+    options = dict(options)
+    for name in SECRET_OPTIONS:
+        if options.get(name) == MASK:
+            if stored.get(name):
+                options[name] = stored[name]
+            else:
+                errors[f"options.{name}"] = missing
+    headers = options.get("headers")
+    if isinstance(headers, dict) and MASK in headers.values():
+        stored_headers = stored.get("headers") if isinstance(stored.get("headers"), dict) else {}
+        by_name = {str(k).lower(): v for k, v in stored_headers.items()}
+        headers = dict(headers)
+        for name, value in headers.items():
+            if value != MASK or not is_secret_header(str(name)):
+                continue  # not a value the API masks: taken as sent
+            if by_name.get(str(name).lower()):
+                headers[name] = by_name[str(name).lower()]
+            else:
+                errors[f"options.headers.{name}"] = missing
+        options["headers"] = headers
+    if errors:
+        raise InvalidEndpoint(errors)
+    return options
+
+
 def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.name = spec.name
     endpoint.check_type = spec.check_type
@@ -179,9 +246,13 @@ def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.reminder_interval_minutes = spec.reminder_interval_minutes
 
 
-def create_endpoint(data: dict) -> Endpoint:
-    """Validate and store a new endpoint; it is checked at once."""
-    spec = parse_input(data)
+def create_endpoint(data: dict, *, from_api: bool = False) -> Endpoint:
+    """Validate and store a new endpoint; it is checked at once.
+
+    ``from_api``: ``data`` may be an API answer sent back, with its hidden
+    secrets (see ``with_stored_secrets``).
+    """
+    spec = parse_input(with_stored_secrets(data, None) if from_api else data)
     endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
     endpoint.notification_services = _notification_services(spec.notification_service_ids)
     apply_input(endpoint, spec)
@@ -192,14 +263,19 @@ def create_endpoint(data: dict) -> Endpoint:
     return endpoint
 
 
-def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool) -> Endpoint:
-    """Replace (``partial=False``) or patch an endpoint's settings."""
+def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool, from_api: bool = False) -> Endpoint:
+    """Replace (``partial=False``) or patch an endpoint's settings.
+
+    ``from_api``: ``data`` may be an API answer sent back, whose hidden
+    secrets keep the stored ones (see ``with_stored_secrets``). The edit
+    form shows the real values instead, so what it sends is taken as is.
+    """
     if not isinstance(data, dict):
         raise InvalidEndpoint({"body": "must be a JSON object"})
     merged = {**configuration_fields(endpoint), **data} if partial else data
     if partial and "checkType" in data and "options" not in data and data["checkType"] != endpoint.check_type:
         merged["options"] = {}  # options of the old type mean nothing to the new one
-    spec = parse_input(merged)
+    spec = parse_input(with_stored_secrets(merged, endpoint) if from_api else merged)
     if spec.notification_service_ids is not None:
         endpoint.notification_services = _notification_services(spec.notification_service_ids)
     was_paused, old_interval = endpoint.is_paused, endpoint.interval_seconds

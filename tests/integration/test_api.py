@@ -255,6 +255,92 @@ def test_it_never_shows_secrets_back(app, client, auth_headers, caplog):
     assert public_target("http://[::1]:80/") == "http://[::1]:80/"
 
 
+SECRET_HTTP = {
+    **HTTP_ENDPOINT, "name": "Private", "target": "https://bob:pa55word@127.0.0.1:8443/x",
+    "options": {"headers": {"Authorization": "Bearer auth-s3cret", "Proxy-Authorization": "Basic proxy-s3cret",
+                            "Cookie": "session=cookie-s3cret", "X-Api-Key": "key-s3cret",
+                            "x-auth-token": "token-s3cret", "X-Client-Secret": "secret-s3cret",
+                            "X-Db-Password": "password-s3cret", "X-Probe": "monitor"}},
+}
+SECRET_KAFKA = {"name": "orders", "checkType": "kafka_consumer", "target": "127.0.0.1:9092",
+                "options": {"topic": "orders", "security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "PLAIN",
+                            "sasl_username": "monitor", "sasl_password": "hunter2-secret"}}
+# What a client may send back of an answer (the rest is read-only state).
+INPUT_FIELDS = ("name", "checkType", "target", "port", "options", "intervalSeconds", "timeoutSeconds",
+                "failureThreshold", "successThreshold", "isPaused", "group", "reminderIntervalMinutes",
+                "notificationServiceIds")
+
+
+def stored(app, endpoint_id):
+    with app.app_context():
+        endpoint = db.session.get(Endpoint, endpoint_id)
+        return endpoint.target, endpoint.options
+
+
+def test_it_shows_no_url_credentials_or_secret_headers(app, client, auth_headers):
+    created = client.post("/api/v1/endpoints", json=SECRET_HTTP, headers=auth_headers)
+    assert created.status_code == 201, created.get_json()
+    url = created.headers["Location"]
+    for answer in (created.get_json(), client.get(url, headers=auth_headers).get_json(),
+                   client.get("/api/v1/endpoints", headers=auth_headers).get_json()["endpoints"][0]):
+        assert "s3cret" not in str(answer) and "pa55word" not in str(answer)
+        assert answer["target"] == "https://127.0.0.1:8443/x"
+        assert answer["options"]["headers"] == {
+            "Authorization": "********", "Proxy-Authorization": "********", "Cookie": "********",
+            "X-Api-Key": "********", "x-auth-token": "********", "X-Client-Secret": "********",
+            "X-Db-Password": "********", "X-Probe": "monitor"}
+    assert stored(app, created.get_json()["id"]) == (SECRET_HTTP["target"], SECRET_HTTP["options"])
+
+
+@pytest.mark.parametrize("method", ["PUT", "PATCH"])
+@pytest.mark.parametrize("endpoint", [SECRET_HTTP, SECRET_KAFKA], ids=["http", "kafka"])
+def test_sending_an_answer_back_keeps_the_secrets_it_hides(app, client, auth_headers, method, endpoint):
+    url = client.post("/api/v1/endpoints", json=endpoint, headers=auth_headers).headers["Location"]
+    shown = client.get(url, headers=auth_headers).get_json()
+    changed = {**{k: shown[k] for k in INPUT_FIELDS}, "name": "Renamed"}
+    response = client.open(url, method=method, json=changed, headers=auth_headers)
+    assert response.status_code == 200, response.get_json()
+    assert response.get_json() == {**shown, "name": "Renamed", "updatedAt": response.get_json()["updatedAt"]}
+    assert stored(app, shown["id"]) == (endpoint["target"], endpoint["options"])
+
+
+def test_it_replaces_or_drops_url_credentials_when_told(app, client, auth_headers):
+    url = client.post("/api/v1/endpoints", json=SECRET_HTTP, headers=auth_headers).headers["Location"]
+    endpoint_id = int(url.rsplit("/", 1)[1])
+    assert client.patch(url, json={"target": "https://alice:n3w@127.0.0.1:8443/x"},
+                        headers=auth_headers).status_code == 200
+    assert stored(app, endpoint_id)[0] == "https://alice:n3w@127.0.0.1:8443/x"
+    assert client.patch(url, json={"target": "https://@127.0.0.1:8443/x"}, headers=auth_headers).status_code == 200
+    assert stored(app, endpoint_id)[0] == "https://127.0.0.1:8443/x"
+    # Another URL is taken as sent: no credentials carried over to it.
+    client.patch(url, json={"target": "https://carol:pw@127.0.0.1:8443/x"}, headers=auth_headers)
+    assert client.patch(url, json={"target": "https://127.0.0.1:8443/y"}, headers=auth_headers).status_code == 200
+    assert stored(app, endpoint_id)[0] == "https://127.0.0.1:8443/y"
+
+
+def test_it_replaces_a_secret_header_sent_with_a_new_value(app, client, auth_headers):
+    url = client.post("/api/v1/endpoints", json=SECRET_HTTP, headers=auth_headers).headers["Location"]
+    headers = {"authorization": "********", "X-Api-Key": "new-key", "X-Probe": "********"}
+    response = client.patch(url, json={"options": {"headers": headers}}, headers=auth_headers)
+    assert response.status_code == 200, response.get_json()
+    # Matched in any case; a header the API never masks is taken as sent.
+    assert stored(app, response.get_json()["id"])[1]["headers"] == {
+        "authorization": "Bearer auth-s3cret", "X-Api-Key": "new-key", "X-Probe": "********"}
+
+
+def test_it_refuses_a_mask_with_no_stored_secret_behind_it(app, client, auth_headers):
+    url = client.post("/api/v1/endpoints", json=HTTP_ENDPOINT, headers=auth_headers).headers["Location"]
+    response = client.patch(url, json={"options": {"headers": {"Authorization": "********"}}},
+                            headers=auth_headers)
+    assert response.status_code == 400
+    assert "no stored value" in response.get_json()["fields"]["options.headers.Authorization"]
+    created = client.post("/api/v1/endpoints", headers=auth_headers, json={
+        **SECRET_KAFKA, "options": {**SECRET_KAFKA["options"], "sasl_password": "********"}})
+    assert created.status_code == 400 and "options.sasl_password" in created.get_json()["fields"]
+    assert count_endpoints(app) == 1
+    assert stored(app, int(url.rsplit("/", 1)[1]))[1] == HTTP_ENDPOINT["options"]
+
+
 @pytest.mark.parametrize("body", [
     "[" * 5000 + "]" * 5000,
     '{"a":' * 900 + "1" + "}" * 900,

@@ -125,6 +125,16 @@ def test_it_edits_an_endpoint_and_keeps_a_secret_left_blank(web, app):
         assert endpoint.options["sasl_password"] == "s3cret"
 
 
+def test_the_edit_form_takes_the_target_as_typed(web, app):
+    # The form shows the real URL, so one typed without credentials drops
+    # them (unlike the API, whose answers never show them).
+    endpoint_id = make_endpoint(app, target="http://bob:pa55word@127.0.0.1:9/")
+    response = post(web, f"/endpoints/{endpoint_id}/edit", {**HTTP, "target": "http://127.0.0.1:9/"})
+    assert response.status_code == 302, response.get_data(as_text=True)
+    with app.app_context():
+        assert db.session.get(Endpoint, endpoint_id).target == "http://127.0.0.1:9/"
+
+
 def test_it_changes_the_check_type_of_an_endpoint(web, app):
     endpoint_id = make_endpoint(app, checkType="tcp", target="127.0.0.1", port=5432)
     response = post(web, f"/endpoints/{endpoint_id}/edit", {**HTTP, "name": "Now HTTP"})

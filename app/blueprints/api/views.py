@@ -63,7 +63,7 @@ def create_endpoint():
     if error:
         return error
     try:
-        endpoint = endpoint_service.create_endpoint(data)
+        endpoint = endpoint_service.create_endpoint(data, from_api=True)
     except endpoint_service.InvalidEndpoint as exc:
         return _invalid(exc)
     response = jsonify(endpoint.to_dict())
@@ -90,7 +90,7 @@ def update_endpoint(endpoint_id):
     if error:
         return error
     try:
-        endpoint_service.update_endpoint(endpoint, data, partial=request.method == "PATCH")
+        endpoint_service.update_endpoint(endpoint, data, partial=request.method == "PATCH", from_api=True)
     except endpoint_service.InvalidEndpoint as exc:
         return _invalid(exc)
     return jsonify(endpoint.to_dict())
