@@ -16,6 +16,7 @@ from sqlalchemy import func, select, text
 from app.extensions import db
 from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, UTCDateTime, utcnow
 from app.services.rollups import hourly_rows
+from app.services import endpoints
 
 STATUS_PAUSED = "PAUSED"
 FILTERS = (STATUS_UP, STATUS_DOWN, STATUS_PENDING, STATUS_PAUSED)
@@ -68,9 +69,7 @@ _COLUMNS = (Endpoint.id, Endpoint.name, Endpoint.check_type, Endpoint.target, En
 
 def _filtered(query, *, search: str | None, status: str | None):
     if search:
-        pattern = f"%{search.strip()}%"
-        query = query.where(Endpoint.name.ilike(pattern) | Endpoint.target.ilike(pattern)
-                            | Endpoint.group_name.ilike(pattern))
+        query = query.where(endpoints.matching(search))
     status = (status or "").upper()
     if status == STATUS_PAUSED:
         query = query.where(Endpoint.is_paused.is_(True))

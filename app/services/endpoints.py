@@ -319,11 +319,23 @@ def get_endpoint(endpoint_id: int) -> Endpoint | None:
     return db.session.get(Endpoint, endpoint_id)
 
 
+def matching(search: str):
+    """Endpoints whose name, group or target contains ``search``, in any case.
+
+    A target holding credentials (``user:password@``) is matched by name and
+    group only: a search must not reveal, a character at a time, what pages
+    and answers never show. ``%`` and ``_`` in the search are literal.
+    """
+    escaped = search.strip().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    pattern = f"%{escaped}%"
+    return (Endpoint.name.ilike(pattern, escape="\\") | Endpoint.group_name.ilike(pattern, escape="\\")
+            | (Endpoint.target.ilike(pattern, escape="\\") & ~Endpoint.target.contains("@")))
+
+
 def list_endpoints(*, search: str | None = None, status: str | None = None) -> list[Endpoint]:
     query = select(Endpoint).order_by(Endpoint.name, Endpoint.id)
     if search:
-        pattern = f"%{search}%"
-        query = query.where(Endpoint.name.ilike(pattern) | Endpoint.target.ilike(pattern))
+        query = query.where(matching(search))
     if status:
         query = query.where(Endpoint.status == status.upper())
     return list(db.session.execute(query).scalars())

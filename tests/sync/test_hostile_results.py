@@ -63,3 +63,18 @@ def test_a_certificate_with_a_malformed_day_count_is_shown_without_it(app):
         db.session.remove()
     html = _web(app).get(f"/endpoints/{endpoint_id}").get_data(as_text=True)
     assert "CN=odd.test" in html and "days left" not in html
+
+
+def test_a_search_cannot_spell_out_credentials_in_a_target(app):
+    from app.services.dashboard import endpoint_rows
+    from app.services.endpoints import list_endpoints
+
+    with app.app_context():
+        create_endpoint({"name": "shop", "checkType": "http", "target": "https://ops:hunter2@shop.test/"})
+        create_endpoint({"name": "blog_100%", "checkType": "http", "target": "https://blog.test/"})
+        for search in ("hunter2", "ops:h", "@shop"):
+            assert endpoint_rows(search=search) == [] and list_endpoints(search=search) == [], search
+        assert [r.name for r in endpoint_rows(search="sho")] == ["shop"]  # by name it is found
+        assert [e.name for e in list_endpoints(search="blog.test")] == ["blog_100%"]
+        assert [e.name for e in list_endpoints(search="_100%")] == ["blog_100%"]
+        assert list_endpoints(search="b_og") == []  # _ is a character, not a wildcard
