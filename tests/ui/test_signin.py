@@ -286,3 +286,21 @@ def test_a_setup_page_left_open_sends_to_sign_in_once_someone_else_set_up(client
     assert response.status_code == 302 and response.headers["Location"] == "/login"
     assert "created already: sign in instead" in client.get("/login").get_data(as_text=True)
     assert _users(app) == [("first@example.org", True)]
+
+
+def test_pages_refuse_framing_and_sniffing_but_status_pages_may_be_embedded(web, app):
+    page = web.get("/")
+    assert page.headers["X-Frame-Options"] == "DENY"
+    assert page.headers["Content-Security-Policy"] == "frame-ancestors 'none'"
+    assert page.headers["X-Content-Type-Options"] == "nosniff"
+    login = app.test_client().get("/login")
+    assert login.headers["X-Frame-Options"] == "DENY"
+    status = app.test_client().get("/status/nothing-published")
+    assert "X-Frame-Options" not in status.headers and status.headers["X-Content-Type-Options"] == "nosniff"
+
+
+def test_the_session_cookie_is_named_after_the_port(app, admin):
+    client = app.test_client()
+    response = sign_in(client)
+    port = app.config["SETTINGS"].port
+    assert f"monitor_session_{port}=" in response.headers["Set-Cookie"]

@@ -55,8 +55,11 @@ class _SessionInterface(SecureCookieSessionInterface):
 
 
 def init_app(app) -> None:
-    app.config.setdefault("SESSION_COOKIE_NAME", "monitor_session")
     app.config.update(
+        # Browsers keep cookies per host, not per port: instances on one
+        # host (a primary and a dependent side by side) must not overwrite
+        # each other's sessions.
+        SESSION_COOKIE_NAME=f"monitor_session_{app.config['SETTINGS'].port}",
         SESSION_COOKIE_HTTPONLY=True,
         SESSION_COOKIE_SAMESITE="Lax",
         PERMANENT_SESSION_LIFETIME=IDLE_LIFETIME,
@@ -70,8 +73,20 @@ def init_app(app) -> None:
 
     csrf.exempt(api_bp)
     app.before_request(_require_sign_in)
+    app.after_request(_security_headers)
     app.register_error_handler(CSRFError, _csrf_refused)
     app.context_processor(_template_context)
+
+
+def _security_headers(response):
+    """No framing (clickjacking), no content sniffing, no full URLs to
+    other sites. Public status pages may be framed: people embed them."""
+    if request.endpoint not in ANONYMOUS_PAGES:
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Content-Security-Policy", "frame-ancestors 'none'")
+    response.headers.setdefault("X-Content-Type-Options", "nosniff")
+    response.headers.setdefault("Referrer-Policy", "same-origin")
+    return response
 
 
 def current_user() -> User | None:
