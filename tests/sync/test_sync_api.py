@@ -390,3 +390,36 @@ def test_it_refuses_results_from_the_future(primary_app, sync, token, endpoint_i
     assert reply.status_code == 400 and "results.0.checkedAt" in reply.get_json()["fields"]
     skewed = result(endpoint_id, checkedAt=(utcnow() + timedelta(minutes=2)).isoformat())
     assert sync.put("/sync/api/heartbeat", json=heartbeat([skewed]), headers=bearer(token)).status_code == 200
+
+
+def test_a_dependent_that_keeps_its_old_token_is_renewed_once_not_every_heartbeat(primary_app, sync):
+    from app.services.sync import tokens
+
+    sync.post("/sync/api/register", json=registration(), headers={"X-Cluster-Secret": SECRET})
+    with primary_app.app_context():
+        short, _ = tokens.issue(DEPENDENT_ID, ttl=600)
+        db.session.commit()
+    replies = [sync.put("/sync/api/heartbeat", json=heartbeat(), headers=bearer(short)).get_json()
+               for _ in range(3)]
+    assert "token" in replies[0] and "token" not in replies[1] and "token" not in replies[2]
+    with primary_app.app_context():
+        assert db.session.execute(select(func.count(InstanceToken.id))).scalar_one() == 3  # register, short, renewal
+
+
+def test_housekeeping_deletes_tokens_that_can_never_verify_again(primary_app, sync, token, monkeypatch):
+    from app.services.sync import tokens
+    from workers import jobs
+    from workers.jobs.sync import primary_housekeeping
+
+    with primary_app.app_context():
+        tokens.issue(DEPENDENT_ID, ttl=-2 * 86400)  # expired two days ago
+        old, _ = tokens.issue(DEPENDENT_ID)
+        db.session.flush()
+        db.session.execute(db.update(InstanceToken).where(InstanceToken.token_hash == tokens.token_hash(old))
+                           .values(revoked_at=utcnow() - timedelta(days=2)))
+        db.session.commit()
+    monkeypatch.setattr(jobs, "_app", primary_app)
+    assert primary_housekeeping()["tokensPruned"] == 2
+    with primary_app.app_context():
+        assert db.session.execute(select(func.count(InstanceToken.id))).scalar_one() == 1
+    assert sync.get("/sync/api/instances", headers=bearer(token)).status_code == 200

@@ -69,13 +69,18 @@ def sync_with_primary() -> dict:
 
 
 def primary_housekeeping() -> dict:
-    """Keep the primary's own registry row fresh and mark silent instances."""
+    """Keep the primary's own registry row fresh, mark silent instances and
+    delete tokens that can never verify again."""
     from app.config import ROLE_PRIMARY
+    from app.extensions import db
     from app.services import configuration
-    from app.services.sync import primary
+    from app.services.sync import primary, tokens
 
     with app().app_context():
         if configuration.role() != ROLE_PRIMARY:
             return {"skipped": "not the primary"}
         primary.register_self()
-        return primary.mark_silent_instances()
+        summary = primary.mark_silent_instances()
+        summary["tokensPruned"] = tokens.prune()
+        db.session.commit()
+        return summary

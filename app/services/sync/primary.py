@@ -34,6 +34,7 @@ INSTANCE_FAILED = "failed"
 # Missed heartbeats before an instance is inactive; seconds of silence
 # before it is failed.
 INACTIVE_AFTER_MISSED = 3
+RENEW_AT_MOST_EVERY = timedelta(minutes=5)
 FAILED_AFTER_SECONDS = 600
 
 
@@ -163,10 +164,14 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
         "configVersion": configuration.config_version(),
         "epoch": configuration.epoch(),
     }
-    if token.needs_renewal(now):
+    # At most one renewal every RENEW_AT_MOST_EVERY: a dependent that keeps
+    # sending its old token (replies lost, or a broken client) must not get a
+    # new token row with every heartbeat. The old token stays valid until it
+    # expires, in case this reply is lost; once it has, the dependent
+    # registers again with it (see register).
+    if token.needs_renewal(now) and not tokens.renewed_since(token, now - RENEW_AT_MOST_EVERY):
         new_token, expires_at = tokens.issue(instance_id)
         reply["token"], reply["tokenExpiresAt"] = new_token, expires_at.isoformat()
-        # The old token stays valid until it expires, in case this reply is lost.
         logger.info("renewed the token of instance %s", instance_id)
     db.session.commit()
     return reply

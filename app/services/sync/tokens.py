@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from itsdangerous import BadSignature, URLSafeSerializer
-from sqlalchemy import select, update
+from sqlalchemy import delete, select, update
 
 from app.extensions import db
 from app.models import InstanceToken, MonitoringInstance, utcnow
@@ -116,6 +116,26 @@ def owner_of(token: str | None) -> str | None:
     if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at is not None:
         return None
     return row.instance_id if row.instance_id == claims.get("iid") else None
+
+
+def renewed_since(token: VerifiedToken, moment: datetime) -> bool:
+    """Whether a live token newer than ``token`` was issued to its instance
+    at or after ``moment``."""
+    return db.session.execute(
+        select(InstanceToken.id).where(InstanceToken.instance_id == token.instance_id,
+                                       InstanceToken.id > token.token_id, InstanceToken.revoked_at.is_(None),
+                                       InstanceToken.issued_at >= moment)
+        .limit(1)
+    ).first() is not None
+
+
+def prune(now: datetime | None = None, *, keep: timedelta = timedelta(days=1)) -> int:
+    """Delete tokens that expired or were revoked more than ``keep`` ago:
+    they can never verify again, and their rows only pile up."""
+    cutoff = (now or utcnow()) - keep
+    return db.session.execute(
+        delete(InstanceToken).where((InstanceToken.expires_at < cutoff) | (InstanceToken.revoked_at < cutoff))
+    ).rowcount
 
 
 def revoke_all(instance_id: str) -> int:
