@@ -1,8 +1,9 @@
 """Name lookups count against the timeout of HTTP, TCP and ping checks, and a
 name whose DNS hangs holds one lookup thread, not one per check.
 
-The hanging resolver is a stand-in (see ``FakeResolver``); ``localhost`` and
-IP literals are resolved for real, and every connection goes to loopback.
+Lookups go through the system resolver to a real DNS server that answers,
+refuses or stays silent (``tests/peers/dns.py``), inside a network namespace
+of the test's own; every connection goes to loopback.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def test_it_answers_a_healthy_name_while_other_names_hang(resolver, listen):
 
         result = run_check("tcp", HEALTHY_HOST, port, TIMEOUT, {})
 
-        resolver.released.set()
+        resolver.release()
     assert result.is_ok, result.failure_reason
     assert result.metadata == {"address": "127.0.0.1", "port": port}
     for check in stuck:
@@ -134,7 +135,7 @@ def test_it_keeps_the_deadline_when_more_names_hang_than_there_are_threads(resol
 
         result, took = timed_check("tcp", HEALTHY_HOST, listen())
 
-        resolver.released.set()
+        resolver.release()
     assert result.failure_reason == f"name lookup for {HEALTHY_HOST} timed out after {TIMEOUT:g} s"
     assert took < TIMEOUT + SLACK
     assert stuck.result()[0].failure_reason.startswith(f"cannot resolve {SLOW_HOST}")
@@ -160,7 +161,7 @@ def test_configure_gives_lookups_more_threads_for_more_checks(resolver, monkeypa
 
         result = run_check("tcp", HEALTHY_HOST, port, TIMEOUT, {})
 
-        resolver.released.set()
+        resolver.release()
     assert result.is_ok, result.failure_reason
     for check in stuck:
         assert not check.result()[0].is_ok

@@ -74,7 +74,7 @@ def test_it_resolves_a_host_name():
 
 
 def test_it_reports_an_unknown_host(resolver):
-    # Made up: asking the real resolver would send a query off this machine.
+    # The test's DNS server says it does not exist (NXDOMAIN).
     resolver.unknown("no-such-host.invalid")
 
     result = ping_check("no-such-host.invalid")
