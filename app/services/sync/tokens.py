@@ -71,25 +71,9 @@ def issue(instance_id: str, *, ttl: int | None = None) -> tuple[str, datetime]:
 
 def verify(token: str) -> VerifiedToken | None:
     """The token's instance if the token is genuine, live and not revoked."""
-    if not token or len(token) > 1024:
-        return None
-    try:
-        claims = _serializer().loads(token)
-    except BadSignature:
-        return None
-    if not isinstance(claims, dict) or claims.get("perm") != PERMISSIONS:
-        return None
-    if not isinstance(claims.get("exp"), int) or claims["exp"] <= time.time():
-        return None
-    digest = token_hash(token)
-    row = db.session.execute(
-        select(InstanceToken).join(MonitoringInstance, MonitoringInstance.id == InstanceToken.instance_id)
-        .where(InstanceToken.token_hash == digest)
-    ).scalar_one_or_none()
-    if row is None or not hmac.compare_digest(row.token_hash, digest):
-        return None
+    row = _stored(token)
     now = utcnow()
-    if row.revoked_at is not None or row.expires_at <= now or row.instance_id != claims.get("iid"):
+    if row is None or row.expires_at <= now:
         return None
     if row.last_used_at is None or now - row.last_used_at > LAST_USED_RESOLUTION:
         row.last_used_at = now
@@ -103,6 +87,13 @@ def owner_of(token: str | None) -> str | None:
     Proof of identity when an instance registers again (say, after its token
     expired while the primary was away); never a way in to other routes.
     """
+    row = _stored(token, expired=True)
+    return row.instance_id if row is not None else None
+
+
+def _stored(token: str | None, *, expired: bool = False) -> InstanceToken | None:
+    """The stored row of a genuine, unrevoked token of an existing instance;
+    with ``expired``, also one whose expiry has passed."""
     if not token or len(token) > 1024:
         return None
     try:
@@ -111,11 +102,18 @@ def owner_of(token: str | None) -> str | None:
         return None
     if not isinstance(claims, dict) or claims.get("perm") != PERMISSIONS:
         return None
-    digest = token_hash(token)
-    row = db.session.execute(select(InstanceToken).where(InstanceToken.token_hash == digest)).scalar_one_or_none()
-    if row is None or not hmac.compare_digest(row.token_hash, digest) or row.revoked_at is not None:
+    if not expired and (not isinstance(claims.get("exp"), int) or claims["exp"] <= time.time()):
         return None
-    return row.instance_id if row.instance_id == claims.get("iid") else None
+    digest = token_hash(token)
+    row = db.session.execute(
+        select(InstanceToken).join(MonitoringInstance, MonitoringInstance.id == InstanceToken.instance_id)
+        .where(InstanceToken.token_hash == digest)
+    ).scalar_one_or_none()
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    if row.revoked_at is not None or row.instance_id != claims.get("iid"):
+        return None
+    return row
 
 
 def renewed_since(token: VerifiedToken, moment: datetime) -> bool:
