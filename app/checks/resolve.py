@@ -78,10 +78,15 @@ def resolve(host: str, port: int | None, *, deadline: float, timeout: float,
             # Not cancelled: other checks may be waiting on the same lookup,
             # and a later check of this name will join it while it lasts.
             raise CheckFailed(f"name lookup for {host} timed out after {timeout:g} s") from None
-    except socket.gaierror as exc:
-        raise CheckFailed(f"cannot resolve {host}: {exc.strerror}") from None
-    except UnicodeError:
-        raise CheckFailed(f"cannot resolve {host}: not a valid host name") from None
+    except (socket.gaierror, UnicodeError) as exc:
+        raise CheckFailed(_failure(host, exc)) from None
+
+
+def _failure(host: str, exc: Exception) -> str:
+    """The DOWN reason for a lookup of ``host`` that failed with ``exc``."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {host}: {exc.strerror}"
+    return f"cannot resolve {host}: not a valid host name"
 
 
 def resolve_any(hosts: list[str], port: int | None, *, deadline: float, timeout: float) -> str:
@@ -106,10 +111,8 @@ def resolve_any(hosts: list[str], port: int | None, *, deadline: float, timeout:
             try:
                 lookup.result()
                 return host
-            except socket.gaierror as exc:
-                failures[host] = f"cannot resolve {host}: {exc.strerror}"
-            except UnicodeError:
-                failures[host] = f"cannot resolve {host}: not a valid host name"
+            except (socket.gaierror, UnicodeError) as exc:
+                failures[host] = _failure(host, exc)
     first = hosts[0]
     raise CheckFailed(failures.get(first) or f"name lookup for {first} timed out after {timeout:g} s")
 
