@@ -125,15 +125,25 @@ def create_service(data: dict) -> NotificationService:
     return service
 
 
-def update_service(service: NotificationService, data: dict) -> NotificationService:
-    """Change a service. Omitted fields keep their values; so do secrets that
-    are omitted, empty, or sent back masked as ``public_view`` showed them."""
+def update_service(service: NotificationService, data: dict, *, partial: bool = True) -> NotificationService:
+    """Patch a service (omitted fields keep their values) or, with
+    ``partial=False``, replace it (omitted fields take their defaults).
+
+    Either way ``config`` is taken as a whole, and its secrets that are
+    omitted, empty, or sent back masked as ``public_view`` showed them keep
+    the stored values, as long as the kind stays the same.
+    """
     if not isinstance(data, dict):
         raise InvalidNotificationService({"body": "must be a JSON object"})
-    merged = {
-        "name": service.name, "kind": service.kind, "config": dict(service.config or {}),
-        "isEnabled": service.is_enabled, "isDefault": service.is_default, **data,
-    }
+    if partial:
+        merged = {
+            "name": service.name, "kind": service.kind, "config": dict(service.config or {}),
+            "isEnabled": service.is_enabled, "isDefault": service.is_default, **data,
+        }
+        if "kind" in data and "config" not in data and data["kind"] != service.kind:
+            merged["config"] = {}  # the old kind's settings mean nothing to the new one
+    else:
+        merged = {"config": {}, **data}
     kind = merged.get("kind")
     if kind == service.kind and kind in NOTIFIERS and isinstance(merged["config"], dict):
         merged["config"] = NOTIFIERS[kind].keep_secrets(service.config or {}, merged["config"])
