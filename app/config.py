@@ -82,6 +82,17 @@ def _host(env) -> str:
     raise ConfigError(f"HOST must be an address or host name to listen on, like 127.0.0.1 or 0.0.0.0, got {raw!r}")
 
 
+def _host_port(env, name) -> tuple[str, int] | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    host, sep, port = raw.rpartition(":")
+    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or any(c.isspace() for c in host):
+        raise ConfigError(f"{name} must be host:port (like 1.1.1.1:53 or [::1]:443), got {raw!r}")
+    return host, int(port)
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated process settings; see README.md for what each one does."""
@@ -110,6 +121,9 @@ class Settings:
     sync_token_ttl: int = 86400
     trusted_proxies: int = 0
     log_level: str = "INFO"
+    # host, port this instance connects to every 10 s; while it fails, its
+    # location is probe-offline and does not vote.
+    connectivity_check_target: tuple[str, int] | None = None
 
     @property
     def embedded_redis(self) -> bool:
@@ -200,6 +214,7 @@ def load_settings(env=None) -> Settings:
         sync_token_ttl=_number(env, "SYNC_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
         trusted_proxies=_number(env, "TRUSTED_PROXIES", 0, minimum=0, maximum=5),
         log_level=log_level,
+        connectivity_check_target=_host_port(env, "CONNECTIVITY_CHECK_TARGET"),
     )
 
 

@@ -92,6 +92,20 @@ def _enqueue_primary_housekeeping(clock: "Clock") -> None:
     queues.queue(queues.SYNC_QUEUE).enqueue(primary_housekeeping, job_timeout=120, result_ttl=0)
 
 
+def _enqueue_consensus(clock: "Clock") -> None:
+    from workers.jobs.consensus import reevaluate_consensus
+
+    if clock.checks.count <= MAX_BACKLOG_JOBS:
+        clock.checks.enqueue(reevaluate_consensus, job_timeout=300, result_ttl=0, failure_ttl=3600)
+
+
+def _enqueue_connectivity(clock: "Clock") -> None:
+    from workers.jobs.consensus import check_connectivity
+
+    if clock.settings.connectivity_check_target is not None:
+        clock.checks.enqueue(check_connectivity, job_timeout=60, result_ttl=0, failure_ttl=3600)
+
+
 # Adding periodic work is one function above and one line here. Sync jobs
 # check the role themselves, since failover changes it at run time.
 PERIODIC_TASKS = [
@@ -100,6 +114,8 @@ PERIODIC_TASKS = [
     PeriodicTask("alert-sweep", lambda settings: 15.0, _enqueue_alert_sweep),
     PeriodicTask("sync-with-primary", lambda settings: float(settings.heartbeat_interval), _enqueue_sync),
     PeriodicTask("primary-housekeeping", lambda settings: 10.0, _enqueue_primary_housekeeping),
+    PeriodicTask("reevaluate-consensus", lambda settings: 5.0, _enqueue_consensus),
+    PeriodicTask("check-connectivity", lambda settings: 10.0, _enqueue_connectivity),
 ]
 
 

@@ -8,6 +8,11 @@ from app.models.types import UTCDateTime, utcnow
 STATUS_PENDING = "PENDING"
 STATUS_UP = "UP"
 STATUS_DOWN = "DOWN"
+# Some locations see it DOWN, but not enough for the consensus rule.
+STATUS_PARTIAL = "PARTIAL"
+
+CONSENSUS_MAJORITY = "majority"
+CONSENSUS_AT_LEAST = "atLeast"
 
 endpoint_notifications = db.Table(
     "endpoint_notifications",
@@ -36,6 +41,8 @@ class Endpoint(db.Model):
     RUNTIME_FIELDS = frozenset({
         "status", "consecutive_failures", "consecutive_successes", "last_checked_at",
         "last_response_time_ms", "last_failure_reason", "next_check_at", "status_changed_at",
+        "locations_up", "locations_down", "locations_voting", "alerted_status", "consensus_recorded_at",
+        "checked_here", "certificate_alerted_expiry",
     })
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
@@ -55,6 +62,15 @@ class Endpoint(db.Model):
     group_name: Mapped[str | None] = mapped_column(String(100))
     # While DOWN, remind the endpoint's notification services this often (none: never).
     reminder_interval_minutes: Mapped[int | None] = mapped_column(Integer)
+    # Which instances check it: a list of instance ids, or None for all.
+    location_ids: Mapped[list | None] = mapped_column(JSON)
+    # DOWN when more than half the voting locations see it DOWN (majority),
+    # or at least consensus_min_down of them (atLeast).
+    consensus_rule: Mapped[str] = mapped_column(String(16), nullable=False, default=CONSENSUS_MAJORITY)
+    consensus_min_down: Mapped[int | None] = mapped_column(Integer)
+    alert_on_partial: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
+    # Alert once when an HTTPS certificate has fewer days left than this.
+    cert_expiry_days: Mapped[int] = mapped_column(Integer, nullable=False, default=14)
     created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     updated_at = mapped_column(UTCDateTime, nullable=False, default=utcnow, onupdate=utcnow)
 
@@ -68,6 +84,20 @@ class Endpoint(db.Model):
     # Unix time (seconds) the next check is due; float keeps the clock's
     # arithmetic identical on SQLite and PostgreSQL.
     next_check_at: Mapped[float] = mapped_column(Float, nullable=False, default=0.0, index=True)
+    # Whether this instance is one of the locations that check it.
+    checked_here: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
+    # The consensus behind ``status`` (on a standalone or dependent, of its
+    # one location): voting locations and how many of them see it UP / DOWN.
+    locations_voting: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    locations_up: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    locations_down: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
+    # The last consensus status alerted (DOWN, PARTIAL, UP; None: none yet),
+    # so DOWN -> PARTIAL -> DOWN pages once and recovery once.
+    alerted_status: Mapped[str | None] = mapped_column(String(16))
+    # When the newest aggregated_results row was written (the cadence).
+    consensus_recorded_at = mapped_column(UTCDateTime)
+    # validTo of the certificate an expiry alert was raised for.
+    certificate_alerted_expiry = mapped_column(UTCDateTime)
 
     # selectin: to_dict lists the ids, and a page of endpoints is one more query, not one per row.
     notification_services = relationship(
@@ -94,6 +124,10 @@ class Endpoint(db.Model):
             "isPaused": self.is_paused,
             "group": self.group_name,
             "reminderIntervalMinutes": self.reminder_interval_minutes,
+            "locations": self.location_ids,
+            "consensusRule": consensus_rule_text(self.consensus_rule, self.consensus_min_down),
+            "alertOnPartial": self.alert_on_partial,
+            "certExpiryDays": self.cert_expiry_days,
             "notificationServiceIds": sorted(service.id for service in self.notification_services),
             "status": self.status,
             "statusChangedAt": _iso(self.status_changed_at),
@@ -120,6 +154,14 @@ class StatusChange(db.Model):
     to_status: Mapped[str] = mapped_column(String(16), nullable=False)
     changed_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)
     reason: Mapped[str | None] = mapped_column(Text)
+    # The alert this change raises (down, up, partial), decided with the
+    # change itself; None: it alerts nobody.
+    alert_event: Mapped[str | None] = mapped_column(String(16))
+
+
+def consensus_rule_text(rule: str, min_down: int | None) -> str:
+    """The rule as the API writes it: ``majority`` or ``atLeast:N``."""
+    return f"{CONSENSUS_AT_LEAST}:{min_down}" if rule == CONSENSUS_AT_LEAST else CONSENSUS_MAJORITY
 
 
 def _iso(value):

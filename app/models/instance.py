@@ -55,21 +55,3 @@ class InstanceToken(db.Model):
     expires_at = mapped_column(UTCDateTime, nullable=False)
     last_used_at = mapped_column(UTCDateTime)
     revoked_at = mapped_column(UTCDateTime)
-
-
-class EndpointSyncStatus(db.Model):
-    """What one instance last reported about one endpoint."""
-
-    __tablename__ = "endpoint_sync_status"
-
-    endpoint_id: Mapped[int] = mapped_column(
-        ForeignKey("endpoints.id", ondelete="CASCADE"), primary_key=True
-    )
-    instance_id: Mapped[str] = mapped_column(
-        ForeignKey("monitoring_instances.id", ondelete="CASCADE"), primary_key=True
-    )
-    config_version: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
-    last_status: Mapped[str | None] = mapped_column(String(16))
-    last_result_at = mapped_column(UTCDateTime)
-    last_response_time_ms: Mapped[int | None] = mapped_column(Integer)
-    synced_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -52,7 +52,12 @@ class ResponseTime(db.Model):
 
 
 class AggregatedResult(db.Model):
-    """The consensus of all locations about one endpoint at one moment."""
+    """The consensus of all locations about one endpoint at one moment.
+
+    Written whenever the consensus changes (``is_change``) and at a regular
+    cadence; ``details`` holds each location's view. The consensus holds
+    from one row to the next, so uptime is time-weighted from these rows.
+    """
 
     __tablename__ = "aggregated_results"
     __table_args__ = (Index("ix_aggregated_results_endpoint_computed", "endpoint_id", "computed_at"),)
@@ -65,5 +70,9 @@ class AggregatedResult(db.Model):
     locations_down: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     locations_total: Mapped[int] = mapped_column(Integer, nullable=False, default=0)
     avg_response_time_ms: Mapped[float | None] = mapped_column(Float)
+    min_response_time_ms: Mapped[float | None] = mapped_column(Float)
+    max_response_time_ms: Mapped[float | None] = mapped_column(Float)
+    # True: written because the consensus changed; False: the regular record.
+    is_change: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     details: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
     reason: Mapped[str | None] = mapped_column(Text)

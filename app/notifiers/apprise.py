@@ -9,7 +9,10 @@ from pydantic import Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from app.notifiers.base import (
+    EVENT_CERT_EXPIRING,
+    EVENT_CERT_RENEWED,
     EVENT_DOWN,
+    EVENT_PARTIAL,
     EVENT_REMINDER,
     EVENT_UP,
     SECRET_MASK,
@@ -25,6 +28,9 @@ _NOTIFY_TYPES = {
     EVENT_DOWN: apprise.NotifyType.FAILURE,
     EVENT_REMINDER: apprise.NotifyType.WARNING,
     EVENT_UP: apprise.NotifyType.SUCCESS,
+    EVENT_PARTIAL: apprise.NotifyType.WARNING,
+    EVENT_CERT_EXPIRING: apprise.NotifyType.WARNING,
+    EVENT_CERT_RENEWED: apprise.NotifyType.SUCCESS,
 }
 
 

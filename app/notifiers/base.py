@@ -16,7 +16,13 @@ EVENT_DOWN = "down"
 EVENT_UP = "up"
 EVENT_REMINDER = "reminder"
 EVENT_TEST = "test"
-EVENTS = (EVENT_DOWN, EVENT_UP, EVENT_REMINDER, EVENT_TEST)
+# Some locations see it DOWN, not enough for the consensus (per endpoint, off by default).
+EVENT_PARTIAL = "partial"
+# An HTTPS certificate has fewer days left than the endpoint's certExpiryDays; renewed again.
+EVENT_CERT_EXPIRING = "cert_expiring"
+EVENT_CERT_RENEWED = "cert_renewed"
+EVENTS = (EVENT_DOWN, EVENT_UP, EVENT_REMINDER, EVENT_TEST, EVENT_PARTIAL, EVENT_CERT_EXPIRING,
+          EVENT_CERT_RENEWED)
 
 # Shown instead of a secret value; sent back unchanged, it means "keep it".
 SECRET_MASK = "••••••"
@@ -60,6 +66,9 @@ class AlertMessage:
     instance_id: str = ""
     instance_name: str = ""
     location: str = ""
+    # Certificate alerts: when the certificate expires, and its days left.
+    certificate_expires_at: datetime | None = None
+    certificate_days_left: int | None = None
 
     # --- text for people ---------------------------------------------------
 
@@ -72,6 +81,12 @@ class AlertMessage:
             return f"[UP] {name} is back up{suffix}"
         if self.event == EVENT_REMINDER:
             return f"[STILL DOWN] {name} for {format_duration(self.duration_seconds or 0)}"
+        if self.event == EVENT_PARTIAL:
+            return f"[PARTIAL] {name}"
+        if self.event == EVENT_CERT_EXPIRING:
+            return f"[CERTIFICATE] {name}: expires in {self.certificate_days_left} days"
+        if self.event == EVENT_CERT_RENEWED:
+            return f"[CERTIFICATE RENEWED] {name}"
         return f"[TEST] {name}"
 
     def body(self) -> str:
@@ -79,6 +94,18 @@ class AlertMessage:
         lines = []
         if self.event == EVENT_TEST:
             lines.append("This is a test notification from the endpoint monitor. Delivery works.")
+        elif self.event == EVENT_PARTIAL:
+            lines.append(f"{self.endpoint_name} ({self.target}) fails from some locations, not enough "
+                         "to call it DOWN.")
+            lines.append(f"Seen: {self.reason or 'unknown'}")
+        elif self.event in (EVENT_CERT_EXPIRING, EVENT_CERT_RENEWED):
+            expires = self.certificate_expires_at.isoformat() if self.certificate_expires_at else "unknown"
+            if self.event == EVENT_CERT_EXPIRING:
+                lines.append(f"The certificate of {self.endpoint_name} ({self.target}) expires in "
+                             f"{self.certificate_days_left} days, at {expires}.")
+            else:
+                lines.append(f"The certificate of {self.endpoint_name} ({self.target}) was renewed; it now "
+                             f"expires at {expires} ({self.certificate_days_left} days).")
         elif self.event == EVENT_UP:
             lines.append(f"{self.endpoint_name} ({self.target}) is UP again.")
             if self.duration_seconds is not None:
@@ -116,6 +143,9 @@ class AlertMessage:
             "durationSeconds": self.duration_seconds,
             "occurredAt": _iso(self.occurred_at),
             "instance": {"id": self.instance_id, "name": self.instance_name, "location": self.location},
+            **({"certificate": {"expiresAt": _iso(self.certificate_expires_at),
+                                "daysLeft": self.certificate_days_left}}
+               if self.event in (EVENT_CERT_EXPIRING, EVENT_CERT_RENEWED) else {}),
             "title": self.title(),
             "message": self.body(),
         }
@@ -139,6 +169,9 @@ class AlertMessage:
             instance_id=instance.get("id") or "",
             instance_name=instance.get("name") or "",
             location=instance.get("location") or "",
+            certificate_expires_at=(datetime.fromisoformat(certificate["expiresAt"])
+                                    if (certificate := payload.get("certificate") or {}).get("expiresAt") else None),
+            certificate_days_left=certificate.get("daysLeft"),
         )
 
 

@@ -1,11 +1,15 @@
 """Alerts: status changes become deliveries; deliveries are sent with retries.
 
-1. ``results.record_results`` stores each status change as a
-   ``status_changes`` row. The check job then calls ``raise_alerts`` for the
-   endpoints that changed: each alertable change (to DOWN; DOWN to UP) gets
-   one ``notification_deliveries`` row per enabled service of its endpoint.
-   The dedupe key ``"<status change id>:<service id>"`` is unique, so a
-   replay, a retried job or the sweep below never creates one twice.
+1. ``consensus`` stores each change of an endpoint's consensus as a
+   ``status_changes`` row, with the alert it raises (``alert_event``:
+   down, up, partial, or none) decided under the endpoint's row lock. The
+   check job (for results made here) or the heartbeat (for a dependent's)
+   then calls ``raise_alerts`` for the endpoints that changed: each change
+   with an alert gets one ``notification_deliveries`` row per enabled
+   service of its endpoint. The dedupe key ``"<status change id>:<service
+   id>"`` is unique, so a replay, a retried job or the sweep below never
+   creates one twice. Only a standalone or the primary raises alerts
+   (``configuration.may_alert``): once per cluster, never per location.
 2. A worker runs ``deliver`` for each row, on the notify queue, never inside
    a check job. It claims the row with a conditional UPDATE (pending ->
    sending) and acts only if that changed one row, sends with no database
@@ -16,7 +20,8 @@
 3. Every ~15 s the clock enqueues ``workers.jobs.alerts.sweep``: it frees
    claims left by a worker that died mid-send, raises alerts missed because
    a job died between storing results and raising them, raises reminders for
-   endpoints still DOWN, and enqueues the deliveries that are due.
+   endpoints still DOWN, raises certificate expiry alerts, and enqueues the
+   deliveries that are due.
 
 Delivery is at least once: a worker killed after the service accepted a
 message but before it recorded so sends it again once its claim goes stale.
@@ -28,7 +33,7 @@ from collections.abc import Iterable
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -49,7 +54,10 @@ from app.models import (
     utcnow,
 )
 from app.notifiers import (
+    EVENT_CERT_EXPIRING,
+    EVENT_CERT_RENEWED,
     EVENT_DOWN,
+    EVENT_PARTIAL,
     EVENT_REMINDER,
     EVENT_UP,
     AlertMessage,
@@ -89,10 +97,9 @@ def instance_fields() -> dict:
 
 def _alerts_here() -> bool:
     # Dependents report to the primary; the primary (or a standalone) alerts.
-    from app.config import ROLE_DEPENDENT
     from app.services import configuration
 
-    return configuration.role() != ROLE_DEPENDENT
+    return configuration.may_alert()
 
 
 # --- raising alerts -----------------------------------------------------------
@@ -109,9 +116,7 @@ def raise_alerts(endpoint_ids: Iterable[int] | None = None, *, now: datetime | N
     now = now or utcnow()
     query = (
         select(StatusChange)
-        .where(StatusChange.changed_at >= now - window,
-               or_(StatusChange.to_status == STATUS_DOWN,
-                   and_(StatusChange.to_status == STATUS_UP, StatusChange.from_status == STATUS_DOWN)))
+        .where(StatusChange.changed_at >= now - window, StatusChange.alert_event.is_not(None))
         .order_by(StatusChange.id)
     )
     if endpoint_ids is not None:
@@ -169,7 +174,7 @@ def raise_reminders(*, now: datetime | None = None) -> list[int]:
         return []
     latest_down = (
         select(func.max(StatusChange.id))
-        .where(StatusChange.endpoint_id.in_(endpoints), StatusChange.to_status == STATUS_DOWN)
+        .where(StatusChange.endpoint_id.in_(endpoints), StatusChange.alert_event == EVENT_DOWN)
         .group_by(StatusChange.endpoint_id)
     )
     changes = list(db.session.execute(select(StatusChange).where(StatusChange.id.in_(latest_down))).scalars())
@@ -207,12 +212,14 @@ def _change_message(change: StatusChange, endpoint, identity: dict) -> AlertMess
     common = dict(endpoint_id=endpoint.id, endpoint_name=endpoint.name, target=public_target(endpoint.target),
                   check_type=endpoint.check_type, status=change.to_status,
                   previous_status=change.from_status, occurred_at=change.changed_at, **identity)
-    if change.to_status == STATUS_DOWN:
+    if change.alert_event == EVENT_DOWN:
         return AlertMessage(event=EVENT_DOWN, reason=change.reason, down_since=change.changed_at, **common)
+    if change.alert_event == EVENT_PARTIAL:
+        return AlertMessage(event=EVENT_PARTIAL, reason=change.reason, **common)
     went_down = db.session.execute(
         select(StatusChange)
         .where(StatusChange.endpoint_id == change.endpoint_id, StatusChange.id < change.id,
-               StatusChange.to_status == STATUS_DOWN)
+               StatusChange.alert_event.in_((EVENT_DOWN, EVENT_PARTIAL)))
         .order_by(StatusChange.id.desc()).limit(1)
     ).scalar_one_or_none()
     if went_down is None:  # its history was pruned; say what we know
@@ -220,6 +227,76 @@ def _change_message(change: StatusChange, endpoint, identity: dict) -> AlertMess
     return AlertMessage(event=EVENT_UP, reason=went_down.reason, down_since=went_down.changed_at,
                         duration_seconds=round((change.changed_at - went_down.changed_at).total_seconds(), 3),
                         **common)
+
+
+def raise_certificate_alerts(*, now: datetime | None = None) -> list[int]:
+    """Alert once when an HTTPS endpoint's certificate has fewer than its
+    ``cert_expiry_days`` left, and once more when it is renewed.
+
+    The certificate is the one this instance saw last (any location's when
+    this instance does not check the endpoint). The dedupe key holds the
+    certificate's expiry, so each certificate alerts once. Returns the ids of
+    the deliveries to enqueue. Commits.
+    """
+    from app.models import LocationStatus
+    from app.services import configuration
+
+    now = now or utcnow()
+    if not _alerts_here():
+        db.session.commit()
+        return []
+    own_id = configuration.instance_id()
+    endpoints = {row.id: row for row in db.session.execute(
+        select(Endpoint.id, Endpoint.name, Endpoint.target, Endpoint.check_type, Endpoint.cert_expiry_days,
+               Endpoint.certificate_alerted_expiry)
+        .where(Endpoint.check_type == "http", Endpoint.is_paused.is_(False), Endpoint.target.ilike("https:%"))
+    )}
+    if not endpoints:
+        db.session.commit()
+        return []
+    seen: dict[int, tuple[bool, datetime]] = {}
+    for endpoint_id, instance_id, expires_at, checked_at in db.session.execute(
+        select(LocationStatus.endpoint_id, LocationStatus.instance_id, LocationStatus.certificate_expires_at,
+               LocationStatus.last_checked_at)
+        .where(LocationStatus.endpoint_id.in_(endpoints), LocationStatus.certificate_expires_at.is_not(None))
+        .order_by(LocationStatus.last_checked_at)
+    ):
+        # Newest last: this instance's own certificate wins, else the newest seen.
+        own = instance_id == own_id
+        current = seen.get(endpoint_id)
+        if own or current is None or not current[0]:
+            seen[endpoint_id] = (own, expires_at)
+    services = _enabled_services(set(seen))
+    identity = instance_fields()
+    wanted, marks = {}, []
+    for endpoint_id, (_, expires_at) in seen.items():
+        endpoint = endpoints[endpoint_id]
+        days_left = int((expires_at - now).total_seconds() // 86400)
+        alerted = endpoint.certificate_alerted_expiry
+        if days_left < endpoint.cert_expiry_days and alerted != expires_at:
+            event, mark = EVENT_CERT_EXPIRING, expires_at
+        elif days_left >= endpoint.cert_expiry_days and alerted is not None and alerted != expires_at:
+            event, mark = EVENT_CERT_RENEWED, None
+        else:
+            continue
+        marks.append({"_id": endpoint_id, "_mark": mark})
+        message = AlertMessage(
+            event=event, endpoint_id=endpoint_id, endpoint_name=endpoint.name,
+            target=public_target(endpoint.target), check_type=endpoint.check_type, status="UP",
+            previous_status=None, occurred_at=now, certificate_expires_at=expires_at,
+            certificate_days_left=days_left, **identity)
+        for service_id in services.get(endpoint_id, ()):
+            wanted[f"cert:{endpoint_id}:{event}:{expires_at.isoformat()}:{service_id}"] = (message, service_id)
+        logger.info("endpoint %s (%s): certificate %s, %d days left", endpoint_id, endpoint.name,
+                    "expiring" if event == EVENT_CERT_EXPIRING else "renewed", days_left)
+    missing = set(wanted) - _existing_keys(wanted)
+    _insert([_row(key, wanted[key][0], wanted[key][1], None, now) for key in sorted(missing)])
+    if marks:
+        table = Endpoint.__table__
+        db.session.execute(update(table).where(table.c.id == bindparam("_id"))
+                           .values(certificate_alerted_expiry=bindparam("_mark")), marks)
+    db.session.commit()
+    return _due_ids(wanted, now)
 
 
 def _row(key: str, message: AlertMessage, service_id: int, change_id: int | None, now: datetime) -> dict:

@@ -91,6 +91,33 @@ def epoch() -> int:
     return int(_get(EPOCH))
 
 
+def is_primary() -> bool:
+    """Whether this instance is the cluster's primary."""
+    from app.config import ROLE_PRIMARY
+
+    return role() == ROLE_PRIMARY
+
+
+def is_dependent() -> bool:
+    """Whether this instance reports to a primary."""
+    from app.config import ROLE_DEPENDENT
+
+    return role() == ROLE_DEPENDENT
+
+
+def may_alert() -> bool:
+    """Whether this instance sends alerts: a standalone or the primary, once
+    for the whole cluster; a dependent never alerts on its own."""
+    from app.config import ROLE_PRIMARY, ROLE_STANDALONE
+
+    return role() in (ROLE_PRIMARY, ROLE_STANDALONE)
+
+
+def accepts_results() -> bool:
+    """Whether other instances' heartbeats are stored here."""
+    return is_primary()
+
+
 def primary_url() -> str | None:
     return _get(PRIMARY_URL) or None
 

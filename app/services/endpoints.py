@@ -20,6 +20,9 @@ from sqlalchemy import select
 from app.checks import CHECK_TYPES, MASK, SECRET_OPTIONS, is_secret_header, public_target
 from app.extensions import db
 from app.models import STATUS_PENDING, Endpoint
+from app.models.endpoint import consensus_rule_text
+from app.services import configuration
+from app.services.consensus import Rule
 from app.services.input_errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -53,6 +56,34 @@ class EndpointInput(BaseModel):
     reminder_interval_minutes: int | None = Field(default=None, ge=1, le=10080)
     # Omitted on create: the default services (``is_default``); on update: unchanged.
     notification_service_ids: list[int] | None = None
+    # Which instances check it (their ids); None: every location.
+    locations: list[str] | None = Field(default=None, min_length=1, max_length=100)
+    # When the voting locations make it DOWN: "majority" or "atLeast:N".
+    consensus_rule: str = "majority"
+    # Alert when some locations see it DOWN but not enough for the rule.
+    alert_on_partial: bool = False
+    # Alert once when an HTTPS certificate has fewer days left than this.
+    cert_expiry_days: int = Field(default=14, ge=1, le=365)
+
+    @field_validator("locations")
+    @classmethod
+    def _instance_ids(cls, value):
+        if value is None:
+            return None
+        for instance_id in value:
+            if not isinstance(instance_id, str) or not re.fullmatch(r"[A-Za-z0-9-]{8,64}", instance_id):
+                raise ValueError("must be a list of instance ids (8 to 64 letters, digits or dashes), "
+                                 "or null for every location")
+        if len(set(value)) != len(value):
+            raise ValueError("names an instance twice")
+        return value
+
+    @field_validator("consensus_rule")
+    @classmethod
+    def _known_rule(cls, value):
+        from app.services.consensus import Rule
+
+        return Rule.parse(value).text
 
     @field_validator("check_type")
     @classmethod
@@ -161,6 +192,10 @@ def configuration_fields(endpoint: Endpoint) -> dict:
         "isPaused": endpoint.is_paused,
         "group": endpoint.group_name,
         "reminderIntervalMinutes": endpoint.reminder_interval_minutes,
+        "locations": list(endpoint.location_ids) if endpoint.location_ids is not None else None,
+        "consensusRule": consensus_rule_text(endpoint.consensus_rule, endpoint.consensus_min_down),
+        "alertOnPartial": endpoint.alert_on_partial,
+        "certExpiryDays": endpoint.cert_expiry_days,
     }
 
 
@@ -244,6 +279,25 @@ def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.is_paused = spec.is_paused
     endpoint.group_name = spec.group
     endpoint.reminder_interval_minutes = spec.reminder_interval_minutes
+    rule = Rule.parse(spec.consensus_rule)
+    endpoint.location_ids = spec.locations
+    endpoint.consensus_rule, endpoint.consensus_min_down = rule.kind, rule.count
+    endpoint.alert_on_partial = spec.alert_on_partial
+    endpoint.cert_expiry_days = spec.cert_expiry_days
+    endpoint.checked_here = spec.locations is None or configuration.instance_id() in spec.locations
+
+
+def _check_locations(spec: EndpointInput) -> None:
+    """Every instance an endpoint names must be a member of the cluster."""
+    if spec.locations is None:
+        return
+    from app.models import MonitoringInstance
+
+    known = set(db.session.execute(select(MonitoringInstance.id)).scalars()) | {configuration.instance_id()}
+    unknown = [instance_id for instance_id in spec.locations if instance_id not in known]
+    if unknown:
+        raise InvalidEndpoint({"locations": "no instance with id " + ", ".join(unknown)
+                               + " is a member of this cluster"})
 
 
 def create_endpoint(data: dict, *, from_api: bool = False) -> Endpoint:
@@ -253,6 +307,7 @@ def create_endpoint(data: dict, *, from_api: bool = False) -> Endpoint:
     secrets (see ``with_stored_secrets``).
     """
     spec = parse_input(with_stored_secrets(data, None) if from_api else data)
+    _check_locations(spec)
     endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
     endpoint.notification_services = _notification_services(spec.notification_service_ids)
     apply_input(endpoint, spec)
@@ -276,6 +331,7 @@ def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool, from_api: 
     if partial and "checkType" in data and "options" not in data and data["checkType"] != endpoint.check_type:
         merged["options"] = {}  # options of the old type mean nothing to the new one
     spec = parse_input(with_stored_secrets(merged, endpoint) if from_api else merged)
+    _check_locations(spec)
     if spec.notification_service_ids is not None:
         endpoint.notification_services = _notification_services(spec.notification_service_ids)
     was_paused, old_interval = endpoint.is_paused, endpoint.interval_seconds

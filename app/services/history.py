@@ -1,6 +1,6 @@
 """One endpoint's history for its detail page: response-time chart over a
-range, uptime over 24 h / 7 d / 30 d, incidents, recent failures and, on a
-primary, the newest result from each location.
+range, uptime over 24 h / 7 d / 30 d, incidents, recent failures and each
+location's view (from ``consensus``).
 
 Short ranges read raw results downsampled to buckets in SQL; long ranges
 read hourly roll-ups (see ``rollups``), so a month is 720 rows, not 43,200.
@@ -13,7 +13,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import EndpointSyncStatus, Endpoint, MonitoringInstance, ResponseTime, StatusChange, utcnow
+from app.models import Endpoint, ResponseTime, StatusChange, utcnow
 from app.services import configuration
 from app.services.rollups import HOUR, Tally, hour_floor, hourly_tallies, raw_tallies
 
@@ -135,27 +135,9 @@ def latest_certificate(endpoint: Endpoint) -> dict | None:
     return None
 
 
-def locations(endpoint: Endpoint) -> list[dict]:
-    """The newest result from each location that checks ``endpoint``: this
-    instance's own from its results, every dependent's from what its
-    heartbeats reported (``endpoint_sync_status``)."""
-    own_id = configuration.instance_id()
-    rows = []
-    own = db.session.execute(
-        select(ResponseTime.status, ResponseTime.response_time_ms, ResponseTime.checked_at, ResponseTime.location)
-        .where(ResponseTime.endpoint_id == endpoint.id, ResponseTime.instance_id == own_id)
-        .order_by(ResponseTime.checked_at.desc()).limit(1)
-    ).first()
-    if own is not None:
-        rows.append({"location": own.location, "instance": None, "status": own.status,
-                     "response_time_ms": own.response_time_ms, "checked_at": own.checked_at})
-    reported = db.session.execute(
-        select(EndpointSyncStatus, MonitoringInstance)
-        .join(MonitoringInstance, MonitoringInstance.id == EndpointSyncStatus.instance_id)
-        .where(EndpointSyncStatus.endpoint_id == endpoint.id, EndpointSyncStatus.instance_id != own_id)
-        .order_by(MonitoringInstance.failover_order, MonitoringInstance.name)
-    )
-    for status, instance in reported:
-        rows.append({"location": instance.location, "instance": instance, "status": status.last_status,
-                     "response_time_ms": status.last_response_time_ms, "checked_at": status.last_result_at})
-    return rows
+def locations(endpoint: Endpoint) -> list:
+    """Each location that checks ``endpoint``, with its status, newest
+    result, freshness and probe state (``consensus.LocationRow``)."""
+    from app.services import consensus
+
+    return consensus.locations_of([endpoint]).get(endpoint.id, [])

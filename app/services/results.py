@@ -1,37 +1,27 @@
-"""Storing check results and applying each endpoint's thresholds.
+"""Storing check results and the thresholds they are counted with.
 
 One pipeline per batch of checks, as in Gatus: evaluate (done by the check),
-store (one multi-row insert), then update the endpoints' status, counting
-consecutive failures and successes, and record every status change.
+store (one multi-row insert), then hand the rows to ``consensus.ingest``,
+which keeps this location's status (consecutive failures and successes
+against the endpoint's thresholds) and votes again on the endpoints.
 """
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
 
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.checks import CheckResult
 from app.extensions import db
-from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, StatusChange, utcnow
+from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, utcnow
 from app.services.rollups import noting_late_hours
 
 logger = logging.getLogger(__name__)
 
+
 MAX_REASON_LENGTH = 2000
-
-
-@dataclass(frozen=True)
-class Transition:
-    """An endpoint's status changed because of a result."""
-
-    endpoint_id: int
-    from_status: str
-    to_status: str
-    reason: str | None
 
 
 def result_row(endpoint_id: int, result: CheckResult, *, instance_id: str, location: str) -> dict:
@@ -88,94 +78,15 @@ def next_status(status: str, failures: int, successes: int, *, failure_threshold
     return status
 
 
-def apply_results(results: Iterable[tuple[int, CheckResult]]) -> list[Transition]:
-    """Update endpoints' counters and status from results, oldest first.
-
-    Returns the status changes, also stored as ``status_changes`` rows.
-    The caller commits.
-    """
-    by_endpoint: dict[int, list[CheckResult]] = {}
-    for endpoint_id, result in results:
-        by_endpoint.setdefault(endpoint_id, []).append(result)
-    if not by_endpoint:
-        return []
-
-    current = {
-        row.id: row
-        for row in db.session.execute(
-            select(Endpoint.id, Endpoint.status, Endpoint.consecutive_failures,
-                   Endpoint.consecutive_successes, Endpoint.failure_threshold,
-                   Endpoint.success_threshold, Endpoint.status_changed_at, Endpoint.is_paused,
-                   Endpoint.last_checked_at, Endpoint.last_response_time_ms, Endpoint.last_failure_reason)
-            .where(Endpoint.id.in_(by_endpoint))
-            # Two batches with results for one endpoint (a "check now" beside
-            # the scheduled check) must count one after the other. NO KEY
-            # UPDATE, not UPDATE: it does not conflict with the KEY SHARE lock
-            # that inserting results referencing the endpoint takes, which two
-            # batches would otherwise each hold while waiting on the other.
-            .order_by(Endpoint.id)
-            .with_for_update(key_share=True)
-        )
-    }
-    updates, transitions = [], []
-    for endpoint_id, endpoint_results in by_endpoint.items():
-        row = current.get(endpoint_id)
-        if row is None:
-            continue  # deleted while its check ran
-        status, failures, successes = row.status, row.consecutive_failures, row.consecutive_successes
-        changed_at = row.status_changed_at
-        for result in sorted(endpoint_results, key=lambda r: r.checked_at):
-            if row.is_paused:
-                break  # a paused endpoint's manual checks are kept, not counted or alerted
-            if result.is_ok:
-                successes, failures = successes + 1, 0
-            else:
-                failures, successes = failures + 1, 0
-            new = next_status(status, failures, successes, failure_threshold=row.failure_threshold,
-                              success_threshold=row.success_threshold)
-            if new != status:
-                transitions.append(Transition(endpoint_id, status, new, result.failure_reason))
-                changed_at = result.checked_at
-                db.session.add(StatusChange(endpoint_id=endpoint_id, from_status=status, to_status=new,
-                                            changed_at=result.checked_at, reason=result.failure_reason))
-                logger.info("endpoint %s is %s (was %s)%s", endpoint_id, new, status,
-                            f": {result.failure_reason}" if result.failure_reason else "")
-                status = new
-        last = max(endpoint_results, key=lambda r: r.checked_at)
-        if row.last_checked_at is not None and row.last_checked_at > last.checked_at:
-            # A straggler (a slow check stored after a newer one) does not
-            # move "last checked" back in time.
-            newest = row.last_checked_at, row.last_response_time_ms, row.last_failure_reason
-        else:
-            newest = last.checked_at, last.response_time_ms, last.failure_reason
-        updates.append({
-            "_id": endpoint_id,
-            "status": status,
-            "status_changed_at": changed_at,
-            "consecutive_failures": failures,
-            "consecutive_successes": successes,
-            "last_checked_at": newest[0],
-            "last_response_time_ms": newest[1],
-            "last_failure_reason": newest[2],
-        })
-    if updates:
-        stmt = (
-            update(Endpoint.__table__)
-            .where(Endpoint.__table__.c.id == bindparam("_id"))
-            .values({key: bindparam(key) for key in updates[0] if key != "_id"})
-        )
-        db.session.execute(stmt, updates)
-    return transitions
-
-
-def record_results(results: list[tuple[int, CheckResult]], *, instance_id: str, location: str) -> list[Transition]:
-    """Store results made here and apply thresholds, in one transaction.
+def record_results(results: list[tuple[int, CheckResult]], *, instance_id: str, location: str) -> list:
+    """Store results made here and vote on their endpoints, in one
+    transaction; returns the consensus changes (``consensus.Transition``).
 
     On a dependent the rows wait in the outbox (no ``synced_at``) until the
     primary acknowledges them; elsewhere there is no one to send them to.
     """
     from app.config import ROLE_DEPENDENT
-    from app.services import configuration
+    from app.services import configuration, consensus
 
     synced_at = None if configuration.role() == ROLE_DEPENDENT else utcnow()
     rows = [{**result_row(eid, r, instance_id=instance_id, location=location), "synced_at": synced_at}
@@ -186,7 +97,7 @@ def record_results(results: list[tuple[int, CheckResult]], *, instance_id: str, 
     ).scalars())
     rows = [row for row in rows if row["endpoint_id"] in live]
     store_results(rows)
-    transitions = apply_results([(eid, r) for eid, r in results if eid in live])
+    transitions = consensus.ingest(rows, instance_id=instance_id, location=location, own=True)
     db.session.commit()
     return transitions
 

@@ -46,7 +46,8 @@ def claim_due(now: float, limit: int, *, ahead: float = 0.0) -> list[DueCheck]:
     """
     rows = db.session.execute(
         select(Endpoint.id, Endpoint.next_check_at, Endpoint.interval_seconds)
-        .where(Endpoint.is_paused.is_(False), Endpoint.next_check_at <= now + ahead)
+        .where(Endpoint.is_paused.is_(False), Endpoint.checked_here.is_(True),
+               Endpoint.next_check_at <= now + ahead)
         .order_by(Endpoint.next_check_at)
         .limit(limit)
     ).all()

@@ -90,6 +90,19 @@ class PublicEndpoint:
     uptime: float | None = None
 
 
+def overall_status(endpoints: list[PublicEndpoint]) -> str:
+    """A page's headline: DOWN if any endpoint's consensus is DOWN, PARTIAL
+    (degraded) if any is PARTIAL, UP when all are up (or paused)."""
+    statuses = {e.status for e in endpoints}
+    if "DOWN" in statuses:
+        return "DOWN"
+    if "PARTIAL" in statuses:
+        return "PARTIAL"
+    if endpoints and statuses <= {"UP", "PAUSED"}:
+        return "UP"
+    return "PENDING"
+
+
 def page(group: str, now: datetime | None = None) -> list[PublicEndpoint]:
     """The endpoints of a group with their status and daily uptime bars."""
     now = now or utcnow()

@@ -10,7 +10,8 @@ from app.checks import CheckResult
 from app.extensions import db
 from app.models import Endpoint, ResponseTime, utcnow
 from app.services.endpoints import create_endpoint
-from app.services.results import apply_results, result_row, store_results
+from app.services import consensus
+from app.services.results import result_row, store_results
 from tests.conftest import make_app
 
 
@@ -21,9 +22,10 @@ def _batch_in_thread(application, endpoint_id, ok, stored, outcomes):
                          checked_at=utcnow())
     with application.app_context():
         try:
-            store_results([result_row(endpoint_id, result, instance_id="i", location="l")])
+            row = result_row(endpoint_id, result, instance_id="i", location="l")
+            store_results([row])
             stored.wait(30)
-            apply_results([(endpoint_id, result)])
+            consensus.ingest([row], instance_id="i", location="l", own=True)
             db.session.commit()
             outcomes.append("ok")
         except Exception as exc:  # the assertion below names it
@@ -55,6 +57,8 @@ def test_two_batches_for_one_endpoint_both_count(backend, request, tmp_path):
     with first.app_context():
         assert db.session.query(ResponseTime).filter_by(endpoint_id=endpoint_id).count() == 2
         endpoint = db.session.get(Endpoint, endpoint_id)
+        # One location: the result checked later counts; the other, if
+        # applied after it, is older and moves nothing.
         assert endpoint.consecutive_failures + endpoint.consecutive_successes == 1
     with second.app_context():
         db.engine.dispose()

@@ -9,7 +9,7 @@ from tests.conftest import ROOT, make_app
 TABLES = {
     "endpoints", "notification_services", "endpoint_notifications", "response_times", "users",
     "api_keys", "settings", "monitoring_instances", "instance_config", "instance_tokens",
-    "endpoint_sync_status", "aggregated_results", "status_changes",
+    "location_status", "probe_states", "aggregated_results", "status_changes",
 }
 
 

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import (
-    EndpointSyncStatus,
+    LocationStatus,
     InstanceToken,
     MonitoringInstance,
     ResponseTime,
@@ -190,8 +190,8 @@ def test_it_stores_heartbeat_results_once_and_acknowledges_them(primary_app, syn
         instance = db.session.get(MonitoringInstance, DEPENDENT_ID)
         assert instance.system_info["cpuPercent"] == 3.5
         assert instance.connection_info["primaryReachable"] is True
-        status = db.session.get(EndpointSyncStatus, (endpoint_id, DEPENDENT_ID))
-        assert status is not None and status.last_status in {"UP", "DOWN"}
+        status = db.session.get(LocationStatus, (endpoint_id, DEPENDENT_ID))
+        assert status is not None and status.status in {"UP", "DOWN"}
 
 
 @pytest.mark.parametrize(

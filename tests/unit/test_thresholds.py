@@ -34,10 +34,11 @@ def _endpoint(app, **kw):
 
 
 def _feed(app, endpoint_id, outcomes):
-    start = utcnow() - timedelta(minutes=len(outcomes))
+    # Each feed is newer than the one before, as a location's results are.
+    start = utcnow() - timedelta(milliseconds=len(outcomes))
     results = [
         (endpoint_id, CheckResult(is_ok=ok, check_type="tcp", failure_reason=None if ok else "refused",
-                                  checked_at=start + timedelta(seconds=i)))
+                                  checked_at=start + timedelta(milliseconds=i)))
         for i, ok in enumerate(outcomes)
     ]
     with app.app_context():

@@ -43,8 +43,9 @@ def sweep(now: float | None = None) -> dict:
         released = alerts.release_stale_claims(now=when)
         raised = alerts.raise_alerts(None, now=when)
         reminders = alerts.raise_reminders(now=when)
+        certificates = alerts.raise_certificate_alerts(now=when)
         due = alerts.due_deliveries(now=when)
-    enqueued = enqueue_deliveries(sorted(set(raised) | set(reminders) | set(due)), now=now)
+    enqueued = enqueue_deliveries(sorted(set(raised) | set(reminders) | set(certificates) | set(due)), now=now)
     return {"released": released, "raised": len(raised), "reminders": len(reminders), "enqueued": enqueued}
 
 

@@ -8,9 +8,13 @@ from app.blueprints.api import bp
 from app.blueprints.errors import json_body, json_error
 from app.extensions import api_auth
 from app.services import endpoints as endpoint_service
+from app.services import consensus
 from app.services import results as result_service
 from app.services.configuration import role
 from app.config import ROLE_DEPENDENT
+from app.models import STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP
+
+CONSENSUS_STATUSES = (STATUS_UP, STATUS_PARTIAL, STATUS_DOWN, STATUS_PENDING)
 
 
 @bp.before_request
@@ -47,11 +51,25 @@ def _endpoint_or_404(endpoint_id):
     return endpoint, None
 
 
+def _answers(endpoints) -> list[dict]:
+    """Endpoints as the API answers them, each with its ``consensus``."""
+    views = consensus.api_answers(endpoints)
+    return [{**e.to_dict(), "consensus": views[e.id]} for e in endpoints]
+
+
+def _answer(endpoint):
+    return jsonify(_answers([endpoint])[0])
+
+
 @bp.get("/endpoints")
 def list_endpoints():
+    wanted = request.args.get("consensus")
+    if wanted is not None and wanted.upper() not in CONSENSUS_STATUSES:
+        return json_error(400, "validation_error", f"consensus must be one of {', '.join(CONSENSUS_STATUSES)}",
+                          fields={"consensus": f"must be one of {', '.join(CONSENSUS_STATUSES)}"})
     found = endpoint_service.list_endpoints(search=request.args.get("search"),
-                                            status=request.args.get("status"))
-    return jsonify({"endpoints": [e.to_dict() for e in found]})
+                                            status=wanted or request.args.get("status"))
+    return jsonify({"endpoints": _answers(found)})
 
 
 @bp.post("/endpoints")
@@ -66,7 +84,7 @@ def create_endpoint():
         endpoint = endpoint_service.create_endpoint(data, from_api=True)
     except endpoint_service.InvalidEndpoint as exc:
         return _invalid(exc)
-    response = jsonify(endpoint.to_dict())
+    response = _answer(endpoint)
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_endpoint", endpoint_id=endpoint.id)
     return response
@@ -75,7 +93,7 @@ def create_endpoint():
 @bp.get("/endpoints/<int:endpoint_id>")
 def get_endpoint(endpoint_id):
     endpoint, error = _endpoint_or_404(endpoint_id)
-    return error or jsonify(endpoint.to_dict())
+    return error or _answer(endpoint)
 
 
 @bp.route("/endpoints/<int:endpoint_id>", methods=["PUT", "PATCH"])
@@ -93,7 +111,7 @@ def update_endpoint(endpoint_id):
         endpoint_service.update_endpoint(endpoint, data, partial=request.method == "PATCH", from_api=True)
     except endpoint_service.InvalidEndpoint as exc:
         return _invalid(exc)
-    return jsonify(endpoint.to_dict())
+    return _answer(endpoint)
 
 
 @bp.delete("/endpoints/<int:endpoint_id>")

@@ -186,9 +186,14 @@ def heartbeat():
         return json_error(403, "forbidden", "instanceId does not match the token's instance",
                           fields={"instanceId": "does not match the token"})
     try:
-        return jsonify(primary.heartbeat(g.token.instance_id, payload, g.token))
+        reply = primary.heartbeat(g.token.instance_id, payload, g.token)
     except primary.InstanceRemoved:
         return json_error(401, "unauthorized", "this instance has been removed; register again")
+    # Consensus changes alert now; the alert sweep raises whatever this misses.
+    from workers.jobs.alerts import alert_transitions
+
+    alert_transitions(reply.pop("transitions"))
+    return jsonify(reply)
 
 
 @bp.get("/instances")
@@ -220,7 +225,7 @@ def endpoints():
         response = current_app.response_class(status=304)
         response.headers["ETag"] = etag
         return response
-    response = jsonify(primary.sync_configuration())
+    response = jsonify(primary.sync_configuration(g.token.instance_id))
     response.headers["ETag"] = etag
     return response
 

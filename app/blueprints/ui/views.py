@@ -5,7 +5,7 @@ whole page (one route per page).
 """
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from flask import abort, current_app, jsonify, make_response, render_template, request, url_for
 
@@ -15,7 +15,8 @@ from app.blueprints.ui.charts import response_chart, sparkline
 from app.checks import CHECK_TYPES
 from app.config import ROLE_PRIMARY
 from app.models import utcnow
-from app.services import configuration, dashboard, history, status_pages
+from app.models.endpoint import consensus_rule_text
+from app.services import configuration, consensus, dashboard, history, status_pages
 from app.services import endpoints as endpoint_service
 
 REFRESH_SECONDS = 5
@@ -127,7 +128,9 @@ def endpoint_detail(endpoint_id: int):
         "ui/endpoint_detail.html", version=version, refresh=REFRESH_SECONDS, now=now,
         uptimes=history.uptimes(endpoint.id, now), incidents=history.incidents(endpoint, now=now),
         failures=history.recent_failures(endpoint.id), certificate=history.latest_certificate(endpoint),
-        locations=history.locations(endpoint) if configuration.role() == ROLE_PRIMARY else [],
+        locations=history.locations(endpoint) if configuration.is_primary() else [], consensus_rule=consensus_rule_text(
+            endpoint.consensus_rule, endpoint.consensus_min_down),
+        consensus_uptime=consensus.uptimes([endpoint.id], now).get(endpoint.id, {}).get(timedelta(hours=24)),
         kind=CHECK_TYPES.get(endpoint.check_type), **chart_context)
 
 
@@ -138,8 +141,7 @@ def status_page(slug: str):
     if group is None:
         abort(404, description="There is no published status page here.")
     endpoints = status_pages.page(group)
-    overall = ("DOWN" if any(e.status == "DOWN" for e in endpoints)
-               else "UP" if endpoints and all(e.status in ("UP", "PAUSED") for e in endpoints) else "PENDING")
+    overall = status_pages.overall_status(endpoints)
     response = make_response(render_template("ui/status_page.html", group=group, endpoints=endpoints,
                                              overall=overall, now=utcnow(), days=status_pages.DAYS))
     # Public and the same for everyone: let proxies and browsers keep it a little.

@@ -245,7 +245,10 @@ def outbox_size() -> int:
 
 
 def heartbeat_payload(results: list[ResponseTime]) -> dict:
+    from app.services import consensus
+
     last_success = configuration.get_state(LAST_SUCCESS)
+    connectivity = consensus.own_connectivity() or {}
     return {
         "instanceId": configuration.instance_id(),
         "epoch": configuration.epoch(),
@@ -257,6 +260,8 @@ def heartbeat_payload(results: list[ResponseTime]) -> dict:
             "consecutiveFailures": int(configuration.get_state(FAILURES, "0")),
             "lastSuccessAt": last_success,
             "outboxSize": outbox_size(),
+            **({"connectivityOk": connectivity["ok"], "connectivityError": connectivity["error"],
+                "connectivityCheckedAt": connectivity["checkedAt"]} if connectivity else {}),
         },
         "results": [
             {

@@ -14,12 +14,11 @@ from app import __version__
 from app.extensions import db
 from app.models import (
     Endpoint,
-    EndpointSyncStatus,
     MonitoringInstance,
     NotificationService,
     utcnow,
 )
-from app.services import configuration
+from app.services import configuration, consensus
 from app.services.endpoints import configuration_fields
 from app.services.results import store_results
 from app.services.sync import tokens
@@ -99,17 +98,26 @@ def register(registration: InstanceRegistration, *, remote_addr: str | None = No
 
 
 def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.VerifiedToken) -> dict:
-    """Store a heartbeat's results (idempotently) and the instance's state.
+    """Store a heartbeat's results (idempotently), vote on their endpoints,
+    and record the instance's state.
 
     1. Results for endpoints that exist are inserted; a ``result_id`` seen
        before is skipped, so a replayed heartbeat stores nothing twice.
-    2. Every result stored now or earlier is acknowledged by id; results for
+    2. The results are applied to the instance's location status and the
+       endpoints are voted on again (``consensus.ingest``); after a silence,
+       results it checked before this heartbeat are history, not votes.
+    3. Every result stored now or earlier is acknowledged by id; results for
        endpoints that no longer exist are acknowledged as rejected, so they
        leave the sender's outbox.
-    3. Instance state and per-endpoint sync status are updated in the same
-       transaction.
+    4. Instance state is updated in the same transaction.
+
+    The reply's ``transitions`` (consensus changes) are for the caller to
+    alert on once committed; they are not sent on the wire.
     """
     now = utcnow()
+    previous_heartbeat_at = db.session.execute(
+        select(MonitoringInstance.last_heartbeat_at).where(MonitoringInstance.id == instance_id)
+    ).scalar_one_or_none()
     # A write first: it takes the instance's row lock (PostgreSQL) or the
     # database's write lock (SQLite) until commit, so a removal waits for
     # this heartbeat, or came first and the instance is gone.
@@ -145,7 +153,16 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
             "synced_at": now,
         })
     store_results(rows)
-    _update_sync_status(instance_id, payload, rows, now)
+    connection = payload.connection_status
+    consensus.note_heartbeat(
+        instance_id, previous_heartbeat_at=previous_heartbeat_at, silence_limit=_silence_limit(instance),
+        heartbeat_interval=(instance.connection_info or {}).get("heartbeatInterval"),
+        connectivity=None if connection.connectivity_ok is None else {
+            "ok": connection.connectivity_ok, "error": connection.connectivity_error,
+            # A dependent's clock may be ahead: never later than now.
+            "checkedAt": min(connection.connectivity_checked_at or now, now)},
+        now=now)
+    transitions = consensus.ingest(rows, instance_id=instance_id, location=instance.location, own=False, now=now)
 
     instance.status = INSTANCE_ACTIVE
     instance.last_heartbeat_at = now
@@ -174,45 +191,21 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
         reply["token"], reply["tokenExpiresAt"] = new_token, expires_at.isoformat()
         logger.info("renewed the token of instance %s", instance_id)
     db.session.commit()
-    return reply
+    return {**reply, "transitions": transitions}
 
 
-def _update_sync_status(instance_id: str, payload: HeartbeatPayload, rows: list[dict], now) -> None:
-    latest: dict[int, dict] = {}
-    for row in rows:
-        seen = latest.get(row["endpoint_id"])
-        if seen is None or row["checked_at"] > seen["checked_at"]:
-            latest[row["endpoint_id"]] = row
-    if not latest:
-        return
-    values = [
-        {
-            "endpoint_id": endpoint_id,
-            "instance_id": instance_id,
-            "config_version": payload.config_version,
-            "last_status": row["status"],
-            "last_result_at": row["checked_at"],
-            "last_response_time_ms": int(row["response_time_ms"]) if row["response_time_ms"] is not None else None,
-            "synced_at": now,
-        }
-        for endpoint_id, row in latest.items()
-    ]
-    make = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    table = EndpointSyncStatus.__table__
-    stmt = make(table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["endpoint_id", "instance_id"],
-        set_={name: stmt.excluded[name] for name in
-              ("config_version", "last_status", "last_result_at", "last_response_time_ms", "synced_at")},
-        # Never move backwards when heartbeats arrive out of order.
-        where=(table.c.last_result_at.is_(None)) | (table.c.last_result_at <= stmt.excluded.last_result_at),
-    )
-    db.session.execute(stmt, values)
+def sync_configuration(instance_id: str | None = None) -> dict:
+    """The seed's ``SyncConfiguration``: what ``instance_id`` checks, and its version.
 
-
-def sync_configuration() -> dict:
-    """The seed's ``SyncConfiguration``: what dependents check, and its version."""
-    endpoints = db.session.execute(select(Endpoint).order_by(Endpoint.id)).scalars()
+    A failover candidate (failover order above 0) gets every endpoint, since
+    it may have to become the primary; it checks only those whose
+    ``locations`` name it (or name no one). Any other instance gets just the
+    endpoints it checks.
+    """
+    endpoints = list(db.session.execute(select(Endpoint).order_by(Endpoint.id)).scalars())
+    member = db.session.get(MonitoringInstance, instance_id) if instance_id else None
+    if member is not None and member.failover_order <= 0:
+        endpoints = [e for e in endpoints if e.location_ids is None or instance_id in e.location_ids]
     return {
         "configVersion": configuration.config_version(),
         "epoch": configuration.epoch(),
@@ -292,6 +285,7 @@ def delete_instance(instance_id: str) -> bool:
     if instance_id == configuration.instance_id():
         raise ValueError("the primary cannot delete itself")
     tokens.revoke_all(instance_id)
+    consensus.forget_instance(instance_id)
     db.session.delete(instance)
     db.session.commit()
     logger.info("instance %s deleted; its tokens are revoked", instance_id)

@@ -85,6 +85,10 @@ class ConnectionStatus(WireModel):
     consecutive_failures: int = Field(default=0, ge=0)
     last_success_at: AwareDatetime | None = None
     outbox_size: int = Field(default=0, ge=0)
+    # The dependent's own check of CONNECTIVITY_CHECK_TARGET; None: not configured.
+    connectivity_ok: bool | None = None
+    connectivity_error: str | None = Field(default=None, max_length=500)
+    connectivity_checked_at: AwareDatetime | None = None
 
 
 class HeartbeatPayload(WireModel):
