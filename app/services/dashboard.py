@@ -14,12 +14,12 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import func, select, text
 
 from app.extensions import db
-from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, UTCDateTime, utcnow
+from app.models import STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP, Endpoint, UTCDateTime, utcnow
 from app.services.rollups import hourly_rows
 from app.services import endpoints
 
 STATUS_PAUSED = "PAUSED"
-FILTERS = (STATUS_UP, STATUS_DOWN, STATUS_PENDING, STATUS_PAUSED)
+FILTERS = (STATUS_UP, STATUS_PARTIAL, STATUS_DOWN, STATUS_PENDING, STATUS_PAUSED)
 SPARKLINE_HOURS = 24
 # A row changed within this much before the last refresh is sent again, so a
 # result committed just after a refresh read the table is never missed (a
@@ -44,6 +44,9 @@ class EndpointRow:
     last_response_time_ms: float | None
     last_failure_reason: str | None
     updated_at: datetime
+    # The consensus behind ``status``: voting locations, and those seeing it UP.
+    locations_voting: int = 0
+    locations_up: int = 0
     uptime_24h: float | None = None
     # Average response time per hour, oldest first; None where nothing ran.
     sparkline: list[float | None] = field(default_factory=list)
@@ -58,13 +61,14 @@ class EndpointRow:
         """Changes whenever anything the row shows changes."""
         data = (self.name, self.check_type, self.target, self.port, self.group, self.shown_status,
                 self.last_checked_at, self.last_response_time_ms, self.last_failure_reason,
-                self.uptime_24h, self.sparkline, self.cert_days)
+                self.locations_voting, self.locations_up, self.uptime_24h, self.sparkline, self.cert_days)
         return hashlib.blake2s(repr(data).encode(), digest_size=6).hexdigest()
 
 
 _COLUMNS = (Endpoint.id, Endpoint.name, Endpoint.check_type, Endpoint.target, Endpoint.port,
             Endpoint.group_name, Endpoint.status, Endpoint.is_paused, Endpoint.last_checked_at,
-            Endpoint.last_response_time_ms, Endpoint.last_failure_reason, Endpoint.updated_at)
+            Endpoint.last_response_time_ms, Endpoint.last_failure_reason, Endpoint.updated_at,
+            Endpoint.locations_voting, Endpoint.locations_up)
 
 
 def _filtered(query, *, search: str | None, status: str | None):
