@@ -232,3 +232,24 @@ def test_it_saves_nothing_when_a_chosen_service_was_deleted_meanwhile(web, app):
     assert "424242" in response.get_data(as_text=True)
     with app.app_context():
         assert db.session.query(Endpoint).count() == 0
+
+
+def test_it_sets_the_consensus_rule_partial_alerts_and_certificate_days(web, app):
+    response = post(web, "/endpoints/new", {**HTTP, "consensusRule": "atLeast:2", "certExpiryDays": "30",
+                                            "alertOnPartial": "on"})
+    assert response.status_code == 302
+    with app.app_context():
+        endpoint = db.session.execute(db.select(Endpoint)).scalar_one()
+        assert (endpoint.consensus_rule, endpoint.consensus_min_down, endpoint.cert_expiry_days,
+                endpoint.alert_on_partial) == ("atLeast", 2, 30, True)
+        endpoint_id = endpoint.id
+    form = web.get(f"/endpoints/{endpoint_id}/edit").get_data(as_text=True)
+    assert 'value="atLeast:2"' in form and 'name="alertOnPartial" checked' in form
+
+
+def test_it_names_a_bad_consensus_rule_next_to_its_field(web, app):
+    response = post(web, "/endpoints/new", {**HTTP, "consensusRule": "most of them"})
+    assert response.status_code == 422
+    assert "majority" in _error_for(response.get_data(as_text=True), "consensusRule")
+    with app.app_context():
+        assert db.session.execute(db.select(Endpoint)).first() is None

@@ -156,7 +156,7 @@ def parse_options(check_type: str, form, *, stored: dict | None = None) -> tuple
 
 
 TOP_LEVEL = ("name", "checkType", "target", "port", "intervalSeconds", "timeoutSeconds",
-             "failureThreshold", "successThreshold", "group")
+             "failureThreshold", "successThreshold", "group", "consensusRule", "certExpiryDays")
 
 
 def endpoint_input(form, *, stored_options: dict | None = None) -> tuple[dict, dict[str, str]]:
@@ -168,6 +168,7 @@ def endpoint_input(form, *, stored_options: dict | None = None) -> tuple[dict, d
             data[name] = raw
         elif name == "group":
             data[name] = None
+    data["alertOnPartial"] = form.get("alertOnPartial") == "on"
     check_type = data.get("checkType", "")
     options, option_errors = parse_options(check_type, form, stored=stored_options)
     data["options"] = options

@@ -13,6 +13,7 @@ from app.blueprints.admin.endpoint_form import (
 from app.blueprints.admin.signin import changes_configuration, current_user
 from app.checks import CHECK_TYPES, run_check
 from app.models import Endpoint
+from app.models.endpoint import consensus_rule_text
 from app.services import configuration
 from app.services import endpoints as endpoint_service
 from app.services.rate_limits import SlidingWindowLimit
@@ -21,7 +22,7 @@ from app.services.results import record_results
 logger = logging.getLogger(__name__)
 
 DEFAULTS = {"intervalSeconds": "60", "timeoutSeconds": "10", "failureThreshold": "1",
-            "successThreshold": "1"}
+            "successThreshold": "1", "consensusRule": "majority", "certExpiryDays": "14"}
 
 
 def _endpoint_or_404(endpoint_id: int) -> Endpoint:
@@ -67,6 +68,8 @@ def _values_of(endpoint: Endpoint) -> dict:
         "intervalSeconds": str(endpoint.interval_seconds), "timeoutSeconds": f"{endpoint.timeout_seconds:g}",
         "failureThreshold": str(endpoint.failure_threshold),
         "successThreshold": str(endpoint.success_threshold), "group": endpoint.group_name or "",
+        "consensusRule": consensus_rule_text(endpoint.consensus_rule, endpoint.consensus_min_down),
+        "certExpiryDays": str(endpoint.cert_expiry_days), "alertOnPartial": endpoint.alert_on_partial,
     }
 
 
@@ -80,6 +83,7 @@ def _save(endpoint: Endpoint | None):
     data, errors = endpoint_input(request.form, stored_options=stored)
     values = {k: request.form.get(k, "") for k in DEFAULTS | dict.fromkeys(
         ("name", "checkType", "target", "port", "group"))}
+    values["alertOnPartial"] = request.form.get("alertOnPartial") == "on"
     services = _posted_services()
     if not errors:
         # The services are part of the one change: a service deleted while
