@@ -92,9 +92,17 @@ def _refuse_on_dependent():
 @click.option("--option", "options", multiple=True, metavar="KEY=VALUE",
               help="A check option; VALUE is JSON if it parses, else a string. Repeatable.")
 @click.option("--group", default=None)
+@click.option("--consensus-rule", default="majority", show_default=True,
+              help="When the locations make it DOWN: majority, or atLeast:N (atLeast:1: any location).")
+@click.option("--location", "locations", multiple=True, metavar="INSTANCE_ID",
+              help="An instance that checks it (repeatable); none given: every location.")
+@click.option("--alert-on-partial", is_flag=True, help="Alert when only some locations see it DOWN.")
+@click.option("--cert-expiry-days", type=int, default=14, show_default=True,
+              help="Alert when an HTTPS certificate has fewer days left.")
 @with_appcontext
 def endpoints_add(name, check_type, target, port, interval, timeout, failure_threshold,
-                  success_threshold, options, group):
+                  success_threshold, options, group, consensus_rule, locations, alert_on_partial,
+                  cert_expiry_days):
     """Add an endpoint; it is checked at once."""
     from app.services.endpoints import InvalidEndpoint, create_endpoint
 
@@ -113,7 +121,9 @@ def endpoints_add(name, check_type, target, port, interval, timeout, failure_thr
             "name": name, "checkType": check_type, "target": target, "port": port,
             "intervalSeconds": interval, "timeoutSeconds": timeout,
             "failureThreshold": failure_threshold, "successThreshold": success_threshold,
-            "options": parsed, "group": group,
+            "options": parsed, "group": group, "consensusRule": consensus_rule,
+            "locations": list(locations) or None, "alertOnPartial": alert_on_partial,
+            "certExpiryDays": cert_expiry_days,
         })
     except InvalidEndpoint as exc:
         _fail(str(exc))

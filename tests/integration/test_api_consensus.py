@@ -80,3 +80,18 @@ def test_locations_name_the_instances_that_check(app, client, auth_headers):
     assert created.status_code == 201 and created.get_json()["locations"] == [own_id]
     with app.app_context():
         assert db.session.get(Endpoint, created.get_json()["id"]).checked_here is True
+
+
+def test_the_command_line_takes_the_consensus_settings(app):
+    result = app.test_cli_runner().invoke(args=[
+        "endpoints", "add", "--name", "Gateway", "--type", "tcp", "--target", "127.0.0.1", "--port", "9",
+        "--consensus-rule", "atLeast:1", "--alert-on-partial", "--cert-expiry-days", "21"])
+    assert result.exit_code == 0, result.output
+    with app.app_context():
+        endpoint = db.session.execute(select(Endpoint)).scalar_one()
+        assert (endpoint.consensus_rule, endpoint.consensus_min_down, endpoint.alert_on_partial,
+                endpoint.cert_expiry_days) == ("atLeast", 1, True, 21)
+    refused = app.test_cli_runner().invoke(args=[
+        "endpoints", "add", "--name", "Bad", "--type", "tcp", "--target", "127.0.0.1", "--port", "9",
+        "--consensus-rule", "most"])
+    assert refused.exit_code != 0 and "consensusRule" in refused.output

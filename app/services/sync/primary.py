@@ -258,10 +258,13 @@ def registry() -> list[dict]:
     now = utcnow()
     own_id = configuration.instance_id()
     current_version = configuration.config_version()
+    probes = consensus.probe_states()
     rows = []
     for instance in list_instances():
         is_self = instance.id == own_id
+        probe = probes.get(instance.id)
         rows.append({
+            "probe_offline": (probe.offline_reason or "probe offline") if probe and probe.offline_since else None,
             "instance": instance,
             "is_self": is_self,
             "heartbeat_age": age_seconds(instance.last_heartbeat_at, now),
