@@ -427,15 +427,25 @@ def _certificate_expiry(metadata) -> datetime | None:
     return moment.astimezone(timezone.utc) if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _apply(state: _State, endpoint, rows: list[dict], votes_from: datetime | None) -> bool:
-    """Apply one location's results to its state, oldest first; True if it moved."""
+def _apply(state: _State, endpoint, rows: list[dict], votes_from: datetime | None,
+           late_before: datetime | None = None) -> bool:
+    """Apply one location's results to its state, oldest first; True if it moved.
+
+    Results checked before ``votes_from`` (sent after a silence), or long
+    enough before ``late_before`` that they must have waited in an outbox,
+    are history and are skipped.
+    """
     from app.services.results import next_status
 
     moved = False
+    oldest_on_time = (late_before - timedelta(seconds=endpoint.timeout_seconds + GRACE_SECONDS)
+                      if late_before is not None else None)
     for row in sorted(rows, key=lambda r: r["checked_at"]):
         checked_at = row["checked_at"]
         if votes_from is not None and checked_at < votes_from:
             continue  # delivered after a silence: history, not a vote
+        if oldest_on_time is not None and checked_at < oldest_on_time:
+            continue  # waited in an outbox: history, not a vote
         if state.last_checked_at is not None and checked_at <= state.last_checked_at:
             continue  # older than what this location already said
         if row["is_ok"]:
@@ -473,7 +483,7 @@ def _upsert_states(states: list[_State], now: datetime) -> None:
 
 
 def ingest(rows: list[dict], *, instance_id: str, location: str, own: bool,
-           now: datetime | None = None) -> list[Transition]:
+           now: datetime | None = None, late_after: float | None = None) -> list[Transition]:
     """Apply one location's stored result rows, and vote again on their endpoints.
 
     Called after ``results.store_results`` in the same transaction (which
@@ -481,7 +491,8 @@ def ingest(rows: list[dict], *, instance_id: str, location: str, own: bool,
     dependent's heartbeat. The stored insert took the database's write lock
     (SQLite); the endpoint rows are locked here (PostgreSQL), so votes on one
     endpoint happen one after the other and each sees the states before it.
-    Returns the consensus changes.
+    ``late_after``: seconds (beyond the check's timeout) after which a
+    dependent's result arrives too late to vote. Returns the consensus changes.
     """
     if not rows:
         return []
@@ -510,11 +521,15 @@ def ingest(rows: list[dict], *, instance_id: str, location: str, own: bool,
         if state is None:
             state = states[endpoint_id][instance_id] = _State(endpoint_id, instance_id, location)
         state.location = location
-        if _apply(state, endpoint, endpoint_rows, votes_from):
+        late_before = now - timedelta(seconds=late_after) if late_after is not None and not own else None
+        if _apply(state, endpoint, endpoint_rows, votes_from, late_before):
             moved.append(state)
             newest[endpoint_id] = state.last_checked_at
     _upsert_states(moved, now)
-    if any(not row["is_ok"] for row in rows) or (probe is not None and probe.offline_since):
+    # Judged against the others only where there are others (a standalone has none).
+    compared = any(len(by) > 1 for by in states.values())
+    if ((compared and any(not row["is_ok"] for row in rows)) or (probe is not None and probe.offline_since)
+            or (probe is not None and probe.connectivity_failure(now))):
         _judge_probes([instance_id], probes, now, own_id=_own_id())
     return _settle(endpoints, states, probes, now, [s.endpoint_id for s in moved], changed_at=newest,
                    mirror=instance_id if own else None)

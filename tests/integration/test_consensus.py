@@ -365,3 +365,15 @@ def test_certificate_expiry_alerts_once_and_once_more_when_renewed(cluster):
     raise_them()
     raise_them()
     assert cluster.alerts() == [(endpoint, "cert_expiring"), (endpoint, "cert_renewed")]
+
+
+def test_a_result_that_waited_in_an_outbox_is_history_even_without_a_silence(cluster):
+    endpoint = cluster.endpoint()
+    cluster.beat("virginia", [(endpoint, True)], at=utcnow() - timedelta(seconds=1))
+    # Two minutes old on arrival: 3 heartbeats (15 s) + the 5 s timeout + 5 s grace is the limit.
+    cluster.beat("virginia", [(endpoint, False)], at=utcnow() - timedelta(minutes=2))
+    cluster.beat("singapore", [(endpoint, False)], at=utcnow() - timedelta(minutes=2))
+    with cluster.app.app_context():
+        assert db.session.get(LocationStatus, (endpoint, DEPENDENTS["virginia"])).status == "UP"
+        assert db.session.get(LocationStatus, (endpoint, DEPENDENTS["singapore"])) is None
+    assert cluster.status(endpoint) == "UP" and cluster.alerts() == []

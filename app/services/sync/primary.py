@@ -162,7 +162,8 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
             # A dependent's clock may be ahead: never later than now.
             "checkedAt": min(connection.connectivity_checked_at or now, now)},
         now=now)
-    transitions = consensus.ingest(rows, instance_id=instance_id, location=instance.location, own=False, now=now)
+    transitions = consensus.ingest(rows, instance_id=instance_id, location=instance.location, own=False, now=now,
+                                   late_after=_silence_limit(instance))
 
     instance.status = INSTANCE_ACTIVE
     instance.last_heartbeat_at = now
