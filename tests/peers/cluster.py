@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Sequence
 from pathlib import Path
 
 import requests
@@ -20,8 +21,8 @@ JOIN_SECRET = "cluster-test-join-secret-42"
 class Instance(MonitorProcess):
     """One member of a cluster under test, named, with its own SQLite file."""
 
-    def __init__(self, name: str, data_dir: Path, env: dict[str, str]):
-        super().__init__(env, log=data_dir.parent / f"{name}.log")
+    def __init__(self, name: str, data_dir: Path, env: dict[str, str], **process):
+        super().__init__(env, log=data_dir.parent / f"{name}.log", **process)
         self.name = name
         self.data_dir = data_dir
 
@@ -36,7 +37,14 @@ class Instance(MonitorProcess):
         return requests.get(f"{self.sync}/sync/api/health", timeout=30).json()
 
 
-def make_instance(root: Path, name: str, **env) -> Instance:
+def make_instance(root: Path, name: str, *, host: str | None = None, command_prefix: Sequence[str] = (),
+                  **env) -> Instance:
+    """An instance named ``name`` in ``root/name``, not started yet.
+
+    ``host``: listen on this address (its ``HOST``) and be reached there
+    (127.0.0.1 when not given); ``command_prefix``: run it so, such as
+    ``ip netns exec NAME`` (see ``tests/peers/netns.py``).
+    """
     data_dir = root / name
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = monitor_env(
@@ -47,5 +55,8 @@ def make_instance(root: Path, name: str, **env) -> Instance:
         HEARTBEAT_INTERVAL=1, SYNC_INTERVAL=2, CONNECTION_TIMEOUT=10, WEB_CONCURRENCY=1, LOG_LEVEL="INFO",
         **env,
     )
-    settings.setdefault("PUBLIC_SYNC_URL", f"http://127.0.0.1:{settings['SYNC_API_PORT']}")
-    return Instance(name, data_dir, settings)
+    if host is not None:
+        settings["HOST"] = host
+    instance = Instance(name, data_dir, settings, host=host or "127.0.0.1", command_prefix=command_prefix)
+    settings.setdefault("PUBLIC_SYNC_URL", instance.sync)
+    return instance

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import psutil
@@ -83,19 +83,29 @@ def wait_until(predicate: Callable, timeout: float, message: str | Callable[[], 
 class MonitorProcess:
     """One ``python -m app start`` process tree, its output in ``log``."""
 
-    def __init__(self, env: dict[str, str], log: Path):
+    def __init__(self, env: dict[str, str], log: Path, *, host: str = "127.0.0.1",
+                 command_prefix: Sequence[str] = ()):
+        """``host``: the address its web UI and sync API are reached at (its
+        ``HOST`` when it listens on one address); ``command_prefix``: put
+        before the command, such as ``ip netns exec NAME``."""
         self.env = env
         self.log = log
+        self.host = host
+        self.command_prefix = list(command_prefix)
         self.process: subprocess.Popen | None = None
         self._marker = uuid.uuid4().hex
 
     @property
     def web(self) -> str:
-        return f"http://127.0.0.1:{self.env['PORT']}"
+        return f"http://{self._url_host}:{self.env['PORT']}"
 
     @property
     def sync(self) -> str:
-        return f"http://127.0.0.1:{self.env['SYNC_API_PORT']}"
+        return f"http://{self._url_host}:{self.env['SYNC_API_PORT']}"
+
+    @property
+    def _url_host(self) -> str:
+        return f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
 
     def start(self, timeout: float = START_TIMEOUT) -> MonitorProcess:
         """Start the tree and wait until both the web UI and the sync API answer.
@@ -117,7 +127,8 @@ class MonitorProcess:
         """Start the tree without waiting for it."""
         with open(self.log, "a") as handle:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "app", "start"], cwd=ROOT, env={**self.env, MARKER: self._marker},
+                [*self.command_prefix, sys.executable, "-m", "app", "start"], cwd=ROOT,
+                env={**self.env, MARKER: self._marker},
                 stdin=subprocess.DEVNULL, stdout=handle, stderr=subprocess.STDOUT, start_new_session=True)
         return self.process
 
