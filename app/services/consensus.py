@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import bindparam, select, update
+from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -300,7 +300,7 @@ _ENDPOINT_COLUMNS = (Endpoint.id, Endpoint.name, Endpoint.is_paused, Endpoint.st
                      Endpoint.locations_up, Endpoint.locations_down, Endpoint.last_checked_at,
                      Endpoint.last_response_time_ms, Endpoint.last_failure_reason,
                      Endpoint.consensus_recorded_at, Endpoint.consecutive_failures,
-                     Endpoint.consecutive_successes)
+                     Endpoint.consecutive_successes, Endpoint.created_at)
 
 
 def _chunks(ids: list) -> Iterable[list]:
@@ -395,8 +395,20 @@ def _views(endpoint, states: dict[str, _State], probes: dict[str, _Probe], now: 
     return views
 
 
-def _checking_count(endpoint, states: dict[str, _State]) -> int:
-    return len(endpoint.location_ids) if endpoint.location_ids is not None else max(len(states), 1)
+def _checking_count(endpoint, states: dict[str, _State], members: int) -> int:
+    """How many locations check ``endpoint``: those it names, or every member
+    of the cluster (at least those that have reported on it)."""
+    if endpoint.location_ids is not None:
+        return len(endpoint.location_ids)
+    return max(len(states), members, 1)
+
+
+def _members() -> int:
+    """Active members of the cluster, as the registry knows them (0 but on a primary)."""
+    from app.models import MonitoringInstance
+
+    return db.session.execute(select(func.count()).select_from(MonitoringInstance)
+                              .where(MonitoringInstance.status == "active")).scalar_one()
 
 
 def _rule(endpoint) -> Rule:
@@ -406,10 +418,21 @@ def _rule(endpoint) -> Rule:
 
 
 def vote(endpoint, states: dict[str, _State], probes: dict[str, _Probe], now: datetime, own_id: str,
-         default_heartbeat: int) -> Consensus:
-    """The consensus of one endpoint from its locations' states."""
-    return decide(_views(endpoint, states, probes, now, own_id, default_heartbeat), _rule(endpoint),
-                  previous=endpoint.status, checking=_checking_count(endpoint, states))
+         default_heartbeat: int, members: int = 1) -> Consensus:
+    """The consensus of one endpoint from its locations' states.
+
+    A new endpoint stays PENDING until every location that checks it has
+    voted, or one freshness window has passed since it was made: the first
+    location to report does not decide alone for a cluster.
+    """
+    consensus = decide(_views(endpoint, states, probes, now, own_id, default_heartbeat), _rule(endpoint),
+                       previous=endpoint.status, checking=_checking_count(endpoint, states, members))
+    if (endpoint.status == STATUS_PENDING and consensus.status != STATUS_PENDING
+            and consensus.voting < consensus.checking and endpoint.created_at is not None
+            and now < endpoint.created_at + freshness_window(endpoint.interval_seconds, endpoint.timeout_seconds,
+                                                             default_heartbeat)):
+        consensus.status = STATUS_PENDING
+    return consensus
 
 
 # --- applying results -------------------------------------------------------------
@@ -540,14 +563,14 @@ def _settle(endpoints: dict, states: dict[int, dict[str, _State]], probes: dict[
             mirror: str | None = None) -> list[Transition]:
     """Vote on ``endpoint_ids`` and write what changed: the endpoint's
     consensus columns, a status change with its alert, an aggregated row."""
-    own_id, heartbeat = _own_id(), _default_heartbeat()
+    own_id, heartbeat, members = _own_id(), _default_heartbeat(), _members()
     updates, transitions, aggregated = [], [], []
     for endpoint_id in sorted(set(endpoint_ids)):
         endpoint = endpoints.get(endpoint_id)
         if endpoint is None or endpoint.is_paused:
             continue
         found = states.get(endpoint_id, {})
-        consensus = vote(endpoint, found, probes, now, own_id, heartbeat)
+        consensus = vote(endpoint, found, probes, now, own_id, heartbeat, members)
         checking = _checking(endpoint, found)
         seen = [s.last_checked_at for s in checking if s.last_checked_at is not None]
         single = len(checking) == 1 and consensus.checking <= 1
@@ -732,6 +755,7 @@ class _EndpointRow:
     consensus_recorded_at: datetime | None
     consecutive_failures: int
     consecutive_successes: int
+    created_at: datetime | None
 
 
 def _save_probe(probe: _Probe, now: datetime) -> None:
@@ -806,7 +830,7 @@ def reevaluate(now: datetime | None = None) -> dict:
     3. Endpoints whose last aggregated row is older than CADENCE get one.
     """
     now = now or utcnow()
-    own_id, heartbeat = _own_id(), _default_heartbeat()
+    own_id, heartbeat, members = _own_id(), _default_heartbeat(), _members()
     endpoints = _endpoints(None, lock=False)
     states = _states(None)
     probes = _probes()
@@ -819,7 +843,7 @@ def reevaluate(now: datetime | None = None) -> dict:
     for endpoint_id, endpoint in endpoints.items():
         if endpoint.is_paused:
             continue
-        consensus = vote(endpoint, states.get(endpoint_id, {}), probes, now, own_id, heartbeat)
+        consensus = vote(endpoint, states.get(endpoint_id, {}), probes, now, own_id, heartbeat, members)
         if (consensus.status, consensus.voting, consensus.up, consensus.down) != (
                 endpoint.status, endpoint.locations_voting, endpoint.locations_up, endpoint.locations_down):
             stale.append(endpoint_id)

@@ -369,6 +369,7 @@ def test_certificate_expiry_alerts_once_and_once_more_when_renewed(cluster):
 
 def test_a_result_that_waited_in_an_outbox_is_history_even_without_a_silence(cluster):
     endpoint = cluster.endpoint()
+    cluster.own(endpoint, True)
     cluster.beat("virginia", [(endpoint, True)], at=utcnow() - timedelta(seconds=1))
     # Two minutes old on arrival: 3 heartbeats (15 s) + the 5 s timeout + 5 s grace is the limit.
     cluster.beat("virginia", [(endpoint, False)], at=utcnow() - timedelta(minutes=2))
@@ -377,3 +378,23 @@ def test_a_result_that_waited_in_an_outbox_is_history_even_without_a_silence(clu
         assert db.session.get(LocationStatus, (endpoint, DEPENDENTS["virginia"])).status == "UP"
         assert db.session.get(LocationStatus, (endpoint, DEPENDENTS["singapore"])) is None
     assert cluster.status(endpoint) == "UP" and cluster.alerts() == []
+
+
+def test_the_first_location_to_report_does_not_decide_alone(cluster):
+    endpoint = cluster.endpoint(consensusRule="atLeast:1")
+    cluster.beat("singapore", [(endpoint, False)])
+    assert cluster.status(endpoint) == "PENDING" and cluster.alerts() == []
+    cluster.own(endpoint, True)
+    cluster.beat("virginia", [(endpoint, True)])
+    assert cluster.status(endpoint) == "DOWN"  # every location has voted: atLeast:1 holds
+    with cluster.app.app_context():
+        other = create_endpoint({"name": "late", "checkType": "http", "target": "http://127.0.0.1:9/",
+                                 "intervalSeconds": 30, "timeoutSeconds": 5}).id
+    cluster.beat("singapore", [(other, False)])
+    with cluster.app.app_context():
+        # Once a freshness window has passed since it was made, the voters there decide.
+        later = utcnow() + timedelta(seconds=30)
+        db.session.get(LocationStatus, (other, DEPENDENTS["singapore"])).last_checked_at = later
+        db.session.commit()
+        consensus.reevaluate(now=later + timedelta(seconds=45))
+        assert db.session.get(Endpoint, other).status == "DOWN"
