@@ -398,3 +398,45 @@ def test_the_first_location_to_report_does_not_decide_alone(cluster):
         db.session.commit()
         consensus.reevaluate(now=later + timedelta(seconds=45))
         assert db.session.get(Endpoint, other).status == "DOWN"
+
+
+def test_a_failing_connectivity_target_takes_this_location_out_of_the_vote(tmp_path, migrated_sqlite_template,
+                                                                             monkeypatch):
+    """CONNECTIVITY_CHECK_TARGET, checked for real against a TCP listener on
+    loopback: while it refuses, this instance's location does not vote."""
+    import socket
+
+    from workers import jobs
+    from workers.jobs.consensus import check_connectivity
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    application = instance_app(tmp_path, migrated_sqlite_template,
+                               {"CONNECTIVITY_CHECK_TARGET": f"127.0.0.1:{port}"}, serve="none")
+    monkeypatch.setattr(jobs, "_app", application)
+    try:
+        assert check_connectivity() == {"ok": True}
+        listener.close()  # nothing listens there now: connection refused
+        outcome = check_connectivity()
+        assert outcome["ok"] is False and f"127.0.0.1:{port}" in outcome["error"]
+        with application.app_context():
+            own_id, location = configuration.instance_identity()
+            endpoint = create_endpoint({"name": "e", "checkType": "tcp", "target": "127.0.0.1", "port": 9}).id
+            record_results([(endpoint, CheckResult(is_ok=False, check_type="tcp", failure_reason="refused"))],
+                           instance_id=own_id, location=location)
+            probe = db.session.get(ProbeState, own_id)
+            assert probe.offline_since is not None and "connectivity check failed" in probe.offline_reason
+            # Its DOWN result does not count: a standalone with no voter stays as it was.
+            assert db.session.get(Endpoint, endpoint).status == "PENDING"
+    finally:
+        listener.close()
+        with application.app_context():
+            db.engine.dispose()
+
+
+@pytest.mark.parametrize("value", ["nohost", "host:", ":80", "host:0", "host:70000", "ho st:80"])
+def test_a_bad_connectivity_target_is_refused_naming_the_variable(value):
+    from app.config import ConfigError, load_settings
+
+    with pytest.raises(ConfigError, match="CONNECTIVITY_CHECK_TARGET"):
+        load_settings({"CONNECTIVITY_CHECK_TARGET": value})
