@@ -284,7 +284,9 @@ def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.consensus_rule, endpoint.consensus_min_down = rule.kind, rule.count
     endpoint.alert_on_partial = spec.alert_on_partial
     endpoint.cert_expiry_days = spec.cert_expiry_days
-    endpoint.checked_here = spec.locations is None or configuration.instance_id() in spec.locations
+    with db.session.no_autoflush:  # a new endpoint is not in the session yet
+        own_id = configuration.instance_id()
+    endpoint.checked_here = spec.locations is None or own_id in spec.locations
 
 
 def _check_locations(spec: EndpointInput) -> None:
