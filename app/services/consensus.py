@@ -33,6 +33,7 @@ pages) read what it keeps.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -129,6 +130,13 @@ class Rule:
 def freshness_window(interval_seconds: float, timeout_seconds: float, heartbeat_seconds: float) -> timedelta:
     """How old a location's latest result may be for it to vote."""
     return timedelta(seconds=2 * interval_seconds + heartbeat_seconds + timeout_seconds + GRACE_SECONDS)
+
+
+@functools.lru_cache(maxsize=1024)
+def _cutoff(now: datetime, interval_seconds: float, timeout_seconds: float, heartbeat_seconds: float) -> datetime:
+    """The oldest ``last_checked_at`` that is fresh at ``now``: a pass asks
+    this for every state, with a handful of different settings."""
+    return now - freshness_window(interval_seconds, timeout_seconds, heartbeat_seconds)
 
 
 @dataclass
@@ -308,12 +316,18 @@ def _chunks(ids: list) -> Iterable[list]:
         yield ids[start:start + _CHUNK]
 
 
-def _states(endpoint_ids: list[int] | None) -> dict[int, dict[str, _State]]:
-    """Every location's state of these endpoints (all endpoints for None)."""
+def _states(endpoint_ids: list[int] | None, *, instance_id: str | None = None,
+            lock: bool = False) -> dict[int, dict[str, _State]]:
+    """Every location's state of these endpoints (all endpoints for None);
+    only ``instance_id``'s when given, locked (in key order) with ``lock``."""
     out: dict[int, dict[str, _State]] = {}
     queries = ([select(*_STATE_COLUMNS)] if endpoint_ids is None else
                [select(*_STATE_COLUMNS).where(LocationStatus.endpoint_id.in_(chunk))
                 for chunk in _chunks(endpoint_ids)])
+    if instance_id is not None:
+        queries = [query.where(LocationStatus.instance_id == instance_id) for query in queries]
+    if lock:
+        queries = [query.order_by(LocationStatus.endpoint_id).with_for_update() for query in queries]
     for query in queries:
         for row in db.session.execute(query):
             out.setdefault(row[0], {})[row[1]] = _State(*row)
@@ -385,8 +399,8 @@ def _views(endpoint, states: dict[str, _State], probes: dict[str, _Probe], now: 
         probe = probes.get(state.instance_id)
         heartbeat = 0 if state.instance_id == own_id else (
             probe.heartbeat_interval if probe and probe.heartbeat_interval else default_heartbeat)
-        window = freshness_window(endpoint.interval_seconds, endpoint.timeout_seconds, heartbeat)
-        fresh = state.last_checked_at is not None and state.last_checked_at >= now - window
+        fresh = state.last_checked_at is not None and \
+            state.last_checked_at >= _cutoff(now, endpoint.interval_seconds, endpoint.timeout_seconds, heartbeat)
         views.append(LocationView(
             state.instance_id, state.location, state.status, state.last_checked_at, state.last_is_ok,
             state.last_response_time_ms, state.last_failure_reason, fresh,
@@ -525,15 +539,24 @@ def ingest(rows: list[dict], *, instance_id: str, location: str, own: bool,
         # dependent's are judged by when they arrive.
         now = max(row["checked_at"] for row in rows) if own else utcnow()
     endpoint_ids = sorted({row["endpoint_id"] for row in rows})
-    endpoints = _endpoints(endpoint_ids, lock=True)
     probes = _probes()
     probe = probes.get(instance_id)
+    own_id, heartbeat = _own_id(), _default_heartbeat()
+    if own:
+        endpoints = _endpoints(endpoint_ids, lock=True)
+        states = _states(endpoint_ids)
+    else:
+        # A dependent's heartbeat: its own states (locked, in key order),
+        # and the endpoints' settings; the endpoints are locked below only
+        # where a vote is due.
+        endpoints = _endpoints(endpoint_ids, lock=False)
+        states = _states(endpoint_ids, instance_id=instance_id, lock=True)
     votes_from = None if own or probe is None else probe.votes_from
-    states = _states(endpoint_ids)
+    late_before = now - timedelta(seconds=late_after) if late_after is not None and not own else None
     by_endpoint: dict[int, list[dict]] = {}
     for row in rows:
         by_endpoint.setdefault(row["endpoint_id"], []).append(row)
-    moved, newest = [], {}
+    moved, newest, due = [], {}, []
     for endpoint_id, endpoint_rows in by_endpoint.items():
         endpoint = endpoints.get(endpoint_id)
         if endpoint is None or endpoint.is_paused:
@@ -543,18 +566,32 @@ def ingest(rows: list[dict], *, instance_id: str, location: str, own: bool,
         state = states.setdefault(endpoint_id, {}).get(instance_id)
         if state is None:
             state = states[endpoint_id][instance_id] = _State(endpoint_id, instance_id, location)
+        before = (state.status, _fresh(state, endpoint, probe, now, own_id, heartbeat))
         state.location = location
-        late_before = now - timedelta(seconds=late_after) if late_after is not None and not own else None
         if _apply(state, endpoint, endpoint_rows, votes_from, late_before):
             moved.append(state)
             newest[endpoint_id] = state.last_checked_at
+            # Only a location whose verdict changed, or that just became
+            # fresh, can change the consensus; the rest waits for the pass.
+            if own or before != (state.status, True) or endpoint.status == STATUS_PENDING:
+                due.append(endpoint_id)
     _upsert_states(moved, now)
     # Judged against the others only where there are others (a standalone has none).
-    compared = any(len(by) > 1 for by in states.values())
-    if ((compared and any(not row["is_ok"] for row in rows)) or (probe is not None and probe.offline_since)
+    compared = not own or any(len(by) > 1 for by in states.values())
+    # Judging reads all of the location's states: only when this batch looks
+    # like a probe going offline (nearly all of it failing), or the location
+    # is offline or failing its connectivity check now. A few failures in a
+    # batch do not make it offline; the periodic pass judges every location
+    # from all its states every few seconds anyway.
+    failures = sum(1 for row in rows if not row["is_ok"])
+    looks_offline = failures >= PROBE_MIN_ENDPOINTS and failures >= PROBE_NEARLY_ALL * len(rows)
+    if ((compared and looks_offline) or (probe is not None and probe.offline_since)
             or (probe is not None and probe.connectivity_failure(now))):
-        _judge_probes([instance_id], probes, now, own_id=_own_id())
-    return _settle(endpoints, states, probes, now, [s.endpoint_id for s in moved], changed_at=newest,
+        _judge_probes([instance_id], probes, now, own_id=own_id)
+    if not own and due:
+        endpoints = _endpoints(due, lock=True)
+        states = _states(due)
+    return _settle(endpoints, states, probes, now, due, changed_at=newest,
                    mirror=instance_id if own else None)
 
 
@@ -564,7 +601,7 @@ def _settle(endpoints: dict, states: dict[int, dict[str, _State]], probes: dict[
     """Vote on ``endpoint_ids`` and write what changed: the endpoint's
     consensus columns, a status change with its alert, an aggregated row."""
     own_id, heartbeat, members = _own_id(), _default_heartbeat(), _members()
-    updates, transitions, aggregated = [], [], []
+    updates, transitions, aggregated, changes = [], [], [], []
     for endpoint_id in sorted(set(endpoint_ids)):
         endpoint = endpoints.get(endpoint_id)
         if endpoint is None or endpoint.is_paused:
@@ -599,15 +636,18 @@ def _settle(endpoints: dict, states: dict[int, dict[str, _State]], probes: dict[
             values["alerted_status"] = alerted
             values["status_changed_at"] = when
             values["consensus_recorded_at"] = now
-            db.session.add(StatusChange(endpoint_id=endpoint_id, from_status=endpoint.status,
-                                        to_status=consensus.status, changed_at=when, reason=consensus.reason,
-                                        alert_event=event))
+            changes.append({"endpoint_id": endpoint_id, "from_status": endpoint.status,
+                            "to_status": consensus.status, "changed_at": when, "reason": consensus.reason,
+                            "alert_event": event})
             transitions.append(Transition(endpoint_id, endpoint.status, consensus.status, consensus.reason, event))
             aggregated.append(aggregated_row(endpoint_id, consensus, now, is_change=True))
             logger.info("endpoint %s (%s) is %s (was %s)%s", endpoint_id, endpoint.name, consensus.status,
                         endpoint.status, f": {consensus.reason}" if consensus.reason else "")
         updates.append(values)
     _write_endpoints(updates)
+    if changes:
+        # Core rows, not ORM objects: one multi-row insert, no identity map.
+        db.session.execute(StatusChange.__table__.insert(), changes)
     if aggregated:
         db.session.execute(AggregatedResult.__table__.insert(), aggregated)
     return transitions
@@ -710,8 +750,7 @@ def _fresh(state: _State, endpoint, probe: _Probe | None, now: datetime, own_id:
     beat = 0 if state.instance_id == own_id else (probe.heartbeat_interval if probe and probe.heartbeat_interval
                                                   else heartbeat)
     return (state.last_checked_at is not None and
-            state.last_checked_at >= now - freshness_window(endpoint.interval_seconds, endpoint.timeout_seconds,
-                                                             beat))
+            state.last_checked_at >= _cutoff(now, endpoint.interval_seconds, endpoint.timeout_seconds, beat))
 
 
 def _location_rows(instance_id: str, now: datetime) -> tuple[list[tuple[_State, object]], dict]:
