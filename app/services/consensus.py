@@ -72,8 +72,10 @@ PROBE_NEARLY_ALL = 0.8
 PROBE_RECOVERED_BELOW = 0.5
 # A connectivity outcome older than this says nothing any more.
 CONNECTIVITY_VALID = timedelta(seconds=90)
-# aggregated_results gets a row per endpoint at least this often.
+# aggregated_results gets a row per endpoint at least this often; after a
+# pause, at most CADENCE_ROWS_PER_PASS per pass catch up, so no pass is long.
 CADENCE = timedelta(minutes=5)
+CADENCE_ROWS_PER_PASS = 2000
 _CHUNK = 500
 
 EVENT_DOWN = "down"
@@ -283,6 +285,9 @@ class _State:
     last_response_time_ms: float | None = None
     last_failure_reason: str | None = None
     certificate_expires_at: datetime | None = None
+    # Set once per periodic pass (``_mark_fresh``), so the probe judgement
+    # and the vote do not work it out twice; None: work it out.
+    fresh: bool | None = None
 
     def row(self, now: datetime) -> dict:
         return {
@@ -317,12 +322,14 @@ def _chunks(ids: list) -> Iterable[list]:
 
 
 def _states(endpoint_ids: list[int] | None, *, instance_id: str | None = None,
-            lock: bool = False) -> dict[int, dict[str, _State]]:
+            lock: bool = False, lean: bool = False) -> dict[int, dict[str, _State]]:
     """Every location's state of these endpoints (all endpoints for None);
-    only ``instance_id``'s when given, locked (in key order) with ``lock``."""
+    only ``instance_id``'s when given, locked (in key order) with ``lock``;
+    ``lean``: without the certificate, which no vote needs."""
     out: dict[int, dict[str, _State]] = {}
-    queries = ([select(*_STATE_COLUMNS)] if endpoint_ids is None else
-               [select(*_STATE_COLUMNS).where(LocationStatus.endpoint_id.in_(chunk))
+    columns = _STATE_COLUMNS[:-1] if lean else _STATE_COLUMNS
+    queries = ([select(*columns)] if endpoint_ids is None else
+               [select(*columns).where(LocationStatus.endpoint_id.in_(chunk))
                 for chunk in _chunks(endpoint_ids)])
     if instance_id is not None:
         queries = [query.where(LocationStatus.instance_id == instance_id) for query in queries]
@@ -397,16 +404,24 @@ def _views(endpoint, states: dict[str, _State], probes: dict[str, _Probe], now: 
     views = []
     for state in _checking(endpoint, states):
         probe = probes.get(state.instance_id)
-        heartbeat = 0 if state.instance_id == own_id else (
-            probe.heartbeat_interval if probe and probe.heartbeat_interval else default_heartbeat)
-        fresh = state.last_checked_at is not None and \
-            state.last_checked_at >= _cutoff(now, endpoint.interval_seconds, endpoint.timeout_seconds, heartbeat)
         views.append(LocationView(
             state.instance_id, state.location, state.status, state.last_checked_at, state.last_is_ok,
-            state.last_response_time_ms, state.last_failure_reason, fresh,
+            state.last_response_time_ms, state.last_failure_reason,
+            _fresh(state, endpoint, probe, now, own_id, default_heartbeat),
             probe_offline=bool(probe and probe.offline_since),
         ))
     return views
+
+
+def _mark_fresh(states: dict[int, dict[str, _State]], endpoints: dict, probes: dict[str, _Probe], now: datetime,
+                own_id: str, heartbeat: int) -> None:
+    """Work out once whether each state is fresh at ``now``."""
+    for endpoint_id, by in states.items():
+        endpoint = endpoints.get(endpoint_id)
+        if endpoint is None:
+            continue
+        for state in by.values():
+            state.fresh = _fresh(state, endpoint, probes.get(state.instance_id), now, own_id, heartbeat)
 
 
 def _checking_count(endpoint, states: dict[str, _State], members: int) -> int:
@@ -698,14 +713,19 @@ def _judge_probes(instance_ids: list[str], probes: dict[str, _Probe], now: datet
     """
     heartbeat = _default_heartbeat()
     changed = []
+    grouped: dict[str, list] = {}
+    if states is not None:  # every location's states in one walk
+        for eid, by in states.items():
+            endpoint = endpoints.get(eid)
+            if endpoint is not None:
+                for other_id, state in by.items():
+                    grouped.setdefault(other_id, []).append((state, endpoint))
     for instance_id in instance_ids:
         probe = probes.get(instance_id) or _Probe(instance_id)
         if states is None:
             mine_states, config = _location_rows(instance_id, now)
         else:
-            mine_states = [(s, endpoints[eid]) for eid, by in states.items()
-                           if (s := by.get(instance_id)) is not None and eid in endpoints]
-            config = None
+            mine_states, config = grouped.get(instance_id, []), None
         mine: dict[int, bool] = {}
         for state, endpoint in mine_states:
             if endpoint.is_paused or state.last_is_ok is None:
@@ -747,6 +767,8 @@ def _judge_probes(instance_ids: list[str], probes: dict[str, _Probe], now: datet
 
 
 def _fresh(state: _State, endpoint, probe: _Probe | None, now: datetime, own_id: str, heartbeat: int) -> bool:
+    if state.fresh is not None:
+        return state.fresh
     beat = 0 if state.instance_id == own_id else (probe.heartbeat_interval if probe and probe.heartbeat_interval
                                                   else heartbeat)
     return (state.last_checked_at is not None and
@@ -866,14 +888,16 @@ def reevaluate(now: datetime | None = None) -> dict:
     2. Where the consensus or a probe changed, take the write lock and the
        endpoints' row locks, read their states again, and settle them (a
        result stored between 1 and 2 is counted).
-    3. Endpoints whose last aggregated row is older than CADENCE get one.
+    3. Endpoints whose last aggregated row is older than CADENCE get one
+       (at most CADENCE_ROWS_PER_PASS a pass).
     """
     now = now or utcnow()
     own_id, heartbeat, members = _own_id(), _default_heartbeat(), _members()
     endpoints = _endpoints(None, lock=False)
-    states = _states(None)
+    states = _states(None, lean=True)
     probes = _probes()
     db.session.commit()  # end the read; nothing is held while voting
+    _mark_fresh(states, endpoints, probes, now, own_id, heartbeat)
     known = {instance_id for by in states.values() for instance_id in by} | set(probes)
     before = {i: bool(p.offline_since) for i, p in probes.items()}
     _judge_probes(sorted(known), probes, now, own_id=own_id, states=states, endpoints=endpoints)
@@ -894,6 +918,7 @@ def reevaluate(now: datetime | None = None) -> dict:
         for chunk in _chunks(stale):
             locked = _endpoints(chunk, lock=True)
             transitions += _settle(locked, _states(chunk), probes, now, chunk)
+    due = due[:CADENCE_ROWS_PER_PASS]
     if due:
         _take_write_lock()
         db.session.execute(AggregatedResult.__table__.insert(),
