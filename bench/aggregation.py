@@ -10,8 +10,9 @@ the periodic pass in the states a user meets:
      aggregated row per endpoint);
   b. steady pass, nothing changed since the last one (read and vote only),
      ``--steady-runs`` times;
-  c. the regular aggregated rows due for every endpoint
-     (``consensus_recorded_at`` older than ``consensus.CADENCE``);
+  c. after a pause: the regular aggregated rows due for every endpoint
+     (``consensus_recorded_at`` older than ``consensus.CADENCE``); one pass
+     writes at most ``consensus.CADENCE_ROWS_PER_PASS`` of them;
   d. one location gone silent (its states older than the freshness window):
      every endpoint's voting locations change, few statuses do.
 
@@ -241,7 +242,8 @@ def main(argv=None) -> int:
             db.session.commit()
             db.session.remove()
         before = table_counts(app)
-        due = figure("c. pass with the regular aggregated rows due for every endpoint",
+        due = figure(f"c. pass after a pause, aggregated rows due for every endpoint (at most "
+                     f"{consensus.CADENCE_ROWS_PER_PASS} written a pass)",
                      timed_pass(app, due_at))
         due["written"] = {k: v - before[k] for k, v in table_counts(app).items()}
 
