@@ -124,6 +124,10 @@ class Settings:
     # host, port this instance connects to every 10 s; while it fails, its
     # location is probe-offline and does not vote.
     connectivity_check_target: tuple[str, int] | None = None
+    # /metrics: open to anyone (firewall it), or else for API keys, signed-in
+    # users and, when set, this bearer token.
+    metrics_public: bool = False
+    metrics_token: str | None = None
 
     @property
     def embedded_redis(self) -> bool:
@@ -189,6 +193,16 @@ def load_settings(env=None) -> Settings:
     if len(instance_name) > 100:
         raise ConfigError("INSTANCE_NAME must be at most 100 characters")
 
+    metrics_public = _bool(env, "METRICS_PUBLIC")
+    metrics_token = (env.get("METRICS_TOKEN") or "").strip() or None
+    if metrics_token and len(metrics_token) < 16:
+        raise ConfigError("METRICS_TOKEN must be at least 16 characters")
+    if metrics_token and metrics_public:
+        raise ConfigError(
+            "METRICS_PUBLIC=true and METRICS_TOKEN are both set: /metrics is either open to anyone "
+            "(METRICS_PUBLIC) or needs a token, not both"
+        )
+
     return Settings(
         role=role,
         enable_sync_api=enable_sync_api,
@@ -215,6 +229,8 @@ def load_settings(env=None) -> Settings:
         trusted_proxies=_number(env, "TRUSTED_PROXIES", 0, minimum=0, maximum=5),
         log_level=log_level,
         connectivity_check_target=_host_port(env, "CONNECTIVITY_CHECK_TARGET"),
+        metrics_public=metrics_public,
+        metrics_token=metrics_token,
     )
 
 

@@ -35,8 +35,10 @@ logger = logging.getLogger(__name__)
 IDLE_LIFETIME = timedelta(hours=12)
 MAX_SESSION_AGE = timedelta(days=7)
 # Reachable without signing in. Everything else on the web surface needs a
-# session; the JSON API authenticates each request itself.
-PUBLIC_ENDPOINTS = frozenset({"static", "ui.health", "ui.status_page", "admin.login", "admin.setup"})
+# session; the JSON API authenticates each request itself, and so does
+# /metrics (an API key, METRICS_TOKEN or a session; ui/operations.py).
+PUBLIC_ENDPOINTS = frozenset({"static", "ui.health", "ui.status_page", "admin.login", "admin.setup",
+                              "ui.healthz", "ui.readyz", "ui.prometheus_metrics"})
 # Pages that look the same to everyone (and may be cached as such): they
 # never show who is signed in.
 ANONYMOUS_PAGES = frozenset({"ui.status_page"})

@@ -18,7 +18,7 @@ from app.blueprints.sync_api import bp
 from app.config import ROLE_PRIMARY
 from app.extensions import db
 from app.models import MonitoringInstance
-from app.services import configuration
+from app.services import configuration, readiness
 from app.services.endpoints import get_endpoint
 from app.services.sync import primary, tokens
 from app.services.sync.dependent import EPOCH_HEADER, SECRET_HEADER
@@ -29,11 +29,15 @@ REGISTER_FAILURES_ALLOWED = 10
 REGISTER_WINDOW_SECONDS = 60
 _failures: dict[str, deque] = defaultdict(deque)
 _failures_lock = threading.Lock()
+# Load-balancer probes: bounded by their own timeouts, no role or epoch.
+PROBES = frozenset({"sync_api.healthz", "sync_api.readyz"})
 
 
 @bp.after_request
 def _stamp_epoch(response):
     """Every reply carries this instance's epoch, so peers know whom to trust."""
+    if request.endpoint in PROBES:
+        return response  # probes answer without the database's pool (a dead server would hang them)
     try:
         response.headers[EPOCH_HEADER] = str(configuration.epoch())
     except Exception:  # the database is away: the reply still goes out
@@ -44,7 +48,7 @@ def _stamp_epoch(response):
 @bp.before_request
 def _check_role_and_epoch():
     """Only the primary serves more than the peer routes; stale epochs are refused."""
-    if request.endpoint in {"sync_api.health", "sync_api.status"}:
+    if request.endpoint in {"sync_api.health", "sync_api.status"} | PROBES:
         return None
     if configuration.role() != ROLE_PRIMARY:
         return json_error(409, "not_primary", "this instance is not the primary",
@@ -116,6 +120,19 @@ def health():
         "primaryUrl": configuration.primary_url(),
         "version": __version__,
     })
+
+
+@bp.get("/healthz")
+def healthz():
+    """Alive, for a load balancer in front of the sync port: no database, no Redis."""
+    return jsonify({"status": "ok"})
+
+
+@bp.get("/readyz")
+def readyz():
+    """Ready, as the web port's /readyz: database, Redis, clock lease, a worker."""
+    state = readiness.readiness()
+    return jsonify(state.to_dict()), state.http_status, {"Cache-Control": "no-store"}
 
 
 @bp.get("/status")
