@@ -45,7 +45,6 @@ from app.models import (
     DELIVERY_SENDING,
     DELIVERY_SENT,
     STATUS_DOWN,
-    STATUS_UP,
     Endpoint,
     NotificationDelivery,
     NotificationService,

@@ -58,6 +58,7 @@ from app.models import (
     utcnow,
 )
 from app.models.endpoint import CONSENSUS_AT_LEAST, CONSENSUS_MAJORITY
+from app.notifiers.base import EVENT_DOWN, EVENT_PARTIAL, EVENT_UP
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,6 @@ CADENCE = timedelta(minutes=5)
 CADENCE_ROWS_PER_PASS = 2000
 _CHUNK = 500
 
-EVENT_DOWN = "down"
-EVENT_UP = "up"
-EVENT_PARTIAL = "partial"
 
 
 @dataclass(frozen=True)
@@ -536,13 +534,17 @@ def _upsert_states(states: list[_State], now: datetime) -> None:
 
 def ingest(rows: list[dict], *, instance_id: str, location: str, own: bool,
            now: datetime | None = None, late_after: float | None = None) -> list[Transition]:
-    """Apply one location's stored result rows, and vote again on their endpoints.
+    """Apply one location's stored result rows, and vote again where that can
+    change the consensus.
 
     Called after ``results.store_results`` in the same transaction (which
-    the caller commits): for results made here (``own``) and for a
-    dependent's heartbeat. The stored insert took the database's write lock
-    (SQLite); the endpoint rows are locked here (PostgreSQL), so votes on one
-    endpoint happen one after the other and each sees the states before it.
+    the caller commits): for results made here (``own``: every endpoint of
+    the batch is voted on, which keeps its row's "last checked" current) and
+    for a dependent's heartbeat (only endpoints where that location's
+    verdict changed or it just became fresh). The stored insert took the
+    database's write lock (SQLite); the endpoint rows are locked here
+    (PostgreSQL), so votes on one endpoint happen one after the other and
+    each sees the states before it.
     ``late_after``: seconds (beyond the check's timeout) after which a
     dependent's result arrives too late to vote. Returns the consensus changes.
     """
@@ -776,47 +778,11 @@ def _fresh(state: _State, endpoint, probe: _Probe | None, now: datetime, own_id:
 
 
 def _location_rows(instance_id: str, now: datetime) -> tuple[list[tuple[_State, object]], dict]:
-    """One location's recent states with their endpoints' settings."""
-    since = now - timedelta(days=2)  # no freshness window is longer (intervals are at most a day)
-    rows = db.session.execute(
-        select(*_STATE_COLUMNS, *_ENDPOINT_COLUMNS)
-        .join(Endpoint, Endpoint.id == LocationStatus.endpoint_id)
-        .where(LocationStatus.instance_id == instance_id, LocationStatus.last_checked_at >= since)
-    ).all()
-    width = len(_STATE_COLUMNS)
-    out, config = [], {}
-    for row in rows:
-        endpoint = _EndpointRow(*row[width:])
-        config[endpoint.id] = endpoint
-        out.append((_State(*row[:width]), endpoint))
-    return out, config
-
-
-@dataclass
-class _EndpointRow:
-    id: int
-    name: str
-    is_paused: bool
-    status: str
-    alerted_status: str | None
-    alert_on_partial: bool
-    failure_threshold: int
-    success_threshold: int
-    interval_seconds: int
-    timeout_seconds: float
-    consensus_rule: str
-    consensus_min_down: int | None
-    location_ids: list | None
-    locations_voting: int
-    locations_up: int
-    locations_down: int
-    last_checked_at: datetime | None
-    last_response_time_ms: float | None
-    last_failure_reason: str | None
-    consensus_recorded_at: datetime | None
-    consecutive_failures: int
-    consecutive_successes: int
-    created_at: datetime | None
+    """One location's states with their endpoints' settings."""
+    states = _states(None, instance_id=instance_id, lean=True)
+    endpoints = _endpoints(sorted(states), lock=False)
+    return [(state, endpoints[eid]) for eid, by in states.items() for state in by.values()
+            if eid in endpoints], endpoints
 
 
 def _save_probe(probe: _Probe, now: datetime) -> None:

@@ -85,10 +85,9 @@ def record_results(results: list[tuple[int, CheckResult]], *, instance_id: str, 
     On a dependent the rows wait in the outbox (no ``synced_at``) until the
     primary acknowledges them; elsewhere there is no one to send them to.
     """
-    from app.config import ROLE_DEPENDENT
     from app.services import configuration, consensus
 
-    synced_at = None if configuration.role() == ROLE_DEPENDENT else utcnow()
+    synced_at = None if configuration.is_dependent() else utcnow()
     rows = [{**result_row(eid, r, instance_id=instance_id, location=location), "synced_at": synced_at}
             for eid, r in results]
     # Results for endpoints deleted while the check ran have nowhere to go.

@@ -13,7 +13,6 @@ from app import __version__
 from app.blueprints.ui import bp
 from app.blueprints.ui.charts import response_chart, sparkline
 from app.checks import CHECK_TYPES
-from app.config import ROLE_PRIMARY
 from app.models import utcnow
 from app.models.endpoint import consensus_rule_text
 from app.services import configuration, consensus, dashboard, history, status_pages
