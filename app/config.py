@@ -18,6 +18,9 @@ from urllib.parse import urlparse
 ROLE_STANDALONE = "standalone"
 ROLE_PRIMARY = "primary"
 ROLE_DEPENDENT = "dependent"
+# A primary that lost touch with a majority of the membership: it keeps
+# checking but accepts no results, no configuration and sends no alert.
+ROLE_FENCED = "fenced"
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -105,6 +108,11 @@ class Settings:
     instance_name: str = field(default_factory=socket.gethostname)
     instance_location: str = "default"
     failover_order: int = 0
+    # Dependents probe the primary this often and suspect it after this many
+    # failures in a row; a primary fences itself after as long without a
+    # majority.
+    failover_check_interval: int = 3
+    failover_max_failures: int = 3
     sync_interval: int = 30
     heartbeat_interval: int = 10
     connection_timeout: int = 10
@@ -132,6 +140,11 @@ class Settings:
     @property
     def embedded_redis(self) -> bool:
         return self.redis_url is None
+
+    @property
+    def failover_delay(self) -> int:
+        """Seconds from a primary's last answer to its being suspected."""
+        return self.failover_check_interval * self.failover_max_failures
 
 
 def load_settings(env=None) -> Settings:
@@ -212,6 +225,8 @@ def load_settings(env=None) -> Settings:
         instance_name=instance_name,
         instance_location=instance_location,
         failover_order=_number(env, "FAILOVER_ORDER", 0, minimum=0, maximum=10_000),
+        failover_check_interval=_number(env, "FAILOVER_CHECK_INTERVAL", 3, minimum=1, maximum=600),
+        failover_max_failures=_number(env, "FAILOVER_MAX_FAILURES", 3, minimum=1, maximum=100),
         sync_interval=_number(env, "SYNC_INTERVAL", 30, minimum=1, maximum=86400),
         heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL", 10, minimum=1, maximum=3600),
         connection_timeout=_number(env, "CONNECTION_TIMEOUT", 10, minimum=1, maximum=300),

@@ -64,32 +64,40 @@ def _enqueue_rollup(clock: "Clock") -> None:
     clock.checks.enqueue(roll_up_results, job_timeout=1800, result_ttl=0)
 
 
-def _role(clock: "Clock") -> str:
+def _cluster_state(clock: "Clock"):
     from app.services import configuration
 
     with clock.app.app_context():
-        return configuration.role()
+        return configuration.snapshot()
 
 
 def _enqueue_sync(clock: "Clock") -> None:
-    from app.config import ROLE_DEPENDENT
     from app.services import queues
     from workers.jobs.sync import sync_with_primary
 
-    if _role(clock) != ROLE_DEPENDENT:
+    if not _cluster_state(clock).is_dependent:
         return
     queues.queue(queues.SYNC_QUEUE).enqueue(sync_with_primary, job_timeout=300, result_ttl=0,
                                             failure_ttl=3600)
 
 
 def _enqueue_primary_housekeeping(clock: "Clock") -> None:
-    from app.config import ROLE_PRIMARY
     from app.services import queues
     from workers.jobs.sync import primary_housekeeping
 
-    if _role(clock) != ROLE_PRIMARY:
+    if not _cluster_state(clock).is_primary:
         return
     queues.queue(queues.SYNC_QUEUE).enqueue(primary_housekeeping, job_timeout=120, result_ttl=0)
+
+
+def _enqueue_failover(clock: "Clock") -> None:
+    from app.services import queues
+    from workers.jobs.failover import failover_tick
+
+    cluster = queues.queue(queues.CLUSTER_QUEUE)
+    if _cluster_state(clock).is_clustered and cluster.count < 3:  # else rounds are queued already
+        cluster.enqueue(failover_tick, job_timeout=120, result_ttl=0,
+                                                   failure_ttl=3600)
 
 
 def _enqueue_consensus(clock: "Clock") -> None:
@@ -116,6 +124,7 @@ PERIODIC_TASKS = [
     PeriodicTask("primary-housekeeping", lambda settings: 10.0, _enqueue_primary_housekeeping),
     PeriodicTask("reevaluate-consensus", lambda settings: 5.0, _enqueue_consensus),
     PeriodicTask("check-connectivity", lambda settings: 10.0, _enqueue_connectivity),
+    PeriodicTask("failover", lambda settings: float(settings.failover_check_interval), _enqueue_failover),
 ]
 
 
@@ -193,7 +202,6 @@ class Clock:
 
 def main() -> None:
     from app import create_app
-    from app.config import ROLE_DEPENDENT
     from app.services import configuration
     from app.services.sync import dependent
 
@@ -201,7 +209,7 @@ def main() -> None:
     with app.app_context():
         configuration.ensure_initialized()
         warning = dependent.clear_text_warning(configuration.primary_url())
-        if configuration.role() == ROLE_DEPENDENT and warning:
+        if configuration.is_dependent() and warning:
             logger.warning(warning)
     clock = Clock(app)
 

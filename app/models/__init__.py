@@ -8,7 +8,7 @@ from app.models.endpoint import (
     StatusChange,
     endpoint_notifications,
 )
-from app.models.instance import InstanceConfig, InstanceToken, MonitoringInstance
+from app.models.instance import ClusterEvent, InstanceConfig, InstanceToken, MonitoringInstance
 from app.models.location import LocationStatus, ProbeState
 from app.models.notification import (
     DELIVERY_FAILED,
@@ -28,7 +28,7 @@ from app.models.user import API_KEY_PREFIX_LEN, ApiKey, User
 __all__ = [
     "API_KEY_PREFIX_LEN", "DELIVERY_FAILED", "DELIVERY_PENDING", "DELIVERY_SENDING", "DELIVERY_SENT",
     "NotificationDelivery", "STATUS_DOWN", "STATUS_PENDING", "STATUS_UP", "AggregatedResult", "ApiKey", "Endpoint",
-    "InstanceConfig", "LocationStatus", "ProbeState", "STATUS_PARTIAL", "InstanceToken", "MonitoringInstance",
+    "ClusterEvent", "InstanceConfig", "LocationStatus", "ProbeState", "STATUS_PARTIAL", "InstanceToken", "MonitoringInstance",
     "NotificationService", "ResponseTime", "Setting", "StatusChange", "UTCDateTime", "User",
     "endpoint_notifications", "utcnow",
 ]

@@ -55,3 +55,19 @@ class InstanceToken(db.Model):
     expires_at = mapped_column(UTCDateTime, nullable=False)
     last_used_at = mapped_column(UTCDateTime)
     revoked_at = mapped_column(UTCDateTime)
+
+
+class ClusterEvent(db.Model):
+    """One cluster transition seen here: suspect, vote, promote, follow,
+    step down, fence, unfence, hand over. Kept as history for the Instances
+    page; written only through ``app.services.configuration``."""
+
+    __tablename__ = "cluster_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at = mapped_column(UTCDateTime, nullable=False, default=utcnow, index=True)
+    epoch: Mapped[int] = mapped_column(Integer, nullable=False)
+    kind: Mapped[str] = mapped_column(String(16), nullable=False)
+    # The instance the event is about (the one promoted, followed, voted for).
+    subject_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str] = mapped_column(Text, nullable=False, default="")

@@ -19,6 +19,7 @@ class ResponseTime(db.Model):
     __table_args__ = (
         Index("ix_response_times_endpoint_checked", "endpoint_id", "checked_at"),
         Index("ix_response_times_outbox", "synced_at", "id"),
+        Index("ix_response_times_instance_checked", "instance_id", "checked_at"),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

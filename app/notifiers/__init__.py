@@ -9,6 +9,7 @@ from app.notifiers.apprise import AppriseNotifier
 from app.notifiers.base import (
     EVENT_CERT_EXPIRING,
     EVENT_CERT_RENEWED,
+    EVENT_CLUSTER,
     EVENT_DOWN,
     EVENT_PARTIAL,
     EVENT_REMINDER,
@@ -47,7 +48,7 @@ def _short(exc: ValueError) -> str:
 
 
 __all__ = [
-    "EVENTS", "EVENT_CERT_EXPIRING", "EVENT_CERT_RENEWED", "EVENT_DOWN", "EVENT_PARTIAL", "EVENT_REMINDER", "EVENT_TEST", "EVENT_UP", "NOTIFIERS", "SECRET_MASK",
+    "EVENTS", "EVENT_CERT_EXPIRING", "EVENT_CERT_RENEWED", "EVENT_CLUSTER", "EVENT_DOWN", "EVENT_PARTIAL", "EVENT_REMINDER", "EVENT_TEST", "EVENT_UP", "NOTIFIERS", "SECRET_MASK",
     "AlertMessage", "AppriseNotifier", "DeliveryError", "Notifier", "NotifierConfig", "WebhookNotifier",
     "format_duration", "notifier_for",
 ]

@@ -21,8 +21,10 @@ EVENT_PARTIAL = "partial"
 # An HTTPS certificate has fewer days left than the endpoint's certExpiryDays; renewed again.
 EVENT_CERT_EXPIRING = "cert_expiring"
 EVENT_CERT_RENEWED = "cert_renewed"
+# A cluster transition (a new primary); ``endpoint_name`` carries the headline.
+EVENT_CLUSTER = "cluster"
 EVENTS = (EVENT_DOWN, EVENT_UP, EVENT_REMINDER, EVENT_TEST, EVENT_PARTIAL, EVENT_CERT_EXPIRING,
-          EVENT_CERT_RENEWED)
+          EVENT_CERT_RENEWED, EVENT_CLUSTER)
 
 # Shown instead of a secret value; sent back unchanged, it means "keep it".
 SECRET_MASK = "••••••"
@@ -87,6 +89,8 @@ class AlertMessage:
             return f"[CERTIFICATE] {name}: expires in {self.certificate_days_left} days"
         if self.event == EVENT_CERT_RENEWED:
             return f"[CERTIFICATE RENEWED] {name}"
+        if self.event == EVENT_CLUSTER:
+            return f"[CLUSTER] {name}"
         return f"[TEST] {name}"
 
     def body(self) -> str:
@@ -94,6 +98,10 @@ class AlertMessage:
         lines = []
         if self.event == EVENT_TEST:
             lines.append("This is a test notification from the endpoint monitor. Delivery works.")
+        elif self.event == EVENT_CLUSTER:
+            lines.append(f"{self.endpoint_name}.")
+            if self.reason:
+                lines.append(self.reason)
         elif self.event == EVENT_PARTIAL:
             lines.append(f"{self.endpoint_name} ({self.target}) fails from some locations, not enough "
                          "to call it DOWN.")

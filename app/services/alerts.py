@@ -6,9 +6,9 @@
    check job (for results made here) or the heartbeat (for a dependent's)
    then calls ``raise_alerts`` for the endpoints that changed: each change
    with an alert gets one ``notification_deliveries`` row per enabled
-   service of its endpoint. The dedupe key ``"<status change id>:<service
-   id>"`` is unique, so a replay, a retried job or the sweep below never
-   creates one twice. Only a standalone or the primary raises alerts
+   service of its endpoint. The dedupe key ``"<instance id>:<status change
+   id>:<service id>"`` is unique, so a replay, a retried job or the sweep
+   below never creates one twice. Only a standalone or the primary raises alerts
    (``configuration.may_alert``): once per cluster, never per location.
 2. A worker runs ``deliver`` for each row, on the notify queue, never inside
    a check job. It claims the row with a conditional UPDATE (pending ->
@@ -55,6 +55,7 @@ from app.models import (
 from app.notifiers import (
     EVENT_CERT_EXPIRING,
     EVENT_CERT_RENEWED,
+    EVENT_CLUSTER,
     EVENT_DOWN,
     EVENT_PARTIAL,
     EVENT_REMINDER,
@@ -112,10 +113,18 @@ def raise_alerts(endpoint_ids: Iterable[int] | None = None, *, now: datetime | N
     last ``window``. Returns the ids of their deliveries that are pending
     and due, to enqueue. Commits.
     """
+    from app.services import configuration
+
     now = now or utcnow()
+    since = now - window
+    # A new primary alerts for what changes from its promotion on; what it
+    # saw as a dependent was the old primary's to alert.
+    promoted_at = configuration.alerting_since()
+    if promoted_at is not None and promoted_at > since:
+        since = promoted_at
     query = (
         select(StatusChange)
-        .where(StatusChange.changed_at >= now - window, StatusChange.alert_event.is_not(None))
+        .where(StatusChange.changed_at >= since, StatusChange.alert_event.is_not(None))
         .order_by(StatusChange.id)
     )
     if endpoint_ids is not None:
@@ -128,7 +137,10 @@ def raise_alerts(endpoint_ids: Iterable[int] | None = None, *, now: datetime | N
         db.session.commit()
         return []
     services = _enabled_services({change.endpoint_id for change in changes})
-    wanted = {f"{change.id}:{service_id}": (change, service_id)
+    # Change ids are this instance's own: its id keeps them apart from the
+    # keys of alerts inherited from an earlier primary.
+    own_id = configuration.instance_id()
+    wanted = {f"{own_id}:{change.id}:{service_id}": (change, service_id)
               for change in changes for service_id in services.get(change.endpoint_id, ())}
     missing = set(wanted) - _existing_keys(wanted)
     if missing:
@@ -393,6 +405,19 @@ def deliver(delivery_id: int, *, now: datetime | None = None) -> str:
     service = delivery.service
     service_id, kind, config, enabled = service.id, service.kind, dict(service.config or {}), service.is_enabled
     db.session.commit()
+    # Re-checked at the last moment: a primary that stepped down or fenced
+    # itself since the alert was raised leaves it to the new primary.
+    from app.services import configuration
+
+    state = configuration.snapshot()
+    if not state.may_alert:
+        reason = f"not sent: this instance is {state.role} (epoch {state.epoch}), no longer the primary"
+        db.session.execute(update(table).where(table.c.id == delivery_id, table.c.status == DELIVERY_SENDING,
+                                               table.c.claimed_at == now)
+                           .values(status=DELIVERY_FAILED, last_error=reason, next_attempt_at=None))
+        db.session.commit()
+        logger.warning("%s alert for endpoint %s (delivery %s) %s", event, endpoint_id, delivery_id, reason)
+        return DELIVERY_FAILED
     # 3. Send.
     error: DeliveryError | None = None
     if not enabled:
@@ -429,6 +454,37 @@ def deliver(delivery_id: int, *, now: datetime | None = None) -> str:
     if finished != 1:
         logger.warning("delivery %s was reclaimed while it was being sent; outcome not recorded", delivery_id)
     return values["status"]
+
+
+def raise_cluster_alert(headline: str, detail: str, *, now: datetime | None = None) -> list[int]:
+    """Tell the enabled default services (every enabled one, if none is a
+    default) about a cluster transition (a new
+    primary); returns the deliveries to send. Commits."""
+    from app.services import configuration
+
+    now = now or utcnow()
+    enabled = db.session.execute(
+        select(NotificationService.id, NotificationService.is_default)
+        .where(NotificationService.is_enabled.is_(True)).order_by(NotificationService.id)).all()
+    # The services new endpoints get by default; with none marked, every one.
+    services = [row.id for row in enabled if row.is_default] or [row.id for row in enabled]
+    state = configuration.snapshot()
+    message = AlertMessage(event=EVENT_CLUSTER, endpoint_id=None, endpoint_name=headline, target="", check_type="",
+                           status=state.role.upper(), previous_status=None, occurred_at=now, reason=detail,
+                           **instance_fields())
+    keys = {f"cluster:{state.instance_id}:{state.epoch}:{state.role}:{service_id}": service_id
+            for service_id in services}
+    _insert([_row(key, message, service_id, None, now) for key, service_id in keys.items()])
+    db.session.commit()
+    due = _due_ids(keys, now)
+    if due:
+        from workers.jobs.alerts import enqueue_deliveries
+
+        try:
+            enqueue_deliveries(due)
+        except Exception:  # Redis away: the sweep sends them
+            logger.warning("could not enqueue cluster alerts now; the sweep sends them")
+    return due
 
 
 def release_stale_claims(*, now: datetime | None = None) -> int:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import uuid
+from dataclasses import dataclass
+from datetime import datetime
 
 from flask import current_app
 from sqlalchemy import event, select, text, update
@@ -16,8 +18,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
 
+from app.config import ROLE_DEPENDENT, ROLE_FENCED, ROLE_PRIMARY, ROLE_STANDALONE
 from app.extensions import db
-from app.models import Endpoint, InstanceConfig, NotificationService, Setting, User
+from app.models import ClusterEvent, Endpoint, InstanceConfig, NotificationService, Setting, User, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +28,55 @@ INSTANCE_ID = "instance_id"
 ROLE = "role"
 EPOCH = "epoch"
 PRIMARY_URL = "primary_url"
+PRIMARY_ID = "primary_id"
 CONFIG_VERSION = "config_version"
+# "<epoch>:<candidate id>": the one vote this instance granted, for the
+# newest epoch it voted in.
+VOTE = "vote"
+# When this instance last became the primary: alerts go out for changes
+# from then on, never for what it saw as a dependent.
+ALERTING_SINCE = "alerting_since"
+_OWN_KEYS = frozenset({INSTANCE_ID, ROLE, EPOCH, PRIMARY_URL, PRIMARY_ID, CONFIG_VERSION, VOTE, ALERTING_SINCE})
+
+
+@dataclass(frozen=True)
+class ClusterState:
+    """Role, epoch and primary as one consistent reading."""
+
+    instance_id: str
+    role: str
+    epoch: int
+    primary_id: str | None
+    primary_url: str | None
+    config_version: int
+
+    @property
+    def is_primary(self) -> bool:
+        return self.role == ROLE_PRIMARY
+
+    @property
+    def is_dependent(self) -> bool:
+        return self.role == ROLE_DEPENDENT
+
+    @property
+    def is_fenced(self) -> bool:
+        return self.role == ROLE_FENCED
+
+    @property
+    def is_clustered(self) -> bool:
+        return self.role != ROLE_STANDALONE
+
+    @property
+    def may_alert(self) -> bool:
+        return self.role in (ROLE_PRIMARY, ROLE_STANDALONE)
+
+    @property
+    def accepts_results(self) -> bool:
+        return self.role == ROLE_PRIMARY
+
+    @property
+    def accepts_configuration(self) -> bool:
+        return self.role in (ROLE_PRIMARY, ROLE_STANDALONE)
 
 
 def _insert_if_absent(key: str, value: str) -> None:
@@ -48,6 +99,7 @@ def ensure_initialized() -> dict:
     _insert_if_absent(ROLE, settings.role)
     _insert_if_absent(EPOCH, "0")
     _insert_if_absent(PRIMARY_URL, settings.primary_sync_url or "")
+    _insert_if_absent(PRIMARY_ID, "")
     _insert_if_absent(CONFIG_VERSION, "0")
     db.session.commit()
     state = state_snapshot()
@@ -64,6 +116,28 @@ def state_snapshot() -> dict:
     return dict(rows)
 
 
+def snapshot() -> ClusterState:
+    """Role, epoch and primary read together (one query, one transaction)."""
+    state = state_snapshot()
+    if ROLE not in state or EPOCH not in state:
+        ensure_initialized()
+        state = state_snapshot()
+    return ClusterState(
+        instance_id=state[INSTANCE_ID], role=state[ROLE], epoch=int(state[EPOCH]),
+        primary_id=state.get(PRIMARY_ID) or None, primary_url=state.get(PRIMARY_URL) or None,
+        config_version=int(state.get(CONFIG_VERSION) or 0))
+
+
+def locked_snapshot() -> ClusterState:
+    """``snapshot``, with role and epoch held until the transaction ends, so
+    a transition waits for the work done under them (a share lock on
+    PostgreSQL; on SQLite the writer already holds the database's lock)."""
+    if db.engine.dialect.name == "postgresql":
+        db.session.execute(select(InstanceConfig.value).where(InstanceConfig.key.in_([ROLE, EPOCH]))
+                           .with_for_update(read=True)).all()
+    return snapshot()
+
+
 def _get(key: str) -> str:
     value = db.session.execute(
         select(InstanceConfig.value).where(InstanceConfig.key == key)
@@ -75,7 +149,9 @@ def _get(key: str) -> str:
 
 
 def _set(key: str, value: str) -> None:
-    db.session.execute(update(InstanceConfig).where(InstanceConfig.key == key).values(value=value))
+    if db.session.execute(update(InstanceConfig).where(InstanceConfig.key == key)
+                          .values(value=value)).rowcount == 0:
+        _insert_if_absent(key, value)
 
 
 def instance_id() -> str:
@@ -84,6 +160,7 @@ def instance_id() -> str:
 
 
 def role() -> str:
+    """The role as stored, for display; code asks the predicates below."""
     return _get(ROLE)
 
 
@@ -92,30 +169,39 @@ def epoch() -> int:
 
 
 def is_primary() -> bool:
-    """Whether this instance is the cluster's primary."""
-    from app.config import ROLE_PRIMARY
-
-    return role() == ROLE_PRIMARY
+    """Whether this instance is the cluster's primary (and not fenced)."""
+    return snapshot().is_primary
 
 
 def is_dependent() -> bool:
     """Whether this instance reports to a primary."""
-    from app.config import ROLE_DEPENDENT
+    return snapshot().is_dependent
 
-    return role() == ROLE_DEPENDENT
+
+def is_fenced() -> bool:
+    """Whether this primary has fenced itself off (no majority in reach)."""
+    return snapshot().is_fenced
+
+
+def is_clustered() -> bool:
+    """Whether this instance belongs to a cluster (any role but standalone)."""
+    return snapshot().is_clustered
 
 
 def may_alert() -> bool:
     """Whether this instance sends alerts: a standalone or the primary, once
-    for the whole cluster; a dependent never alerts on its own."""
-    from app.config import ROLE_PRIMARY, ROLE_STANDALONE
-
-    return role() in (ROLE_PRIMARY, ROLE_STANDALONE)
+    for the whole cluster; a dependent or a fenced primary never does."""
+    return snapshot().may_alert
 
 
 def accepts_results() -> bool:
     """Whether other instances' heartbeats are stored here."""
-    return is_primary()
+    return snapshot().accepts_results
+
+
+def accepts_configuration() -> bool:
+    """Whether configuration may be changed here (UI, JSON API, CLI)."""
+    return snapshot().accepts_configuration
 
 
 def primary_url() -> str | None:
@@ -126,11 +212,97 @@ def config_version() -> int:
     return int(_get(CONFIG_VERSION))
 
 
-def set_role(new_role: str, *, new_epoch: int, new_primary_url: str | None) -> None:
-    """Change role, epoch and primary together (one transaction, the caller's)."""
+def alerting_since() -> datetime | None:
+    """When this instance last became the primary (None: always alerted here)."""
+    value = get_state(ALERTING_SINCE)
+    return datetime.fromisoformat(value) if value else None
+
+
+def set_role(new_role: str, *, new_epoch: int, new_primary_url: str | None,
+             new_primary_id: str | None = None) -> None:
+    """Write role, epoch and primary unconditionally (one transaction, the
+    caller's). For set-up and tests; run-time changes use ``transition``."""
     _set(ROLE, new_role)
     _set(EPOCH, str(new_epoch))
     _set(PRIMARY_URL, new_primary_url or "")
+    _set(PRIMARY_ID, new_primary_id or "")
+
+
+def set_primary_id(primary_id: str) -> None:
+    """Record the primary's id once registration tells it (the caller commits)."""
+    _set(PRIMARY_ID, primary_id)
+
+
+def transition(seen: ClusterState, *, new_role: str, new_epoch: int, primary_id: str | None,
+               primary_url: str | None, kind: str, detail: str = "") -> bool:
+    """Move from ``seen`` to the new role and epoch, if nobody moved first.
+
+    Compare-and-set: the epoch and role rows change only while they still
+    hold what ``seen`` read (``... WHERE value = :seen``), so of two
+    processes of one instance racing to promote it, one wins and the other
+    changes nothing. Records the transition as a cluster event and commits;
+    returns whether this call made it.
+    """
+    if new_epoch < seen.epoch:
+        raise ValueError(f"epoch {new_epoch} is older than {seen.epoch}")
+    moved = db.session.execute(
+        update(InstanceConfig).where(InstanceConfig.key == EPOCH, InstanceConfig.value == str(seen.epoch))
+        .values(value=str(new_epoch))).rowcount
+    if moved:
+        moved = db.session.execute(
+            update(InstanceConfig).where(InstanceConfig.key == ROLE, InstanceConfig.value == seen.role)
+            .values(value=new_role)).rowcount
+    if not moved:
+        db.session.rollback()
+        return False
+    _set(PRIMARY_ID, primary_id or "")
+    _set(PRIMARY_URL, primary_url or "")
+    if new_role == ROLE_PRIMARY and not seen.is_primary:
+        _set(ALERTING_SINCE, utcnow().isoformat())
+    record_event(kind, new_epoch, subject_id=primary_id, detail=detail)
+    db.session.commit()
+    logger.warning("cluster: %s at epoch %d (was %s at epoch %d)%s", kind, new_epoch, seen.role, seen.epoch,
+                   f": {detail}" if detail else "")
+    return True
+
+
+def record_event(kind: str, at_epoch: int, *, subject_id: str | None = None, detail: str = "") -> None:
+    """Keep one cluster event (the caller commits)."""
+    db.session.add(ClusterEvent(at=utcnow(), epoch=at_epoch, kind=kind, subject_id=subject_id,
+                                detail=detail[:2000]))
+
+
+def cluster_events(limit: int = 50) -> list[ClusterEvent]:
+    return list(db.session.execute(
+        select(ClusterEvent).order_by(ClusterEvent.id.desc()).limit(limit)).scalars())
+
+
+def vote_granted() -> tuple[int, str | None]:
+    """(epoch, candidate) of the newest vote this instance granted."""
+    value = get_state(VOTE)
+    if not value:
+        return 0, None
+    voted_epoch, _, candidate = value.partition(":")
+    return int(voted_epoch), candidate or None
+
+
+def grant_vote(for_epoch: int, candidate_id: str, *, detail: str = "") -> bool:
+    """Grant ``candidate_id`` this instance's one vote for ``for_epoch``.
+
+    At most one candidate per epoch, persisted before the answer leaves, so
+    a restart cannot vote twice; asking again for the same candidate gets
+    the same yes. Only epochs past this instance's own count. Commits.
+    """
+    lock_instance()  # one voter at a time across this instance's processes
+    voted_epoch, voted_for = vote_granted()
+    if for_epoch <= epoch() or for_epoch < voted_epoch or (for_epoch == voted_epoch and voted_for != candidate_id):
+        db.session.rollback()
+        return False
+    if (voted_epoch, voted_for) != (for_epoch, candidate_id):
+        _set(VOTE, f"{for_epoch}:{candidate_id}")
+        record_event("vote", for_epoch, subject_id=candidate_id, detail=detail)
+    db.session.commit()
+    return True
 
 
 def set_config_version(version: int) -> None:
@@ -159,7 +331,7 @@ def get_state(key: str, default: str | None = None) -> str | None:
 
 def set_state(key: str, value: str | None) -> None:
     """Write (or, with ``None``, remove) a piece of sync state; the caller commits."""
-    if key in {INSTANCE_ID, ROLE, EPOCH, PRIMARY_URL, CONFIG_VERSION}:
+    if key in _OWN_KEYS:
         raise ValueError(f"{key} is changed only through its own function")
     if value is None:
         db.session.execute(InstanceConfig.__table__.delete().where(InstanceConfig.key == key))
@@ -213,7 +385,7 @@ def _bump_config_version(session, flush_context, instances):
         own_role = session.execute(
             select(InstanceConfig.value).where(InstanceConfig.key == ROLE)
         ).scalar_one_or_none()
-        if own_role == "dependent":
+        if own_role in (ROLE_DEPENDENT, ROLE_FENCED):
             return
         # Arithmetic in SQL so concurrent writers never lose an increment.
         session.execute(

@@ -17,9 +17,10 @@ LAST_ATTEMPT = "primary_last_attempt_at"
 MAX_BACKOFF_SECONDS = 60
 
 
-def backoff_seconds(failures: int) -> float:
-    """Wait before the next attempt after ``failures`` failed ones: 1, 2, 4, ... 60 s."""
-    return 0.0 if failures <= 0 else float(min(2 ** (failures - 1), MAX_BACKOFF_SECONDS))
+def backoff_seconds(failures: int, *, at_most: float = MAX_BACKOFF_SECONDS) -> float:
+    """Wait before the next attempt after ``failures`` failed ones: 1, 2, 4, ... 60 s
+    (or ``at_most``: the failover probe interval while the primary is suspected)."""
+    return 0.0 if failures <= 0 else float(min(2 ** (failures - 1), MAX_BACKOFF_SECONDS, at_most))
 
 
 def sync_with_primary() -> dict:
@@ -29,19 +30,20 @@ def sync_with_primary() -> dict:
     primary is unreachable. Safe to run twice: the primary stores each
     result once and acknowledges it by id.
     """
-    from app.config import ROLE_DEPENDENT
     from app.extensions import db
-    from app.services import configuration, queues
+    from app.services import configuration, failover, queues
     from app.services.sync import dependent
 
     with app().app_context():
-        if configuration.role() != ROLE_DEPENDENT:
+        if not configuration.is_dependent():
             return {"skipped": "not a dependent"}
         failures = int(configuration.get_state(dependent.FAILURES, "0"))
         last = configuration.get_state(LAST_ATTEMPT)
         if last and failures:
             waited = time.time() - datetime.fromisoformat(last).timestamp()
-            if waited < backoff_seconds(failures):
+            suspecting = configuration.get_state(failover.SUSPECTED_SINCE) is not None
+            at_most = current_app.config["SETTINGS"].failover_check_interval if suspecting else MAX_BACKOFF_SECONDS
+            if waited < backoff_seconds(failures, at_most=at_most):
                 return {"skipped": "backing off", "failures": failures}
         # The lock outlives one request to the primary, and each request
         # renews it, so a worker killed mid-round holds it off for seconds,
@@ -71,13 +73,12 @@ def sync_with_primary() -> dict:
 def primary_housekeeping() -> dict:
     """Keep the primary's own registry row fresh, mark silent instances and
     delete tokens that can never verify again."""
-    from app.config import ROLE_PRIMARY
     from app.extensions import db
     from app.services import configuration
     from app.services.sync import primary, tokens
 
     with app().app_context():
-        if configuration.role() != ROLE_PRIMARY:
+        if not configuration.is_primary():
             return {"skipped": "not the primary"}
         primary.register_self()
         summary = primary.mark_silent_instances()

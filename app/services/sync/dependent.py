@@ -25,7 +25,7 @@ from sqlalchemy import func, select, update
 from app import __version__
 from app.extensions import db
 from app.models import STATUS_PENDING, Endpoint, ResponseTime, utcnow
-from app.services import configuration
+from app.services import configuration, failover
 from app.services.endpoints import InvalidEndpoint, apply_input, parse_input
 from app.services.sync.host_metrics import system_info
 from app.services.sync.primary import public_sync_url
@@ -40,6 +40,10 @@ LAST_CONFIG_PULL = "config_pulled_at"
 REGISTERED_WITH = "registered_with"
 # Set when the primary refuses our token; the next round registers first.
 TOKEN_REFUSED_AT = "sync_token_refused_at"
+# The newest epoch whose primary was caught up from here, and the time
+# before which queued-again results wait behind fresh ones.
+CAUGHT_UP_EPOCH = "caught_up_epoch"
+BACKFILL_BEFORE = "backfill_before"
 
 HEARTBEAT_BATCH = 500
 # Batches sent in one sync run: drains a backlog after an outage without
@@ -59,6 +63,14 @@ class NotAuthorized(Exception):
 
 class MalformedReply(PrimaryUnavailable):
     """The primary's answer was not what the sync API promises."""
+
+
+class NewerPrimary(Exception):
+    """The answer shows a newer epoch: not an outage, someone to follow."""
+
+    def __init__(self, epoch: int, url: str):
+        super().__init__(f"epoch {epoch} is held by the primary at {url}")
+        self.epoch, self.url = epoch, url
 
 
 class Refused(PrimaryUnavailable):
@@ -97,6 +109,7 @@ class PrimaryClient:
                                             headers=sent, timeout=self.timeout)
         except requests.RequestException as exc:
             raise PrimaryUnavailable(f"{self.base_url} unreachable: {type(exc).__name__}") from None
+        self._newer_epoch(response)
         if response.status_code == 401:
             raise NotAuthorized(response.text[:200])
         if response.status_code >= 500:
@@ -110,6 +123,28 @@ class PrimaryClient:
             raise Refused(f"{self.base_url} refused {method} {path}: {response.status_code} "
                           f"{response.text[:300]}", response.status_code, body if isinstance(body, dict) else {})
         return response
+
+
+    def _newer_epoch(self, response: requests.Response) -> None:
+        """Raise ``NewerPrimary`` when the reply names a newer epoch: a 409
+        ``not_primary`` or ``stale_epoch`` naming whom to follow, or the
+        primary's own epoch stamp moved on."""
+        if response.status_code == 409:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            if isinstance(body, dict) and body.get("error") in ("not_primary", "stale_epoch"):
+                epoch, url = body.get("epoch"), body.get("primaryUrl")
+                if isinstance(epoch, int) and epoch > self.epoch and isinstance(url, str) and url:
+                    raise NewerPrimary(epoch, url)
+            return
+        try:
+            stamped = int(response.headers.get(EPOCH_HEADER, ""))
+        except ValueError:
+            return
+        if response.status_code < 400 and stamped > self.epoch:
+            raise NewerPrimary(stamped, self.base_url)
 
 
 def clear_text_warning(primary_url: str | None) -> str | None:
@@ -150,7 +185,7 @@ def registration() -> dict:
         "instanceName": settings.instance_name,
         "location": settings.instance_location,
         "syncUrl": public_sync_url(settings),
-        "failoverOrder": settings.failover_order,
+        "failoverOrder": failover.own_failover_order(),
         "heartbeatInterval": settings.heartbeat_interval,
         "version": __version__,
         "epoch": configuration.epoch(),
@@ -167,6 +202,10 @@ def register(primary: PrimaryClient) -> str:
     configuration.set_state(TOKEN, reply["token"])
     configuration.set_state(TOKEN_REFUSED_AT, None)
     configuration.set_state(REGISTERED_WITH, primary.base_url)
+    if isinstance(reply.get("primaryId"), str):
+        configuration.set_primary_id(reply["primaryId"])
+    if isinstance(reply.get("holds"), dict):
+        catch_up(reply["holds"], int(reply.get("epoch", 0)))
     db.session.commit()
     logger.info("registered with the primary at %s as instance %s", primary.base_url, reply["instanceId"])
     return reply["token"]
@@ -227,20 +266,59 @@ def apply_configuration(config: dict) -> dict:
     return {"added": added, "updated": changed, "removed": removed, "skipped": skipped}
 
 
+def catch_up(holds: dict, epoch: int) -> int:
+    """Put back in the outbox every result held here that a new primary lacks.
+
+    ``holds``: the newest ``checkedAt`` the primary holds from each instance.
+    Results past it (all of an instance it holds nothing from), this
+    instance's own and, on a stepped-down primary, other locations', are
+    sent again, even those an earlier primary acknowledged; the primary
+    stores each once. Done once per epoch; they go behind fresh results.
+    """
+    if epoch <= int(configuration.get_state(CAUGHT_UP_EPOCH, "-1")):
+        return 0
+    now = utcnow()
+    queued = 0
+    for instance_id in db.session.execute(select(ResponseTime.instance_id).distinct()).scalars():
+        newest = holds.get(instance_id)
+        try:
+            since = datetime.fromisoformat(newest) if isinstance(newest, str) else None
+        except ValueError:
+            since = None
+        query = update(ResponseTime).where(ResponseTime.instance_id == instance_id,
+                                           ResponseTime.synced_at.is_not(None))
+        if since is not None:
+            query = query.where(ResponseTime.checked_at > since)
+        queued += db.session.execute(query.values(synced_at=None)).rowcount
+    configuration.set_state(CAUGHT_UP_EPOCH, str(epoch))
+    configuration.set_state(BACKFILL_BEFORE, now.isoformat())
+    if queued:
+        logger.warning("catching the primary up (epoch %d): %d results it lacks are queued again", epoch, queued)
+    return queued
+
+
 def outbox_batch(limit: int = HEARTBEAT_BATCH) -> list[ResponseTime]:
-    own = configuration.instance_id()
-    return list(db.session.execute(
-        select(ResponseTime)
-        .where(ResponseTime.synced_at.is_(None), ResponseTime.instance_id == own)
-        .order_by(ResponseTime.id)
-        .limit(min(limit, MAX_RESULTS_PER_HEARTBEAT))
-    ).scalars())
+    """The next results to send: fresh ones oldest first, then, with room
+    left, ones queued again to catch a new primary up."""
+    limit = min(limit, MAX_RESULTS_PER_HEARTBEAT)
+    unsent = select(ResponseTime).where(ResponseTime.synced_at.is_(None)).order_by(ResponseTime.id)
+    backfill = configuration.get_state(BACKFILL_BEFORE)
+    if backfill is None:
+        return list(db.session.execute(unsent.limit(limit)).scalars())
+    before = datetime.fromisoformat(backfill)
+    batch = list(db.session.execute(unsent.where(ResponseTime.checked_at >= before).limit(limit)).scalars())
+    if len(batch) < limit:
+        older = list(db.session.execute(unsent.where(ResponseTime.checked_at < before)
+                                        .limit(limit - len(batch))).scalars())
+        if not older and not batch:
+            configuration.set_state(BACKFILL_BEFORE, None)
+        batch += older
+    return batch
 
 
 def outbox_size() -> int:
     return db.session.execute(
-        select(func.count(ResponseTime.id)).where(ResponseTime.synced_at.is_(None),
-                                                  ResponseTime.instance_id == configuration.instance_id())
+        select(func.count(ResponseTime.id)).where(ResponseTime.synced_at.is_(None))
     ).scalar_one()
 
 
@@ -249,6 +327,7 @@ def heartbeat_payload(results: list[ResponseTime]) -> dict:
 
     last_success = configuration.get_state(LAST_SUCCESS)
     connectivity = consensus.own_connectivity() or {}
+    own = configuration.instance_id()
     return {
         "instanceId": configuration.instance_id(),
         "epoch": configuration.epoch(),
@@ -265,6 +344,7 @@ def heartbeat_payload(results: list[ResponseTime]) -> dict:
         },
         "results": [
             {
+                **({"instanceId": r.instance_id} if r.instance_id != own else {}),
                 "resultId": r.result_id,
                 "endpointId": r.endpoint_id,
                 "isOk": r.is_ok,
@@ -369,6 +449,11 @@ def sync_once(*, before_request: Callable[[], object] | None = None) -> dict:
         stale = pulled_at is None or (utcnow() - datetime.fromisoformat(pulled_at)).total_seconds() >= settings.sync_interval
         if round_["configVersion"] != configuration.config_version() or stale:
             summary["configApplied"] = pull_configuration(primary, token) or summary["configApplied"]
+    except NewerPrimary as exc:
+        # Not an outage: the cluster moved on; follow whoever holds the epoch.
+        db.session.rollback()
+        followed = failover.follow_if_primary(exc.url, reason=f"the primary at {primary.base_url} answered: {exc}")
+        return {**summary, "followed": exc.url if followed else None}
     except LockError:
         # The sync job's lock ran out (redis-py's LockError is a ValueError,
         # so before the next clause): the job abandons the round; it is no

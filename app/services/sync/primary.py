@@ -16,7 +16,7 @@ from app.models import (
     NotificationService,
     utcnow,
 )
-from app.services import configuration, consensus
+from app.services import configuration, consensus, failover
 from app.services.endpoints import configuration_fields
 from app.services.results import store_results
 from app.services.sync import tokens
@@ -37,6 +37,10 @@ FAILED_AFTER_SECONDS = 600
 
 class InstanceRemoved(LookupError):
     """The instance was removed after its token was checked."""
+
+
+class NotAcceptingResults(RuntimeError):
+    """This instance stopped being the primary while a heartbeat waited."""
 
 
 class InstanceIdInUse(PermissionError):
@@ -62,6 +66,7 @@ def register(registration: InstanceRegistration, *, remote_addr: str | None = No
             f"instance id {instance.id} belongs to a registered instance that is still sending heartbeats; "
             f"register again with its token (Authorization: Bearer), or after {_silence_limit(instance)} s "
             "without its heartbeats")
+    is_new = instance is None
     if instance is None:
         instance = MonitoringInstance(id=registration.instance_id, registered_at=now)
         db.session.add(instance)
@@ -73,7 +78,10 @@ def register(registration: InstanceRegistration, *, remote_addr: str | None = No
     instance.name = registration.instance_name
     instance.location = registration.location
     instance.sync_url = registration.sync_url
-    instance.failover_order = registration.failover_order
+    if is_new:
+        # After the first registration the membership record is the truth:
+        # an administrator may have changed the order since.
+        instance.failover_order = registration.failover_order
     instance.version = registration.version
     instance.role = "dependent"
     instance.status = INSTANCE_ACTIVE
@@ -92,6 +100,9 @@ def register(registration: InstanceRegistration, *, remote_addr: str | None = No
         "epoch": configuration.epoch(),
         "primaryId": configuration.instance_id(),
         "heartbeatInterval": registration.heartbeat_interval,
+        # The newest result held from each member: the registering instance
+        # sends what it holds past that (catch-up after a failover).
+        "holds": failover.newest_held(),
     }
 
 
@@ -124,6 +135,10 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
     if touched.rowcount == 0:
         db.session.rollback()
         raise InstanceRemoved(instance_id)
+    if not configuration.locked_snapshot().accepts_results:
+        # Stepped down or fenced since the request was let in.
+        db.session.rollback()
+        raise NotAcceptingResults(configuration.epoch())
     instance = db.session.get(MonitoringInstance, instance_id)
     results = payload.results
     known = set()
@@ -131,16 +146,26 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
         known = set(db.session.execute(
             select(Endpoint.id).where(Endpoint.id.in_({r.endpoint_id for r in results}))
         ).scalars())
+    # Results passed on from other members (catching this primary up) keep
+    # who made them; they are history, never votes.
+    relayed_from = {r.instance_id for r in results if r.instance_id and r.instance_id != instance_id}
+    locations = dict(db.session.execute(
+        select(MonitoringInstance.id, MonitoringInstance.location).where(MonitoringInstance.id.in_(relayed_from))
+    ).all()) if relayed_from else {}
     rows, rejected = [], []
     for r in results:
         if r.endpoint_id not in known:
             rejected.append({"resultId": r.result_id, "reason": f"no endpoint with id {r.endpoint_id}"})
             continue
+        maker = r.instance_id or instance_id
+        if maker != instance_id and maker not in locations:
+            rejected.append({"resultId": r.result_id, "reason": f"no member with id {maker}"})
+            continue
         rows.append({
             "result_id": r.result_id,
             "endpoint_id": r.endpoint_id,
-            "instance_id": instance_id,
-            "location": instance.location,
+            "instance_id": maker,
+            "location": instance.location if maker == instance_id else locations[maker],
             "checked_at": r.checked_at,
             "is_ok": r.is_ok,
             "status": r.status,
@@ -160,7 +185,8 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
             # A dependent's clock may be ahead: never later than now.
             "checkedAt": min(connection.connectivity_checked_at or now, now)},
         now=now)
-    transitions = consensus.ingest(rows, instance_id=instance_id, location=instance.location, own=False, now=now,
+    transitions = consensus.ingest([row for row in rows if row["instance_id"] == instance_id],
+                                   instance_id=instance_id, location=instance.location, own=False, now=now,
                                    late_after=_silence_limit(instance))
 
     instance.status = INSTANCE_ACTIVE
@@ -313,7 +339,8 @@ def register_self() -> None:
     instance.name = settings.instance_name
     instance.location = settings.instance_location
     instance.sync_url = public_sync_url(settings)
-    instance.failover_order = settings.failover_order
+    if instance.failover_order is None:
+        instance.failover_order = settings.failover_order  # seeded once; the record is the truth after
     instance.role = "primary"
     instance.status = INSTANCE_ACTIVE
     instance.version = __version__

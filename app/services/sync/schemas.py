@@ -52,6 +52,9 @@ class MonitoringResult(WireModel):
     check_type: str = Field(min_length=1, max_length=32)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
     checked_at: AwareDatetime
+    # Set when the sender passes on another instance's result (catching a
+    # new primary up after a failover); absent for the sender's own.
+    instance_id: str | None = Field(default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
 
     @field_validator("checked_at")
     @classmethod
@@ -111,6 +114,28 @@ class HeartbeatPayload(WireModel):
         return value
 
 
+class VoteRequest(WireModel):
+    """A candidate asking for this instance's vote for ``epoch``."""
+
+    candidate_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+    epoch: int = Field(ge=1, le=BIGINT)
+    sync_url: str = Field(max_length=2048, pattern=r"^https?://")
+
+
+class PrimaryAnnouncement(WireModel):
+    """A new primary telling a member whom to follow from ``epoch`` on."""
+
+    primary_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+    epoch: int = Field(ge=1, le=BIGINT)
+    sync_url: str = Field(max_length=2048, pattern=r"^https?://")
+
+
+class HandoverRequest(WireModel):
+    """An instance asking the primary to hand over to it (manual promotion)."""
+
+    candidate_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
+
+
 def validation_errors(exc: ValidationError) -> dict[str, str]:
     """Map each bad field (camelCase path) to its message."""
     errors = {}
@@ -122,3 +147,109 @@ def validation_errors(exc: ValidationError) -> dict[str, str]:
 
 def iso(value: datetime | None) -> str | None:
     return value.isoformat() if value is not None else None
+
+
+# --- replication to failover candidates ----------------------------------------
+# What a candidate (failover order above 0) receives so that it can take over:
+# the configuration with secrets, accounts and membership with each
+# configuration pull (``replica``), and ongoing incidents with each heartbeat
+# reply (``incidents``). Ids are the primary's, kept as they are.
+
+INT32 = 2**31 - 1  # the largest id an INTEGER column stores
+MAX_REPLICATED_ROWS = 100_000
+MAX_OPEN_DELIVERIES = 200
+
+
+class ReplicatedService(WireModel):
+    """A notification service with its secrets."""
+
+    id: int = Field(ge=1, le=INT32)
+    name: str = Field(min_length=1, max_length=200)
+    kind: str = Field(min_length=1, max_length=32)
+    config: dict[str, Any]
+    is_enabled: bool
+    is_default: bool
+    created_at: AwareDatetime
+
+
+class ReplicatedLink(WireModel):
+    """One endpoint alerting through one notification service."""
+
+    endpoint_id: int = Field(ge=1, le=INT32)
+    notification_service_id: int = Field(ge=1, le=INT32)
+
+
+class ReplicatedUser(WireModel):
+    id: int = Field(ge=1, le=INT32)
+    email: str = Field(min_length=3, max_length=254)
+    password_hash: str = Field(min_length=1, max_length=255)
+    is_admin: bool
+    created_at: AwareDatetime
+
+
+class ReplicatedApiKey(WireModel):
+    """An API key as stored: its hash, never the key."""
+
+    id: int = Field(ge=1, le=INT32)
+    user_id: int = Field(ge=1, le=INT32)
+    name: str = Field(min_length=1, max_length=100)
+    prefix: str = Field(min_length=1, max_length=16)
+    key_hash: str = Field(pattern=r"^[0-9a-f]{64}$")
+    created_at: AwareDatetime
+    revoked_at: AwareDatetime | None = None
+
+
+class ReplicatedSetting(WireModel):
+    key: str = Field(min_length=1, max_length=64)
+    value: Any
+
+    @field_validator("value")
+    @classmethod
+    def _present(cls, value):
+        if value is None:
+            raise ValueError("must be a JSON value, not null")
+        return value
+
+
+class ReplicatedInstance(WireModel):
+    """A member of the cluster as the primary's registry holds it."""
+
+    instance_id: str = Field(min_length=1, max_length=64)
+    instance_name: str = Field(min_length=1, max_length=100)
+    location: str = Field(min_length=1, max_length=100)
+    sync_url: str | None = Field(default=None, max_length=2048)
+    role: str = Field(min_length=1, max_length=16)
+    failover_order: int = Field(ge=0, le=10_000)
+    status: str = Field(min_length=1, max_length=16)
+    version: str | None = Field(default=None, max_length=32)
+    registered_at: AwareDatetime
+
+
+class Replica(WireModel):
+    """Everything besides endpoints that a candidate needs to act as primary."""
+
+    notification_services: list[ReplicatedService] = Field(max_length=MAX_REPLICATED_ROWS)
+    endpoint_notifications: list[ReplicatedLink] = Field(max_length=MAX_REPLICATED_ROWS)
+    users: list[ReplicatedUser] = Field(max_length=MAX_REPLICATED_ROWS)
+    api_keys: list[ReplicatedApiKey] = Field(max_length=MAX_REPLICATED_ROWS)
+    settings: list[ReplicatedSetting] = Field(max_length=MAX_REPLICATED_ROWS)
+    instances: list[ReplicatedInstance] = Field(max_length=MAX_REPLICATED_ROWS)
+
+
+class OpenDelivery(WireModel):
+    """An alert the primary has raised and not yet sent."""
+
+    dedupe_key: str = Field(min_length=1, max_length=128)
+    notification_service_id: int = Field(ge=1, le=INT32)
+    endpoint_id: int | None = Field(default=None, ge=1, le=INT32)
+    event: str = Field(min_length=1, max_length=16)
+    payload: dict[str, Any]
+    created_at: AwareDatetime
+
+
+class Incidents(WireModel):
+    """Ongoing incidents: the status alerted for each endpoint not UP, and
+    the alerts still to be sent."""
+
+    alerted: dict[int, Literal["DOWN", "PARTIAL"]] = Field(max_length=MAX_REPLICATED_ROWS)
+    open_deliveries: list[OpenDelivery] = Field(max_length=MAX_OPEN_DELIVERIES)
