@@ -34,6 +34,7 @@ def register_cli(app) -> None:
     app.cli.add_command(users_group)
     app.cli.add_command(api_keys_group)
     app.cli.add_command(init_command)
+    app.cli.add_command(cluster_group)
 
 
 def _fail(message: str) -> None:
@@ -69,12 +70,12 @@ def endpoints_group():
 
 
 def _refuse_on_dependent():
-    from app.config import ROLE_DEPENDENT
     from app.services import configuration
 
-    if configuration.role() == ROLE_DEPENDENT:
-        _fail(f"this instance is a dependent; change configuration on the primary at "
-              f"{configuration.primary_url()}")
+    state = configuration.snapshot()
+    if not state.accepts_configuration:
+        _fail(f"this instance is {state.role}; change configuration on the primary"
+              + (f" at {state.primary_url}" if state.is_dependent and state.primary_url else ""))
 
 
 @endpoints_group.command("add")
@@ -288,6 +289,56 @@ def api_keys_list():
     for key in db.session.execute(select(ApiKey).order_by(ApiKey.id)).scalars():
         state = "revoked" if key.revoked_at else "active"
         click.echo(f"{key.id:>4}  {key.user.email:<30} {key.name:<20} {state}")
+
+
+@click.group("cluster")
+def cluster_group():
+    """See the cluster, hand the primary role over by hand."""
+
+
+@cluster_group.command("status")
+@with_appcontext
+def cluster_status():
+    """This instance's role and epoch, the members, the latest transitions."""
+    from app.services import configuration, failover
+
+    state = configuration.snapshot()
+    click.echo(f"this instance: {state.instance_id} is {state.role} at epoch {state.epoch}"
+               + (f", following {state.primary_url}" if state.is_dependent else ""))
+    for member in failover.members():
+        click.echo(f"  {member.id}  {member.name:<20} {member.location:<16} order {member.failover_order:<4} "
+                   f"{member.role:<10} {member.status}")
+    for event in reversed(configuration.cluster_events(limit=10)):
+        click.echo(f"  {event.at.isoformat(timespec='seconds')}  epoch {event.epoch:<4} {event.kind:<10} "
+                   f"{event.detail}")
+
+
+@cluster_group.command("promote")
+@with_appcontext
+def cluster_promote():
+    """Make this instance the primary: the current primary hands over, then
+    this one wins the next epoch's vote. Run it on the instance to promote."""
+    from app.services import failover
+
+    try:
+        outcome = failover.promote_here()
+    except failover.FailoverRefused as exc:
+        _fail(str(exc))
+    click.echo(f"this instance is now the primary at epoch {outcome['epoch']}")
+
+
+@cluster_group.command("demote")
+@with_appcontext
+def cluster_demote():
+    """Hand the primary role to the next live candidate in failover order.
+    Run it on the primary."""
+    from app.services import failover
+
+    try:
+        outcome = failover.demote_here()
+    except failover.FailoverRefused as exc:
+        _fail(str(exc))
+    click.echo(f"{outcome['primaryId']} is now the primary at epoch {outcome['epoch']}")
 
 
 def main() -> None:

@@ -30,12 +30,17 @@ def prepare_database(app) -> dict:
     """Apply migrations and write first-start state; returns that state."""
     from flask_migrate import upgrade
 
-    from app.services import accounts, configuration
+    from app.services import accounts, configuration, failover
 
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
         state = configuration.ensure_initialized()
         accounts.ensure_admin_from_env()
+        followed = failover.rejoin_at_start()
+        if followed:
+            logger.warning("a newer primary holds the cluster: this instance rejoins as a dependent of %s",
+                           followed)
+            state = configuration.state_snapshot()
     return state
 
 

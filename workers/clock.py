@@ -202,12 +202,13 @@ class Clock:
 
 def main() -> None:
     from app import create_app
-    from app.services import configuration
+    from app.services import configuration, failover
     from app.services.sync import dependent
 
     app = create_app(serve="none")
     with app.app_context():
         configuration.ensure_initialized()
+        failover.rejoin_at_start()  # also under the Procfile, where no launcher ran
         warning = dependent.clear_text_warning(configuration.primary_url())
         if configuration.is_dependent() and warning:
             logger.warning(warning)

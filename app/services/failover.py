@@ -445,6 +445,22 @@ def heard_announcement(primary_id: str, epoch: int, url: str) -> bool:
     return _follow_named(state, url, f"{primary_id} announced itself")
 
 
+def rejoin_at_start() -> str | None:
+    """At start, a primary (or a fenced one) asks its peers first: when one
+    of them holds a newer epoch, it joins as a dependent before serving
+    anything. Returns whom it follows, or None."""
+    state = configuration.snapshot()
+    if not (state.is_primary or state.is_fenced):
+        return None
+    # A fresh grace period: fencing counts from this start, not the last run.
+    configuration.set_state(MAJORITY_SEEN_AT, utcnow().isoformat())
+    db.session.commit()
+    statuses = _statuses([(m.id, m.sync_url) for m in _others(state)])
+    if _newer_primary(state, statuses):
+        return configuration.primary_url()
+    return None
+
+
 # --- manual control ---------------------------------------------------------------
 
 

@@ -12,7 +12,6 @@ from flask import abort, flash, make_response, redirect, render_template, reques
 
 from app.blueprints.admin import bp
 from app.blueprints.admin.signin import changes_configuration
-from app.config import ROLE_DEPENDENT, ROLE_PRIMARY
 from app.extensions import db
 from app.models import MonitoringInstance, utcnow
 from app.services import configuration
@@ -24,17 +23,18 @@ REFRESH_SECONDS = 10
 @bp.get("/instances")
 def instances():
     """The page; an HTMX request (the live refresh) gets the table's rows."""
-    role = configuration.role()
+    state = configuration.snapshot()
+    role = state.role
     if request.headers.get("HX-Request"):
-        if role != ROLE_PRIMARY:
+        if not state.is_primary:
             response = make_response("", 286)  # nothing to refresh here: htmx stops polling
         else:
             response = make_response(render_template("partials/instance_rows.html", rows=primary.registry()))
     else:
         context = {"role": role, "refresh": REFRESH_SECONDS, "now": utcnow()}
-        if role == ROLE_PRIMARY:
+        if state.is_primary:
             context["rows"] = primary.registry()
-        elif role == ROLE_DEPENDENT:
+        elif state.is_clustered:
             context["link"] = dependent.link_status()
         response = make_response(render_template("admin/instances.html", **context))
     # One URL, two answers: a cache must never hand the rows back as the page.
@@ -45,7 +45,7 @@ def instances():
 @bp.post("/instances/<instance_id>/remove")
 @changes_configuration
 def remove_instance(instance_id: str):
-    if configuration.role() != ROLE_PRIMARY:
+    if not configuration.is_primary():
         abort(404)
     instance = db.session.get(MonitoringInstance, instance_id)
     if instance is None:

@@ -25,7 +25,6 @@ from sqlalchemy import select
 
 from app.blueprints.redirects import local_path
 from app.blueprints.admin import bp
-from app.config import ROLE_DEPENDENT
 from app.extensions import csrf, db
 from app.models import User
 from app.services import accounts, configuration, login_throttle
@@ -119,9 +118,9 @@ def _start_session(user: User) -> None:
 
 
 def is_read_only() -> bool:
-    """A dependent's configuration belongs to its primary."""
+    """A dependent's (or a fenced primary's) configuration belongs to the primary."""
     if "read_only" not in g:
-        g.read_only = configuration.role() == ROLE_DEPENDENT
+        g.read_only = not configuration.accepts_configuration()
     return g.read_only
 
 
@@ -161,6 +160,7 @@ def _template_context():
             # Controls that change configuration are hidden on a dependent and for viewers.
             "read_only": dependent or (user is not None and not user.is_admin),
             "dependent": dependent,
+            "fenced": dependent and configuration.is_fenced(),
             "primary_url": configuration.primary_url() if dependent else None}
 
 

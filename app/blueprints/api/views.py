@@ -10,8 +10,7 @@ from app.extensions import api_auth
 from app.services import endpoints as endpoint_service
 from app.services import consensus
 from app.services import results as result_service
-from app.services.configuration import role
-from app.config import ROLE_DEPENDENT
+from app.services import configuration
 from app.models import STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP
 
 CONSENSUS_STATUSES = (STATUS_UP, STATUS_PARTIAL, STATUS_DOWN, STATUS_PENDING)
@@ -36,11 +35,11 @@ def _refuse_change():
     user = api_auth.current_user()
     if user is not None and not user.is_admin:
         return json_error(403, "forbidden", "this account can read but not change configuration")
-    if role() == ROLE_DEPENDENT:
-        from app.services.configuration import primary_url
-
-        return json_error(409, "read_only",
-                          f"this instance is a dependent; change configuration on the primary at {primary_url()}")
+    state = configuration.snapshot()
+    if not state.accepts_configuration:
+        where = f"on the primary at {state.primary_url}" if state.primary_url and state.is_dependent else \
+            "on the cluster's primary"
+        return json_error(409, "read_only", f"this instance is {state.role}; change configuration {where}")
     return None
 
 
