@@ -46,8 +46,11 @@ def cluster(tmp_path_factory):
     root = tmp_path_factory.mktemp("cluster")
     primary = make_instance(root, "primary", ENABLE_SYNC_API="true", INSTANCE_LOCATION=LOCATIONS["primary"])
     dependents = [
+        # Candidates that wait 300 s before suspecting the primary: this
+        # module is about riding out a primary's outage (test_failover.py
+        # is about replacing it).
         make_instance(root, name, PRIMARY_SYNC_URL=primary.sync, INSTANCE_LOCATION=LOCATIONS[name],
-                      FAILOVER_ORDER=str(order))
+                      FAILOVER_ORDER=str(order), FAILOVER_MAX_FAILURES=100)
         for order, name in enumerate(["dep-a", "dep-b"], start=1)
     ]
     instances = [primary, *dependents]
