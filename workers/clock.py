@@ -1,14 +1,21 @@
 """The clock: once a second, claim work due within the next second and
-enqueue it. It runs nothing.
+enqueue it. It runs nothing itself but failover duty.
 
 Only one clock acts at a time: each holds a short Redis lease and renews it
 every tick, so a second clock (a double deploy) waits as a warm standby.
+
+Failover duty (``workers.jobs.failover``: probe the primary, vote, fence)
+runs on a thread of the leading clock every FAILOVER_CHECK_INTERVAL
+seconds, not on the workers: a dead primary must be replaced on time even
+while every worker is busy with slow checks, and its rounds, slow while a
+peer is unreachable, must never keep checks waiting.
 """
 from __future__ import annotations
 
 import logging
 import os
 import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -90,16 +97,6 @@ def _enqueue_primary_housekeeping(clock: "Clock") -> None:
     queues.queue(queues.SYNC_QUEUE).enqueue(primary_housekeeping, job_timeout=120, result_ttl=0)
 
 
-def _enqueue_failover(clock: "Clock") -> None:
-    from app.services import queues
-    from workers.jobs.failover import failover_tick
-
-    cluster = queues.queue(queues.CLUSTER_QUEUE)
-    if _cluster_state(clock).is_clustered and cluster.count < 3:  # else rounds are queued already
-        cluster.enqueue(failover_tick, job_timeout=120, result_ttl=0,
-                                                   failure_ttl=3600)
-
-
 def _enqueue_consensus(clock: "Clock") -> None:
     from workers.jobs.consensus import reevaluate_consensus
 
@@ -124,7 +121,6 @@ PERIODIC_TASKS = [
     PeriodicTask("primary-housekeeping", lambda settings: 10.0, _enqueue_primary_housekeeping),
     PeriodicTask("reevaluate-consensus", lambda settings: 5.0, _enqueue_consensus),
     PeriodicTask("check-connectivity", lambda settings: 10.0, _enqueue_connectivity),
-    PeriodicTask("failover", lambda settings: float(settings.failover_check_interval), _enqueue_failover),
 ]
 
 
@@ -186,8 +182,27 @@ class Clock:
             )
         return len(due)
 
+    def failover_duty(self) -> None:
+        """Failover rounds, FAILOVER_CHECK_INTERVAL apart, while leading."""
+        from workers.jobs.failover import failover_tick
+
+        interval = float(self.settings.failover_check_interval)
+        reported = 0.0
+        while not self.stopping:
+            started = time.time()
+            if self.leader:
+                try:
+                    failover_tick(self.app)
+                except Exception:
+                    if started - reported >= 60:  # one line a minute while it keeps failing
+                        logger.exception("failover round failed; retrying every %g s", interval)
+                        reported = started
+            time.sleep(max(0.2, interval - (time.time() - started)))
+
     def run(self) -> None:
         logger.info("clock started (pid %d)", os.getpid())
+        # (A standalone's round is one read of its role.)
+        threading.Thread(target=self.failover_duty, name="failover", daemon=True).start()
         while not self.stopping:
             now = time.time()
             try:

@@ -7,13 +7,10 @@ from functools import lru_cache
 from redis import Redis
 from rq import Queue
 
-# Workers take jobs from the first queue that has one: cluster duty
-# (failover probes, seconds apart and short) never waits behind checks.
-CLUSTER_QUEUE = "cluster"
 CHECKS_QUEUE = "checks"
 SYNC_QUEUE = "sync"
 NOTIFY_QUEUE = "notify"
-ALL_QUEUES = (CLUSTER_QUEUE, CHECKS_QUEUE, SYNC_QUEUE, NOTIFY_QUEUE)
+ALL_QUEUES = (CHECKS_QUEUE, SYNC_QUEUE, NOTIFY_QUEUE)
 
 
 def redis_url() -> str:

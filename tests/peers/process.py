@@ -116,6 +116,10 @@ class MonitorProcess:
         error is raised.
         """
         self.launch()
+        return self.wait_started(timeout)
+
+    def wait_started(self, timeout: float = START_TIMEOUT) -> MonitorProcess:
+        """Wait until a launched tree answers (stopping it if it never does)."""
         try:
             wait_until(self._answers, timeout,
                        lambda: f"the monitor did not answer on {self.web} and {self.sync}; log:\n{self.tail()}",
