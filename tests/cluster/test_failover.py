@@ -18,10 +18,11 @@ it:
 3. a is frozen (SIGSTOP) past b's promotion, then thawed (SIGCONT): it
    steps down, accepted no result as a primary after the promotion, and
    sends b what b lacked.
-4. A planned hand-over through the sync API (POST /sync/api/promote on c):
-   nothing is lost.
-5. The primary (c) and the first candidate (a) are both killed: b, the
-   next in order, promotes.
+4. A planned hand-over through the sync API (POST /sync/api/promote on c),
+   then back by demotion (POST /sync/api/demote/<c> hands over to a, the
+   first live candidate): nothing is lost.
+5. The primary (a) and the first candidate after it (b) are both killed:
+   c, the next in order, promotes.
 
 Results are counted by ``result_id`` on every database.
 """
@@ -349,13 +350,26 @@ def test_a_planned_hand_over_loses_nothing(cluster):
     assert not missing, f"{len(missing)} results b held are not on c"
 
 
+def test_a_demotion_hands_over_to_the_first_live_candidate(cluster):
+    a, c = cluster["a"], cluster["c"]
+    answer = requests.post(f"{c.sync}/sync/api/demote/{own_id(c)}", auth=ADMIN, timeout=60)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["primaryId"] == own_id(a)
+    assert is_primary(a, 4)
+    for name in "bcdp":
+        wait_until(lambda: follows(cluster[name], a, 4), 60,
+                   lambda: f"{name} does not follow a;\n{logs(cluster, name, 'a')}")
+    wait_until(lambda: caught_up(c, 4), 120, lambda: f"c never caught a up;\n{logs(cluster, 'c')}")
+    delivered_to(a, [cluster[n] for n in "bcdp"])
+
+
 def test_when_the_first_candidate_is_down_too_the_next_promotes(cluster):
     a, b, c = cluster["a"], cluster["b"], cluster["c"]
-    a.kill()
-    c.kill()
-    wait_until(lambda: is_primary(b, 4), FAILOVER_WITHIN,
-               lambda: f"b did not become the primary;\n{logs(cluster, 'b', 'd', 'p')}")
+    a.kill()  # the primary
+    b.kill()  # and the first candidate after it
+    wait_until(lambda: is_primary(c, 5), FAILOVER_WITHIN,
+               lambda: f"c did not become the primary;\n{logs(cluster, 'c', 'd', 'p')}")
     for name in "dp":
-        wait_until(lambda: follows(cluster[name], b, 4), FAILOVER_WITHIN,
-                   lambda: f"{name} does not follow b;\n{logs(cluster, name, 'b')}")
-    delivered_to(b, [cluster["d"], cluster["p"]])
+        wait_until(lambda: follows(cluster[name], c, 5), FAILOVER_WITHIN,
+                   lambda: f"{name} does not follow c;\n{logs(cluster, name, 'c')}")
+    delivered_to(c, [cluster["d"], cluster["p"]])
