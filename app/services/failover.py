@@ -399,7 +399,10 @@ def watch_majority(state: ClusterState) -> dict:
     if reachable >= majority(size):
         configuration.set_state(MAJORITY_SEEN_AT, now.isoformat())
         db.session.commit()
-        if state.is_fenced and not handing_over:
+        # A newer epoch whose primary is out of reach: stay fenced and let
+        # the members elect again (this instance grants its vote).
+        newer = any(s.reachable and s.epoch > state.epoch for s in statuses)
+        if state.is_fenced and not handing_over and not newer:
             configuration.transition(state, new_role=ROLE_PRIMARY, new_epoch=state.epoch,
                                      primary_id=state.instance_id, primary_url=own_url(), kind=UNFENCE,
                                      detail=f"{reachable} of {size} members in reach again")
