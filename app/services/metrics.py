@@ -21,13 +21,13 @@ from collections import defaultdict
 from datetime import timedelta
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import CollectorRegistry
 from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import (
-    STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP, Endpoint, LocationStatus, MonitoringInstance,
+    STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP, ClusterEvent, Endpoint, LocationStatus, MonitoringInstance,
     NotificationDelivery, ProbeState, ResponseTime, utcnow,
 )
 from app.services import configuration, queues, readiness
@@ -79,6 +79,13 @@ class MonitorCollector:
                                "The cluster's epoch as this instance knows it; it grows by one at every failover.")
         cluster_epoch.add_metric([], epoch)
         yield cluster_epoch
+        transitions = CounterMetricFamily(
+            "monitor_cluster_transitions", "Cluster transitions this instance went through or took part in "
+            "(suspect, vote, promote, follow, step_down, fence, unfence, hand_over).", labels=["kind"])
+        for kind, count in db.session.execute(
+                select(ClusterEvent.kind, func.count()).group_by(ClusterEvent.kind).order_by(ClusterEvent.kind)):
+            transitions.add_metric([kind], count)
+        yield transitions
 
         endpoints = db.session.execute(
             select(Endpoint.id, Endpoint.name, Endpoint.status, Endpoint.is_paused, Endpoint.locations_voting,
@@ -99,10 +106,10 @@ class MonitorCollector:
 
         yield from self._window_families(now, own_id)
         outbox = _gauge("monitor_outbox_results",
-                        "Results made here not yet acknowledged by the primary (only a dependent has any).")
+                        "Results held here not yet acknowledged by the primary (only a dependent has any; "
+                        "after a failover, also results queued again to catch the new primary up).")
         outbox.add_metric([], db.session.execute(
-            select(func.count()).select_from(ResponseTime)
-            .where(ResponseTime.synced_at.is_(None), ResponseTime.instance_id == own_id)
+            select(func.count()).select_from(ResponseTime).where(ResponseTime.synced_at.is_(None))
         ).scalar_one())
         yield outbox
         yield from self._delivery_families()

@@ -284,8 +284,9 @@ def test_metrics_report_what_the_database_and_redis_hold(any_app, redis_url):
                        instance_id=own_id, location=location)
         record_results([(shop, result(True, 42.0, lag_ms=20.0, at=now - timedelta(seconds=5)))],
                        instance_id=own_id, location=location)
-        # Outside the window: counted nowhere, but an old result of ours not yet
-        # acknowledged is in the outbox; another instance's unacknowledged row is not ours.
+        # Outside the window: counted nowhere, but in the outbox: an old result
+        # of ours not yet acknowledged, and another instance's queued to catch
+        # a new primary up.
         store_results([{**result_row(shop, result(True, 5.0, lag_ms=999.0, at=now - timedelta(minutes=30)),
                                      instance_id=own_id, location=location), "synced_at": None},
                        {**result_row(shop, result(True, 5.0, at=now - timedelta(minutes=30)),
@@ -329,7 +330,7 @@ def test_metrics_report_what_the_database_and_redis_hold(any_app, redis_url):
     assert value(samples, "monitor_schedule_lag_seconds", quantile="0.5") == pytest.approx(0.020)
     assert value(samples, "monitor_schedule_lag_seconds", quantile="0.99") == pytest.approx(0.030)
     assert value(samples, "monitor_schedule_lag_samples") == 3
-    assert value(samples, "monitor_outbox_results") == 1
+    assert value(samples, "monitor_outbox_results") == 2
     assert value(samples, "monitor_instance_heartbeat_age_seconds", instance_id="dep-1",
                  location="frankfurt") == pytest.approx(90, abs=30)
     assert value(samples, "monitor_instance_status", instance_id="dep-1", status="inactive") == 1
