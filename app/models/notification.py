@@ -33,16 +33,23 @@ DELIVERY_PENDING = "pending"
 DELIVERY_SENDING = "sending"
 DELIVERY_SENT = "sent"
 DELIVERY_FAILED = "failed"
+# On a failover candidate: raised by the primary and not yet sent there.
+# Nothing sends it; promotion makes it pending (replication.adopt_inherited_deliveries).
+DELIVERY_INHERITED = "inherited"
 
 
 class NotificationDelivery(db.Model):
     """One alert to one notification service, and how sending it went.
 
-    ``dedupe_key`` is unique (``"<status change id>:<service id>"`` for down
-    and up alerts), so replaying a status change creates nothing twice. The
-    payload is the message as made when the alert was raised; retries send
-    exactly that. Status goes pending -> sending (claimed by one worker) ->
-    sent, or back to pending with ``next_attempt_at`` for a retry, or failed.
+    ``dedupe_key`` is unique (``"<instance id>:<status change id>:<service
+    id>"`` for down and up alerts), so replaying a status change creates
+    nothing twice. Status change ids are the raising instance's own: its id
+    in the key keeps a new primary's alerts apart from those it inherited
+    from the old one. The payload is the message as made when the alert was
+    raised; retries send exactly that. Status goes pending -> sending
+    (claimed by one worker) -> sent, or back to pending with
+    ``next_attempt_at`` for a retry, or failed. On a failover candidate the
+    primary's open alerts wait as inherited until it is promoted.
     """
 
     __tablename__ = "notification_deliveries"

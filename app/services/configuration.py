@@ -348,10 +348,19 @@ def instance_identity() -> tuple[str, str]:
 
 # --- configuration version -------------------------------------------------
 # Every change to configuration (endpoints, notification services, users,
-# settings) bumps config_version in the same transaction, so dependents can
-# pull with If-None-Match and never miss a change.
+# API keys, settings, membership) bumps config_version in the same
+# transaction, so dependents can pull with If-None-Match and never miss a
+# change, and failover candidates hold what the primary holds.
 
-_CONFIG_MODELS = (Endpoint, NotificationService, User, Setting)
+from app.models import ApiKey, MonitoringInstance  # noqa: E402  (only the version rules below use them)
+
+_CONFIG_MODELS = (Endpoint, NotificationService, User, Setting, ApiKey, MonitoringInstance)
+# Columns written in the course of running, not configuration: an
+# endpoint's runtime state, when a key was last used.
+_RUNTIME_COLUMNS = {Endpoint: Endpoint.RUNTIME_FIELDS | {"updated_at"}, ApiKey: frozenset({"last_used_at"})}
+# Of a member, only who and where it is and its place in the failover order
+# count; its heartbeats, health and versions do not.
+MEMBERSHIP_FIELDS = frozenset({"name", "location", "sync_url", "failover_order", "role"})
 
 
 def _changes_configuration(session: Session) -> bool:
@@ -362,16 +371,19 @@ def _changes_configuration(session: Session) -> bool:
         if isinstance(obj, _CONFIG_MODELS):
             return True
     for obj in session.dirty:
-        if not isinstance(obj, _CONFIG_MODELS) or not session.is_modified(obj):
-            continue
-        if isinstance(obj, Endpoint):
-            state = db.inspect(obj)
-            changed = {a.key for a in state.attrs if a.history.has_changes()}
-            if changed - Endpoint.RUNTIME_FIELDS - {"updated_at"}:
-                return True
-        else:
+        if isinstance(obj, _CONFIG_MODELS) and session.is_modified(obj) and _changed_configuration(obj):
             return True
     return False
+
+
+def _changed_configuration(obj) -> bool:
+    """Whether a modified row's changes include configuration."""
+    if not isinstance(obj, (Endpoint, ApiKey, MonitoringInstance)):
+        return True
+    changed = {a.key for a in db.inspect(obj).attrs if a.history.has_changes()}
+    if isinstance(obj, MonitoringInstance):
+        return bool(changed & MEMBERSHIP_FIELDS)
+    return bool(changed - _RUNTIME_COLUMNS[type(obj)])
 
 
 @event.listens_for(Session, "before_flush")

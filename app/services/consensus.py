@@ -433,7 +433,10 @@ def _checking_count(endpoint, states: dict[str, _State], members: int) -> int:
 def _members() -> int:
     """Active members of the cluster, as the registry knows them (0 but on a primary)."""
     from app.models import MonitoringInstance
+    from app.services import configuration
 
+    if configuration.is_dependent():
+        return 0  # a candidate's copy of the membership: its own consensus is of its one location
     return db.session.execute(select(func.count()).select_from(MonitoringInstance)
                               .where(MonitoringInstance.status == "active")).scalar_one()
 

@@ -208,16 +208,36 @@ def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
         return counts
 
 
-def prune_results(retention_days: int) -> int:
-    """Delete raw results older than the retention period; returns rows deleted."""
+PRUNE_BATCH = 10_000
+
+
+def prune_results(retention_days: int, *, batch: int = PRUNE_BATCH) -> int:
+    """Delete raw results older than the retention period; returns rows deleted.
+
+    1. A dependent keeps every result still in its outbox (no ``synced_at``:
+       the primary has not acknowledged it), however old: it is the only
+       copy. On the primary or a standalone every row is stored where it
+       belongs, and age alone decides.
+    2. At most ``batch`` rows go per DELETE, committed one by one, so the
+       write lock is never held long enough to stall storing results.
+    """
     from app.models import ResponseTime
+    from app.services import configuration
 
     with app().app_context():
         from app.extensions import db
 
         cutoff = datetime.now(timezone.utc) - timedelta(days=retention_days)
-        deleted = db.session.execute(delete(ResponseTime).where(ResponseTime.checked_at < cutoff)).rowcount
-        db.session.commit()
+        old = select(ResponseTime.id).where(ResponseTime.checked_at < cutoff)
+        if configuration.is_dependent():
+            old = old.where(ResponseTime.synced_at.is_not(None))
+        deleted = 0
+        while True:
+            step = db.session.execute(delete(ResponseTime).where(ResponseTime.id.in_(old.limit(batch)))).rowcount
+            db.session.commit()
+            deleted += step
+            if step < batch:
+                break
         if deleted:
             logger.info("pruned %d results older than %d days", deleted, retention_days)
         return deleted

@@ -27,6 +27,7 @@ from app.extensions import db
 from app.models import STATUS_PENDING, Endpoint, ResponseTime, utcnow
 from app.services import configuration, failover
 from app.services.endpoints import InvalidEndpoint, apply_input, parse_input
+from app.services.sync import replication
 from app.services.sync.host_metrics import system_info
 from app.services.sync.primary import public_sync_url
 from app.services.sync.schemas import MAX_RESULTS_PER_HEARTBEAT
@@ -46,6 +47,9 @@ CAUGHT_UP_EPOCH = "caught_up_epoch"
 BACKFILL_BEFORE = "backfill_before"
 
 HEARTBEAT_BATCH = 500
+# Results waiting for the primary beyond which each sync round warns: they
+# are never dropped, so the database grows while the primary is away.
+OUTBOX_WARN_AT = 100_000
 # Batches sent in one sync run: drains a backlog after an outage without
 # holding a worker for long.
 MAX_BATCHES_PER_RUN = 20
@@ -259,6 +263,8 @@ def apply_configuration(config: dict) -> dict:
             db.session.delete(endpoint)
             removed += 1
     db.session.flush()
+    if config.get("replica") is not None:  # a candidate: raises when malformed, and nothing is kept
+        replication.apply_snapshot(config["replica"])
     configuration.set_config_version(version)  # after the flush's own bump
     db.session.commit()
     logger.info("configuration %d applied: %d added, %d updated, %d removed, %d skipped",
@@ -402,6 +408,8 @@ def send_heartbeat(primary: PrimaryClient, token: str) -> dict:
     marked = mark_synced([result_id for result_id in acknowledged if result_id in sent])
     if reply.get("token"):
         configuration.set_state(TOKEN, reply["token"])
+    if reply.get("incidents") is not None:  # a candidate
+        replication.apply_incidents(reply["incidents"])
     db.session.commit()
     return {"sent": len(batch), "acknowledged": marked, "configVersion": reply.get("configVersion"),
             "more": len(batch) == HEARTBEAT_BATCH}
@@ -424,6 +432,7 @@ def sync_once(*, before_request: Callable[[], object] | None = None) -> dict:
     primary = client()
     primary.before_request = before_request
     summary = {"sent": 0, "acknowledged": 0, "configApplied": False}
+    warn_if_outbox_over_bound()
     try:
         token = configuration.get_state(TOKEN)
         if not token or configuration.get_state(TOKEN_REFUSED_AT):
@@ -485,15 +494,28 @@ def link_status() -> dict:
     """This dependent's link to its primary, for the instances page."""
     last_success = configuration.get_state(LAST_SUCCESS)
     refused_at = configuration.get_state(TOKEN_REFUSED_AT)
+    outbox = outbox_size()
     return {
         "primary_url": configuration.primary_url(),
         "registered": bool(configuration.get_state(TOKEN)) and not refused_at,
         "token_refused_at": datetime.fromisoformat(refused_at) if refused_at else None,
         "failures": int(configuration.get_state(FAILURES, "0")),
         "last_success_at": datetime.fromisoformat(last_success) if last_success else None,
-        "outbox": outbox_size(),
+        "outbox": outbox,
+        "outbox_over_bound": outbox > OUTBOX_WARN_AT,
+        "outbox_warn_at": OUTBOX_WARN_AT,
         "config_version": configuration.config_version(),
     }
+
+
+def warn_if_outbox_over_bound() -> bool:
+    """Warn (once a sync round) when more than OUTBOX_WARN_AT results wait to be sent."""
+    size = outbox_size()
+    if size <= OUTBOX_WARN_AT:
+        return False
+    logger.warning("%d results wait for the primary at %s, more than %d: none is dropped, so the database "
+                   "grows until the primary acknowledges them", size, configuration.primary_url(), OUTBOX_WARN_AT)
+    return True
 
 
 def _count_failure(exc: Exception) -> None:

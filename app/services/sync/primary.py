@@ -19,7 +19,7 @@ from app.models import (
 from app.services import configuration, consensus, failover
 from app.services.endpoints import configuration_fields
 from app.services.results import store_results
-from app.services.sync import tokens
+from app.services.sync import replication, tokens
 from app.services.sync.host_metrics import system_info
 from app.services.sync.schemas import HeartbeatPayload, InstanceRegistration, iso
 
@@ -206,6 +206,8 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
         "configVersion": configuration.config_version(),
         "epoch": configuration.epoch(),
     }
+    if instance.failover_order > 0:  # a candidate holds the ongoing incidents too
+        reply["incidents"] = replication.incidents_snapshot()
     # At most one renewal every RENEW_AT_MOST_EVERY: a dependent that keeps
     # sending its old token (replies lost, or a broken client) must not get a
     # new token row with every heartbeat. The old token stays valid until it
@@ -225,18 +227,23 @@ def sync_configuration(instance_id: str | None = None) -> dict:
     A failover candidate (failover order above 0) gets every endpoint, since
     it may have to become the primary; it checks only those whose
     ``locations`` name it (or name no one). Any other instance gets just the
-    endpoints it checks.
+    endpoints it checks. Only a candidate gets ``replica``: services with
+    their secrets, users, API keys, settings and membership
+    (``replication.candidate_snapshot``).
     """
     endpoints = list(db.session.execute(select(Endpoint).order_by(Endpoint.id)).scalars())
     member = db.session.get(MonitoringInstance, instance_id) if instance_id else None
     if member is not None and member.failover_order <= 0:
         endpoints = [e for e in endpoints if e.location_ids is None or instance_id in e.location_ids]
-    return {
+    config = {
         "configVersion": configuration.config_version(),
         "epoch": configuration.epoch(),
         "generatedAt": utcnow().isoformat(),
         "endpoints": [endpoint_config(e) for e in endpoints],
     }
+    if member is not None and member.failover_order > 0:
+        config["replica"] = replication.candidate_snapshot()
+    return config
 
 
 def endpoint_config(endpoint: Endpoint) -> dict:
