@@ -144,6 +144,13 @@ def raise_alerts(endpoint_ids: Iterable[int] | None = None, *, now: datetime | N
               for change in changes for service_id in services.get(change.endpoint_id, ())}
     missing = set(wanted) - _existing_keys(wanted)
     if missing:
+        # Deliveries made before keys carried the instance id (an upgrade
+        # during an incident) are found by their change.
+        made = set(db.session.execute(
+            select(NotificationDelivery.status_change_id, NotificationDelivery.notification_service_id)
+            .where(NotificationDelivery.status_change_id.in_({wanted[key][0].id for key in missing}))).all())
+        missing = {key for key in missing if (wanted[key][0].id, wanted[key][1]) not in made}
+    if missing:
         endpoints = _endpoints({wanted[key][0].endpoint_id for key in missing})
         identity = instance_fields()
         messages: dict[int, AlertMessage] = {}
@@ -190,6 +197,9 @@ def raise_reminders(*, now: datetime | None = None) -> list[int]:
     )
     changes = list(db.session.execute(select(StatusChange).where(StatusChange.id.in_(latest_down))).scalars())
     services = _enabled_services(set(endpoints))
+    from app.services import configuration
+
+    own_id = configuration.instance_id()  # change ids are local: see raise_alerts
     wanted = {}
     for change in changes:
         endpoint = endpoints[change.endpoint_id]
@@ -198,8 +208,11 @@ def raise_reminders(*, now: datetime | None = None) -> list[int]:
         if n < 1:
             continue
         for service_id in services.get(change.endpoint_id, ()):
-            wanted[f"{change.id}:{service_id}:reminder:{n}"] = (change, service_id, down_for)
-    missing = set(wanted) - _existing_keys(wanted)
+            wanted[f"{own_id}:{change.id}:{service_id}:reminder:{n}"] = (change, service_id, down_for)
+    # A reminder made before keys carried the instance id counts as made.
+    legacy = {key: key.split(":", 1)[1] for key in wanted}
+    existing = _existing_keys(list(wanted) + list(legacy.values()))
+    missing = {key for key in wanted if key not in existing and legacy[key] not in existing}
     if missing:
         identity = instance_fields()
         rows = []

@@ -345,3 +345,29 @@ def test_only_a_primary_sends_and_only_what_changed_since_its_promotion(cluster_
         assert receiver.payloads == []
     finally:
         receiver.stop()
+
+
+def test_alerts_raised_before_keys_named_the_instance_are_not_raised_again(cluster_app):
+    """Keys now carry the instance id (change ids are local); deliveries an
+    older version made for a recent change, or a reminder it sent, count."""
+    from app.models import NotificationDelivery, StatusChange
+    from app.services import alerts, notifications
+
+    with cluster_app.app_context():
+        service = notifications.create_service({"name": "hook", "kind": "webhook",
+                                                "config": {"url": "http://127.0.0.1:9/hook"}, "isDefault": True})
+        endpoint = create_endpoint({"name": "web", "checkType": "http", "target": "http://127.0.0.1:9/",
+                                    "reminderIntervalMinutes": 1})
+        endpoint.status = "DOWN"
+        change = StatusChange(endpoint_id=endpoint.id, from_status="UP", to_status="DOWN",
+                              changed_at=utcnow() - timedelta(seconds=90), alert_event="down")
+        db.session.add(change)
+        db.session.flush()
+        for key, event in ((f"{change.id}:{service.id}", "down"), (f"{change.id}:{service.id}:reminder:1", "reminder")):
+            db.session.add(NotificationDelivery(notification_service_id=service.id, endpoint_id=endpoint.id,
+                                                status_change_id=change.id, event=event, status="sent",
+                                                dedupe_key=key, payload={}, attempts=1))
+        db.session.commit()
+        assert alerts.raise_alerts() == []
+        assert alerts.raise_reminders() == []
+        assert db.session.query(NotificationDelivery).count() == 2
