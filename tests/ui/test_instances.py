@@ -165,3 +165,19 @@ def test_a_standalone_endpoint_page_has_no_locations_section(web, app):
 
     endpoint_id = make_endpoint(app)
     assert "<h2>Locations</h2>" not in web.get(f"/endpoints/{endpoint_id}").get_data(as_text=True)
+
+
+def test_the_page_shows_the_cluster_transitions_and_a_fenced_primary(cluster_primary):
+    web_app, web, _, _ = cluster_primary
+    with web_app.app_context():
+        seen = configuration.snapshot()
+        assert configuration.transition(seen, new_role="fenced", new_epoch=seen.epoch, primary_id=seen.instance_id,
+                                        primary_url=None, kind="fence",
+                                        detail="only 1 of 2 members in reach for 12 s")
+    html = web.get("/instances").get_data(as_text=True)
+    assert "has fenced itself" in html and "fenced at epoch 0" in html
+    events = html[html.index('class="cluster-events"'):]
+    assert "fence" in events and "only 1 of 2 members in reach for 12 s" in events
+    assert "Automatic failover needs three members or more" in html
+    # Fenced, it takes no configuration changes.
+    assert "Read-only" in web.get("/").get_data(as_text=True)

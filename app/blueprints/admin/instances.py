@@ -14,7 +14,7 @@ from app.blueprints.admin import bp
 from app.blueprints.admin.signin import changes_configuration
 from app.extensions import db
 from app.models import MonitoringInstance, utcnow
-from app.services import configuration
+from app.services import configuration, failover
 from app.services.sync import dependent, primary
 
 REFRESH_SECONDS = 10
@@ -31,7 +31,9 @@ def instances():
         else:
             response = make_response(render_template("partials/instance_rows.html", rows=primary.registry()))
     else:
-        context = {"role": role, "refresh": REFRESH_SECONDS, "now": utcnow()}
+        context = {"role": role, "refresh": REFRESH_SECONDS, "now": utcnow(), "state": state,
+                   "events": configuration.cluster_events(limit=20) if state.is_clustered else [],
+                   "members": len(failover.members()) if state.is_clustered else 0}
         if state.is_primary:
             context["rows"] = primary.registry()
         elif state.is_clustered:
