@@ -226,25 +226,9 @@ def status():
 @bp.post("/register")
 def register():
     address = request.remote_addr or "unknown"
-    if _rate_limited(address):
-        return json_error(429, "too_many_attempts",
-                          f"too many failed registrations; try again in {REGISTER_WINDOW_SECONDS} s")
-    expected = current_app.config["SETTINGS"].sync_shared_secret
-    given = request.headers.get(SECRET_HEADER, "")
-    if not expected:
-        return json_error(503, "registration_disabled", "this primary has no SYNC_SHARED_SECRET set")
-    if not hmac.compare_digest(given.encode(), expected.encode()):
-        _record_failure(address)
-        return json_error(401, "unauthorized", f"the cluster join secret ({SECRET_HEADER}) is missing or wrong")
-    data, error = _json_object()
+    registration, error = _peer_payload(InstanceRegistration)
     if error:
         return error
-    try:
-        registration = InstanceRegistration.model_validate(data)
-    except ValidationError as exc:
-        errors = validation_errors(exc)
-        return json_error(400, "validation_error", "; ".join(f"{k}: {v}" for k, v in errors.items()),
-                          fields=errors)
     if registration.instance_id == configuration.instance_id():
         return json_error(409, "conflict", "that instance id is the primary's own")
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
