@@ -43,6 +43,8 @@ SECRET_HEADER = "X-Cluster-Secret"
 # Failover state kept in instance_config beside the role.
 PRIMARY_FAILURES = "failover_primary_failures"
 SUSPECTED_SINCE = "failover_suspected_since"
+# When a probe last found the primary answering: the sync stops backing off.
+PRIMARY_SEEN_AT = "failover_primary_seen_at"
 MAJORITY_SEEN_AT = "failover_majority_seen_at"
 # The epoch the next election asks for, when an earlier one split.
 NEXT_EPOCH = "failover_next_epoch"
@@ -194,7 +196,11 @@ def watch_primary(state: ClusterState) -> dict:
         if seen.epoch > state.epoch:
             follow(state, epoch=seen.epoch, primary_id=seen.instance_id, primary_url=seen.sync_url,
                    reason="the primary is at a newer epoch")
+        was_failing = int(configuration.get_state(PRIMARY_FAILURES, "0")) > 0
+        configuration.set_state(PRIMARY_SEEN_AT, utcnow().isoformat())
         _clear_suspicion()
+        if was_failing:
+            _sync_soon()  # back: deliver the outbox now, not after the sync's backoff
         return {"primary": "reachable"}
     if seen is not None and seen.reachable and seen.epoch > state.epoch and seen.primary_url:
         # Our primary stepped down and names its successor.

@@ -43,7 +43,9 @@ def sync_with_primary() -> dict:
             waited = time.time() - datetime.fromisoformat(last).timestamp()
             suspecting = configuration.get_state(failover.SUSPECTED_SINCE) is not None
             at_most = current_app.config["SETTINGS"].failover_check_interval if suspecting else MAX_BACKOFF_SECONDS
-            if waited < backoff_seconds(failures, at_most=at_most):
+            seen = configuration.get_state(failover.PRIMARY_SEEN_AT)
+            answers_again = seen is not None and datetime.fromisoformat(seen) > datetime.fromisoformat(last)
+            if not answers_again and waited < backoff_seconds(failures, at_most=at_most):
                 return {"skipped": "backing off", "failures": failures}
         # The lock outlives one request to the primary, and each request
         # renews it, so a worker killed mid-round holds it off for seconds,
