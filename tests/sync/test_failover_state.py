@@ -371,3 +371,36 @@ def test_alerts_raised_before_keys_named_the_instance_are_not_raised_again(clust
         assert alerts.raise_alerts() == []
         assert alerts.raise_reminders() == []
         assert db.session.query(NotificationDelivery).count() == 2
+
+
+def test_a_promoted_candidate_hands_out_ids_past_the_copied_ones(cluster_app):
+    """Copied rows keep the primary's ids; after a promotion new rows (on
+    PostgreSQL, from sequences that never saw the copies) must not collide."""
+    from app.models import Endpoint
+    from app.services.sync import dependent
+
+    with cluster_app.app_context():
+        configuration.set_role("dependent", new_epoch=0, new_primary_url="http://127.0.0.1:9")
+        db.session.commit()
+        dependent.apply_configuration({"configVersion": 5, "endpoints": [
+            {"id": endpoint_id, "name": f"copied {endpoint_id}", "checkType": "tcp", "target": "127.0.0.1",
+             "port": 9} for endpoint_id in (3, 7)]})
+        db.session.add(ResponseTime(result_id=str(uuid.uuid4()), endpoint_id=7, instance_id=configuration.instance_id(),
+                                    location="lab", checked_at=utcnow(), is_ok=True, status="UP",
+                                    response_time_ms=1.0, check_type="tcp", synced_at=None))
+        db.session.commit()
+        assert failover.promote(configuration.snapshot(), 1, reason="test")
+        state = configuration.snapshot()
+        assert state.is_primary and state.epoch == 1 and state.primary_id == state.instance_id
+        # Its own results waiting for the old primary are home now.
+        assert db.session.execute(select(ResponseTime).where(ResponseTime.synced_at.is_(None))).first() is None
+        created = create_endpoint({"name": "made after", "checkType": "tcp", "target": "127.0.0.1", "port": 9})
+        assert created.id > 7
+        assert db.session.get(Endpoint, 3).name == "copied 3"
+        assert [e.kind for e in configuration.cluster_events()] == ["promote"]
+        # A second promotion from the same reading changes nothing.
+        configuration.set_role("dependent", new_epoch=1, new_primary_url="http://127.0.0.1:9")
+        db.session.commit()
+        stale = configuration.snapshot()
+        assert failover.promote(stale, 2)
+        assert not failover.promote(stale, 2)
