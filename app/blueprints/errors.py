@@ -2,7 +2,7 @@
 import json
 
 from flask import jsonify, request
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 
 def wants_json() -> bool:
@@ -48,6 +48,22 @@ def _problem_in(data) -> str | None:
     return None
 
 
+def _refuse_if_cut_off(raw: bytes) -> None:
+    """Raise the 413 for a body without Content-Length (chunked) that went
+    past MAX_CONTENT_LENGTH.
+
+    Werkzeug stops reading such a body at the limit and hands back what it
+    read, cut off (which would parse as malformed JSON); it raises the 413
+    only on a read past the limit. So one byte more is asked of the server's
+    stream: at the end of the body it gives nothing.
+    """
+    limit = request.max_content_length
+    if limit is None or request.content_length is not None or len(raw) < limit:
+        return
+    if request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
+
+
 def json_body():
     """The request's JSON object, or (None, an error response).
 
@@ -56,10 +72,11 @@ def json_body():
     with basic-auth credentials it has cached, such a post would act as the
     user. Malformed, non-object and absurdly nested bodies, NaN and Infinity
     (not JSON, though Python reads them) and NUL characters (which
-    PostgreSQL refuses) are all a 400; an oversized body raises the 413
-    before parsing.
+    PostgreSQL refuses) are all a 400; an oversized body is a 413 before
+    parsing, whether it announced its length or came in chunks.
     """
     raw = request.get_data(cache=True)
+    _refuse_if_cut_off(raw)
     if raw and request.mimetype != "application/json":
         sent = f"it was {request.content_type!r}" if request.content_type else "none was sent"
         return None, json_error(415, "unsupported_media_type",
