@@ -4,6 +4,10 @@ enqueue it. It runs nothing itself but failover duty.
 Only one clock acts at a time: each holds a short Redis lease and renews it
 every tick, so a second clock (a double deploy) waits as a warm standby.
 
+While Redis is away the clock claims nothing (it cannot renew its lease)
+and says so once a minute; checks it had claimed but could not enqueue are
+kept and enqueued first when Redis is back, so a claim is never dropped.
+
 Failover duty (``workers.jobs.failover``: probe the primary, vote, fence)
 runs on a thread of the leading clock every FAILOVER_CHECK_INTERVAL
 seconds, not on the workers: a dead primary must be replaced on time even
@@ -20,6 +24,8 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+
+from app.services import queues
 
 logger = logging.getLogger(__name__)
 
@@ -126,8 +132,6 @@ PERIODIC_TASKS = [
 
 class Clock:
     def __init__(self, app):
-        from app.services import queues
-
         self.app = app
         self.settings = app.config["SETTINGS"]
         self.redis = queues.connection()
@@ -137,16 +141,29 @@ class Clock:
         self.leader = False
         self.next_run: dict[str, float] = {}
         self.stopping = False
+        # Batches of (endpoint ids, due times) claimed in the database but not
+        # yet in the queue: Redis went away between the claim and the enqueue.
+        self.unsent: list[tuple[list[int], list[float]]] = []
+        self.outage = queues.RedisOutage(f"clock (pid {os.getpid()})")
+        self.regaining = False
 
     def hold_lease(self) -> bool:
         held = bool(self.renew(keys=[LEASE_KEY], args=[self.token, LEASE_MS]))
-        if held != self.leader:
+        if held != self.leader and not (held and self.regaining):  # "Redis is back" said it
             logger.info("clock %s leader", "is now" if held else "is no longer")
         self.leader = held
+        self.regaining = False
         return held
+
+    def lost_redis(self, exc: BaseException) -> None:
+        """Redis is unreachable: this clock cannot know it still leads."""
+        self.outage.failed(exc)
+        self.regaining = self.regaining or self.leader
+        self.leader = False  # failover rounds wait too: they take a Redis lock
 
     def tick(self, now: float) -> int:
         """Enqueue due checks and periodic work; returns endpoints enqueued."""
+        self.enqueue_unsent()  # claims are this clock's, leading or not
         if not self.hold_lease():
             return 0
         enqueued = self.enqueue_due_checks(now)
@@ -155,13 +172,14 @@ class Clock:
                 self.next_run[task.name] = now + task.every(self.settings)
                 try:
                     task.enqueue(self)
+                except queues.UNREACHABLE:
+                    raise  # the outage is reported once, by run
                 except Exception:
                     logger.exception("could not enqueue %s", task.name)
         return enqueued
 
     def enqueue_due_checks(self, now: float) -> int:
         from app.services.scheduling import claim_due
-        from workers.jobs.checks import run_checks
 
         backlog = self.checks.count
         if backlog > MAX_BACKLOG_JOBS:
@@ -172,15 +190,20 @@ class Clock:
         size = self.settings.check_batch_size
         for start in range(0, len(due), size):
             batch = due[start:start + size]
-            self.checks.enqueue(
-                run_checks,
-                [d.endpoint_id for d in batch],
-                [d.due_at for d in batch],
-                job_timeout=600,
-                result_ttl=0,
-                failure_ttl=3600,
-            )
+            self.unsent.append(([d.endpoint_id for d in batch], [d.due_at for d in batch]))
+        self.enqueue_unsent()
         return len(due)
+
+    def enqueue_unsent(self) -> None:
+        """Enqueue claimed batches, oldest first. One that fails (Redis went
+        away) stays, with those after it, for the next tick; the job starts
+        each check at once if its due time has passed."""
+        from workers.jobs.checks import run_checks
+
+        while self.unsent:
+            endpoint_ids, due_at = self.unsent[0]
+            self.checks.enqueue(run_checks, endpoint_ids, due_at, job_timeout=600, result_ttl=0, failure_ttl=3600)
+            self.unsent.pop(0)
 
     def failover_duty(self) -> None:
         """Failover rounds, FAILOVER_CHECK_INTERVAL apart, while leading."""
@@ -207,12 +230,25 @@ class Clock:
             now = time.time()
             try:
                 self.tick(now)
+            except queues.UNREACHABLE as exc:
+                self.lost_redis(exc)
             except Exception:
                 logger.exception("clock tick failed; retrying next second")
+            else:
+                self.outage.recovered()
             # Work is claimed a tick ahead and started at its due time by the
             # job, so the tick length is not part of the schedule lag.
-            time.sleep(max(0.0, TICK_SECONDS - (time.time() - now)))
+            self._sleep_until(now + TICK_SECONDS)
+        if self.unsent:
+            logger.warning("clock stopped with %d claimed checks it could not enqueue (Redis was away); "
+                           "their slot is skipped", sum(len(ids) for ids, _ in self.unsent))
         logger.info("clock stopped")
+
+    def _sleep_until(self, moment: float) -> None:
+        # In slices, so a stop is seen at once rather than after the tick
+        # (a signal handler cannot safely wake an Event the loop waits on).
+        while not self.stopping and (left := moment - time.time()) > 0:
+            time.sleep(min(left, 0.1))
 
 
 def main() -> None:
