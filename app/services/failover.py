@@ -34,11 +34,9 @@ from app.extensions import db
 from app.models import MonitoringInstance, ResponseTime, utcnow
 from app.services import configuration
 from app.services.configuration import ClusterState
+from app.services.sync.schemas import EPOCH_HEADER, SECRET_HEADER
 
 logger = logging.getLogger(__name__)
-
-EPOCH_HEADER = "X-Cluster-Epoch"
-SECRET_HEADER = "X-Cluster-Secret"
 
 # Failover state kept in instance_config beside the role.
 PRIMARY_FAILURES = "failover_primary_failures"
@@ -587,10 +585,8 @@ def _advance_sequences() -> None:
 
 
 def _adopt_open_deliveries() -> None:
-    try:
-        from app.services.sync.replication import adopt_inherited_deliveries
-    except ImportError:
-        return
+    from app.services.sync.replication import adopt_inherited_deliveries
+
     adopted = adopt_inherited_deliveries()
     if adopted:
         logger.warning("cluster: %d alerts the old primary had not sent yet go out from here", adopted)

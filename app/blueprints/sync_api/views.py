@@ -21,8 +21,9 @@ from app.models import MonitoringInstance
 from app.services import configuration, failover, readiness
 from app.services.endpoints import get_endpoint
 from app.services.sync import primary, tokens
-from app.services.sync.dependent import EPOCH_HEADER, SECRET_HEADER
 from app.services.sync.schemas import (
+    EPOCH_HEADER,
+    SECRET_HEADER,
     HandoverRequest,
     HeartbeatPayload,
     InstanceRegistration,

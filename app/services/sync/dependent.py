@@ -30,7 +30,7 @@ from app.services.endpoints import InvalidEndpoint, apply_input, parse_input
 from app.services.sync import replication
 from app.services.sync.host_metrics import system_info
 from app.services.sync.primary import public_sync_url
-from app.services.sync.schemas import MAX_RESULTS_PER_HEARTBEAT
+from app.services.sync.schemas import EPOCH_HEADER, MAX_RESULTS_PER_HEARTBEAT, SECRET_HEADER
 
 logger = logging.getLogger(__name__)
 
@@ -53,8 +53,6 @@ OUTBOX_WARN_AT = 100_000
 # Batches sent in one sync run: drains a backlog after an outage without
 # holding a worker for long.
 MAX_BATCHES_PER_RUN = 20
-EPOCH_HEADER = "X-Cluster-Epoch"
-SECRET_HEADER = "X-Cluster-Secret"
 
 
 class PrimaryUnavailable(Exception):

@@ -13,6 +13,9 @@ from pydantic.alias_generators import to_camel
 
 from app.services.results import MAX_REASON_LENGTH  # noqa: E402
 
+# Headers of the sync API: the sender's cluster epoch, the join secret.
+EPOCH_HEADER = "X-Cluster-Epoch"
+SECRET_HEADER = "X-Cluster-Secret"
 MAX_RESULTS_PER_HEARTBEAT = 1000
 BIGINT = 2**63 - 1  # the largest integer the databases store
 EARLIEST = datetime(2000, 1, 1, tzinfo=timezone.utc)
