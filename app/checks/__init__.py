@@ -85,15 +85,16 @@ def public_target(target: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def run_check(check_type: str, target: str, port: int | None, timeout: float, options: dict) -> CheckResult:
-    """Run one check; any exception becomes a DOWN result with its reason."""
+def run_check(check_type: str, target: str, port: int | None, timeout: float, options: dict, *,
+              location: str | None = None) -> CheckResult:
+    """Run one check from ``location``; any exception becomes a DOWN result with its reason."""
     kind = CHECK_TYPES.get(check_type)
     if kind is None:
         return CheckResult(is_ok=False, check_type=check_type,
                            failure_reason=f"unknown check type {check_type!r}")
     try:
         spec = CheckSpec(target=target, port=port, timeout=float(timeout),
-                         options=kind.options_model.model_validate(options or {}))
+                         options=kind.options_model.model_validate(options or {}), location=location)
         return kind.module.check(spec)
     except CheckFailed as exc:
         return CheckResult(is_ok=False, check_type=check_type, failure_reason=str(exc),

@@ -65,6 +65,9 @@ class CheckSpec:
     port: int | None
     timeout: float
     options: CheckOptions
+    # The location checking (INSTANCE_LOCATION), for checks that name it to
+    # the target, such as the HTTP check's User-Agent.
+    location: str | None = None
 
 
 def elapsed_ms(started: float) -> float:

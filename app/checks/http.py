@@ -32,6 +32,10 @@ from app.checks.base import CheckFailed, CheckOptions, CheckResult, CheckSpec, e
 from app.checks.resolve import connect, resolve
 
 USER_AGENT = f"endpoint-monitor/{__version__}"
+# Kept as they are in the location's part of the User-Agent; anything else
+# (parentheses, which would end the comment, and non-ASCII, which a header
+# cannot carry) is percent-encoded.
+_LOCATION_SAFE = " -_.,:;/@+'&"
 REDIRECT_STATUSES = frozenset({301, 302, 303, 307, 308})
 # Sent only to the origin the user configured: a redirect to another host
 # must not leak credentials to it.
@@ -201,7 +205,7 @@ def check(spec: CheckSpec) -> CheckResult:
     target = _parse_url(spec.target)
     method = options.method
     body = options.body.encode("utf-8") if options.body is not None else None
-    headers = _request_headers(options.headers)
+    headers = _request_headers(options.headers, user_agent(spec.location))
     if target.basic_auth is not None:
         headers.setdefault("authorization", ("Authorization", target.basic_auth))
     redirects = 0
@@ -280,10 +284,18 @@ def _parse_url(url: str, *, redirected: bool = False) -> _Target:
     )
 
 
-def _request_headers(user_headers: dict[str, str]) -> dict[str, tuple[str, str]]:
+def user_agent(location: str | None) -> str:
+    """The User-Agent of a check from ``location``: it names the location, so
+    a target's operator (or a test target) can tell the probes apart."""
+    if not location:
+        return USER_AGENT
+    return f"{USER_AGENT} (location {quote(location, safe=_LOCATION_SAFE)})"
+
+
+def _request_headers(user_headers: dict[str, str], agent: str = USER_AGENT) -> dict[str, tuple[str, str]]:
     """``{lower-case name: (name as given, value)}``; the user's replace the defaults."""
     headers = {
-        "user-agent": ("User-Agent", USER_AGENT),
+        "user-agent": ("User-Agent", agent),
         "accept": ("Accept", "*/*"),
         # One request per connection: say so, so the server closes promptly.
         "connection": ("Connection", "close"),

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from pytest_httpserver import HTTPServer
 from werkzeug import Request, Response
 
+from app import __version__
 from app.checks import CHECK_TYPES, run_check
 
 TIMEOUT = 2.0
@@ -238,6 +239,39 @@ def test_it_sends_method_body_and_headers(server):
     assert result.metadata["httpStatus"] == 201
     request, _ = server.log[0]
     assert request.headers["User-Agent"].startswith("endpoint-monitor/")
+
+
+def test_its_user_agent_names_the_location_it_checks_from(server):
+    server.expect_request("/whoami").respond_with_data("ok")
+
+    result = run_check("http", server.url_for("/whoami"), None, TIMEOUT, {}, location="frankfurt")
+
+    assert result.is_ok, result.failure_reason
+    request, _ = server.log[0]
+    assert request.headers["User-Agent"] == f"endpoint-monitor/{__version__} (location frankfurt)"
+
+
+def test_a_location_that_would_break_the_user_agent_is_percent_encoded(server):
+    server.expect_request("/whoami").respond_with_data("ok")
+
+    result = run_check("http", server.url_for("/whoami"), None, TIMEOUT, {}, location="Zürich (rack 2)\r\nX: y")
+
+    assert result.is_ok, result.failure_reason
+    request, _ = server.log[0]
+    assert request.headers["User-Agent"] == (
+        f"endpoint-monitor/{__version__} (location Z%C3%BCrich %28rack 2%29%0D%0AX: y)")
+    assert "X" not in request.headers
+
+
+def test_a_user_agent_header_of_the_endpoint_replaces_the_location_one(server):
+    server.expect_request("/whoami").respond_with_data("ok")
+
+    result = run_check("http", server.url_for("/whoami"), None, TIMEOUT, {"headers": {"user-agent": "probe/2"}},
+                       location="frankfurt")
+
+    assert result.is_ok, result.failure_reason
+    request, _ = server.log[0]
+    assert request.headers["User-Agent"] == "probe/2"
 
 
 def test_it_switches_to_get_without_body_after_303(server):

@@ -184,3 +184,16 @@ def test_it_starts_each_check_at_its_due_time(app, httpserver, monkeypatch):
         row = db.session.execute(select(ResponseTime)).scalar_one()
         # Not before its due time, though the job got it 0.6 s early.
         assert row.checked_at.timestamp() >= due - 0.01
+
+
+def test_a_scheduled_http_check_names_this_instance_s_location(app, httpserver, monkeypatch):
+    from workers import jobs
+    from workers.jobs.checks import run_checks
+
+    monkeypatch.setattr(jobs, "_app", app)
+    httpserver.expect_request("/ok").respond_with_data("ok")
+    endpoint_id = _add(app, name="named", checkType="http", target=httpserver.url_for("/ok"))
+    run_checks([endpoint_id], [time.time()])
+    location = app.config["SETTINGS"].instance_location
+    [(request, _)] = httpserver.log
+    assert request.headers["User-Agent"].endswith(f" (location {location})")

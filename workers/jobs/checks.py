@@ -156,7 +156,8 @@ def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
 
         def one(row):
             started = time.time()
-            result = run_check(row.check_type, row.target, row.port, row.timeout_seconds, row.options)
+            result = run_check(row.check_type, row.target, row.port, row.timeout_seconds, row.options,
+                               location=location)
             result.metadata["scheduleLagMs"] = round(max(0.0, started - due[row.id]) * 1000.0, 1)
             return result
 

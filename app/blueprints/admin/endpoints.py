@@ -219,10 +219,10 @@ def check_endpoint_now(endpoint_id: int):
         else:
             page = render_template("admin/message.html", title="Too many checks", message=message)
         return page, 429, {"Retry-After": str(wait)}
-    result = run_check(endpoint.check_type, endpoint.target, endpoint.port, endpoint.timeout_seconds,
-                       dict(endpoint.options or {}))
-    result.metadata["manual"] = True
     instance_id, location = configuration.instance_identity()
+    result = run_check(endpoint.check_type, endpoint.target, endpoint.port, endpoint.timeout_seconds,
+                       dict(endpoint.options or {}), location=location)
+    result.metadata["manual"] = True
     record_results([(endpoint.id, result)], instance_id=instance_id, location=location)
     logger.info("endpoint %s (%s) checked on demand: %s", endpoint.id, endpoint.name, result.status)
     if request.headers.get("HX-Request"):
