@@ -341,6 +341,29 @@ def cluster_demote():
     click.echo(f"{outcome['primaryId']} is now the primary at epoch {outcome['epoch']}")
 
 
+# --- demo -------------------------------------------------------------------
+# Added to the group itself, not in register_cli: the demo runs no app of
+# its own in this process, so it needs none loaded.
+
+@click.command("demo")
+@click.option("--port", "first_port", type=click.IntRange(1024, 65530), default=None,
+              help="First of the six loopback ports the instances take (web UI and sync API each); "
+                   "default: 3001, or the next free block of ten.")
+def demo_command(first_port):
+    """Try it on this machine: a primary and two dependents (frankfurt,
+    virginia, singapore) on loopback, each a full instance with its own data
+    and embedded Redis, a local target and sample endpoints, one of them
+    failing from singapore only (PARTIAL). Prints the dashboard's address
+    and a password generated for the run; Ctrl-C stops everything and
+    removes the temporary data."""
+    from app.demo import run
+
+    sys.exit(run(first_port=first_port))
+
+
+cli.add_command(demo_command)
+
+
 def main() -> None:
     """Entry point of ``python -m app``; configuration errors exit with 2."""
     try:
