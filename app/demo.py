@@ -446,7 +446,11 @@ class Demo:
             >= len(self.instances) - 1
 
     def _partial_endpoint(self) -> dict | None:
+        """The endpoint one location fails, once every endpoint has a
+        consensus (none PENDING any more)."""
         listed = self._api("get", "/api/v1/endpoints")["endpoints"]
+        if any(endpoint["status"] == "PENDING" for endpoint in listed):
+            return None
         return next((endpoint for endpoint in listed if endpoint["status"] == "PARTIAL"), None)
 
     def announce(self) -> None:
@@ -481,7 +485,7 @@ class Demo:
     def stop(self) -> None:
         """Stop every tree (SIGTERM to each launcher, then SIGKILL to
         whatever is left of the trees), the target, and remove the folder."""
-        running = [i for i in self.instances if i.exit_code() is None]
+        running = [i for i in self.instances if i.process is not None and i.exit_code() is None]
         if running:
             self.progress.line(f"Stopping {len(running)} instance{'s' if len(running) > 1 else ''} "
                                "and the target ...")
