@@ -309,22 +309,56 @@ def instance_env(place: Location, ports: tuple[int, int], data_dir: Path, *, mar
 # --- the demo ---------------------------------------------------------------------
 
 
+class StopRequest:
+    """Set by the SIGINT and SIGTERM handler, polled by every wait. Not a
+    ``threading.Event``: a handler runs in the main thread, between two
+    steps of whatever it was doing, and could wait forever for the lock of
+    an Event that thread holds in ``wait``."""
+
+    def __init__(self):
+        self.asked = False
+
+    def set(self) -> None:
+        self.asked = True
+
+    def is_set(self) -> bool:
+        return self.asked
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep up to ``seconds``, less once a stop is asked for; returns whether one was."""
+        deadline = time.monotonic() + seconds
+        while not self.asked and (left := deadline - time.monotonic()) > 0:
+            time.sleep(min(left, 0.1))
+        return self.asked
+
+
 class Progress:
     """Start-up lines on stdout, each step with the seconds it took."""
 
     def __init__(self, out=None):
         self.out = out or sys.stdout
         self.started = time.monotonic()
+        self.step_open = False  # a step's line waits for its outcome
 
     def line(self, text: str = "") -> None:
+        self.close_step()
         print(text, file=self.out, flush=True)
 
     def begin(self, text: str) -> float:
+        self.close_step()
         print(f"  {text} ...", end="", file=self.out, flush=True)
+        self.step_open = True
         return time.monotonic()
 
     def end(self, since: float, text: str) -> None:
         print(f" {text} ({time.monotonic() - since:.1f} s)", file=self.out, flush=True)
+        self.step_open = False
+
+    def close_step(self) -> None:
+        """End a step's line left open, so what follows starts a line."""
+        if self.step_open:
+            print(file=self.out, flush=True)
+            self.step_open = False
 
 
 @dataclass
@@ -333,7 +367,7 @@ class Demo:
 
     first_port: int | None = None
     progress: Progress = field(default_factory=Progress)
-    stopping: threading.Event = field(default_factory=threading.Event)
+    stopping: StopRequest = field(default_factory=StopRequest)
     root: Path | None = None
     target: DemoTarget | None = None
     instances: list[Instance] = field(default_factory=list)
@@ -364,7 +398,7 @@ class Demo:
 
         out = self.progress
         out.line(f"Starting the demo: a primary and two dependents on {HOST}, and a target they check "
-                 "(this takes 15 to 30 s)")
+                 "(this takes half a minute or so)")
         # The primary first: dependents that find no primary back off for
         # seconds before they try again.
         self._start_instances([self.primary])
@@ -377,10 +411,11 @@ class Demo:
         # with no thread running in this process (``child_processes``).
         self.target.serve()
         endpoints = sample_endpoints(self.target, with_ping)
-        since = out.begin(f"target {self.target.url}/ (answers 503 on {FAILING_PATH} to {FAILING_LOCATION})")
+        out.line(f"  {'target':<20} {self.target.url}/ (answers 503 on {FAILING_PATH} to {FAILING_LOCATION})")
+        since = out.begin("sample endpoints")
         for payload in endpoints:
             self._api("post", "/api/v1/endpoints", json=payload)
-        out.end(since, f"{len(endpoints)} sample endpoints added on the primary")
+        out.end(since, f"{len(endpoints)} added on the primary")
         if not with_ping:
             out.line("  (no ICMP here: this user may not send pings, so the demo has no ping endpoint)")
         since = out.begin("dependents joining the primary")
@@ -404,7 +439,6 @@ class Demo:
             self.progress.begin(f"{instance.place.location:<10} {instance.role:<9} {instance.web}/")
             if not self._wait(lambda: self._answering(instance), START_TIMEOUT_SECONDS):
                 if self.stopping.is_set():
-                    self.progress.line(" stopped")
                     return
                 raise DemoError(f"{instance.place.name} did not answer within {START_TIMEOUT_SECONDS:.0f} s; "
                                 f"the end of its log:\n{instance.tail()}")
@@ -547,6 +581,7 @@ def run(first_port: int | None = None) -> int:
             demo.announce()
             code = demo.watch()
     except DemoError as exc:
+        demo.progress.close_step()
         print(f"error: {exc}", file=sys.stderr, flush=True)
         code = 2 if not demo.instances else 1
     finally:

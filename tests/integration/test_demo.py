@@ -129,3 +129,25 @@ def test_a_busy_port_is_a_clear_error_and_starts_nothing(tmp_path):
         held.close()
     assert f"--port {port}: 127.0.0.1 port {port} is in use" in run.output
     assert list(tmp_path.iterdir()) == []
+
+
+def test_sigint_while_it_starts_stops_what_it_started(tmp_path_factory):
+    run = DemoRun(tmp_path_factory.mktemp("early"))
+    try:
+        # The primary answers, the dependents are starting.
+        wait_until(lambda: "virginia" in run.output or run.process.poll() is not None, 180,
+                   lambda: f"the dependents never started:\n{run.output}")
+        assert run.process.poll() is None, run.output
+        tree = psutil.Process(run.process.pid).children(recursive=True)
+        assert len(tree) >= 3
+        run.process.send_signal(signal.SIGINT)
+        assert run.process.wait(timeout=90) == 0, run.output
+        _, alive = psutil.wait_procs(tree, timeout=10)
+        assert alive == []
+        assert run.leftovers() == []
+        assert list(run.tmp.iterdir()) == []
+        run.reader.join(timeout=10)
+        assert "The demo is running" not in run.output
+        assert run.lines[-1].startswith("Stopped; removed ")
+    finally:
+        run.kill_everything()
