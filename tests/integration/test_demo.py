@@ -69,6 +69,13 @@ def test_three_instances_with_their_own_names_locations_and_coordinates(demo):
     environments = [p.environ() for p in launchers]
     data_dirs = {env["DATA_DIR"] for env in environments}
     assert len(data_dirs) == 3 and all(d.startswith(str(demo.tmp)) for d in data_dirs)
+    # The dependents' UIs take the same sign-in and hold the primary's endpoints.
+    dependents = re.findall(r"(http://127\.0\.0\.1:\d+)/ \((virginia|singapore)\)", demo.output)
+    assert sorted(location for _, location in dependents) == ["singapore", "virginia"]
+    primary_names = {e["name"] for e in api(demo, "/api/v1/endpoints")["endpoints"]}
+    for base, _ in dependents:
+        wait_until(lambda: {e["name"] for e in api(demo, "/api/v1/endpoints", base)["endpoints"]} == primary_names,
+                   60, f"the endpoints did not reach {base}")
     coordinates = {(env["INSTANCE_LATITUDE"], env["INSTANCE_LONGITUDE"]) for env in environments}
     assert len(coordinates) == 3
     assert all(-90 <= float(lat) <= 90 and -180 <= float(lon) <= 180 for lat, lon in coordinates)
