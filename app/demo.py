@@ -97,6 +97,7 @@ class _TargetHandler(http.server.BaseHTTPRequestHandler):
     server_version = "demo-target/1"
 
     def do_GET(self):  # noqa: N802 - http.server's naming
+        """Answer after the asking location's latency; 503 on the failing path to the failing location."""
         location = self._location()
         latency = next((place.latency_ms for place in LOCATIONS if place.location == location), 0)
         time.sleep(latency * random.uniform(0.7, 1.3) / 1000)
@@ -143,18 +144,22 @@ class DemoTarget:
 
     @property
     def port(self) -> int:
+        """The port the kernel gave it."""
         return self.server.server_address[1]
 
     @property
     def url(self) -> str:
+        """Its base URL, without a trailing slash."""
         return f"http://{HOST}:{self.port}"
 
     def serve(self) -> None:
+        """Answer requests from now on, in a thread."""
         self.thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
                                        name="demo-target", daemon=True)
         self.thread.start()
 
     def stop(self) -> None:
+        """Stop serving and close the socket."""
         if self.thread is not None:
             self.server.shutdown()
             self.thread.join(timeout=5)
@@ -239,10 +244,12 @@ class Instance:
 
     @property
     def web(self) -> str:
+        """Its web UI and JSON API."""
         return f"http://{HOST}:{self.env['PORT']}"
 
     @property
     def sync(self) -> str:
+        """Its sync API."""
         return f"http://{HOST}:{self.env['SYNC_API_PORT']}"
 
     def launch(self) -> None:
@@ -256,6 +263,7 @@ class Instance:
         self.started_at = time.monotonic()
 
     def exit_code(self) -> int | None:
+        """The launcher's exit code; None while it runs (or before it starts)."""
         return None if self.process is None else self.process.poll()
 
     def answers(self) -> bool:
@@ -267,10 +275,12 @@ class Instance:
             return False
 
     def terminate(self) -> None:
+        """Ask the launcher to stop its tree (SIGTERM), without waiting."""
         if self.exit_code() is None and self.process is not None:
             self.process.send_signal(signal.SIGTERM)
 
     def tail(self, lines: int = 25) -> str:
+        """The last ``lines`` of its log, indented, for an error message."""
         try:
             text = self.log.read_text(errors="replace")
         except OSError:
@@ -319,9 +329,11 @@ class StopRequest:
         self.asked = False
 
     def set(self) -> None:
+        """Ask for the stop (from the signal handler)."""
         self.asked = True
 
     def is_set(self) -> bool:
+        """Whether a stop was asked for."""
         return self.asked
 
     def wait(self, seconds: float) -> bool:
@@ -341,16 +353,19 @@ class Progress:
         self.step_open = False  # a step's line waits for its outcome
 
     def line(self, text: str = "") -> None:
+        """Print a line of its own."""
         self.close_step()
         print(text, file=self.out, flush=True)
 
     def begin(self, text: str) -> float:
+        """Print a step, its outcome to follow on the same line; returns when it began."""
         self.close_step()
         print(f"  {text} ...", end="", file=self.out, flush=True)
         self.step_open = True
         return time.monotonic()
 
     def end(self, since: float, text: str) -> None:
+        """Finish a step's line with its outcome and the seconds since ``since``."""
         print(f" {text} ({time.monotonic() - since:.1f} s)", file=self.out, flush=True)
         self.step_open = False
 
@@ -376,6 +391,7 @@ class Demo:
 
     @property
     def primary(self) -> Instance:
+        """The instance started as the primary: the first."""
         return self.instances[0]
 
     def start(self) -> bool:
@@ -572,6 +588,7 @@ def run(first_port: int | None = None) -> int:
     demo = Demo(first_port=first_port)
 
     def stop(signum, frame):
+        """Ctrl-C or SIGTERM: every wait ends, then everything stops."""
         demo.stopping.set()
 
     previous = {signum: signal.signal(signum, stop) for signum in (signal.SIGINT, signal.SIGTERM)}

@@ -47,9 +47,11 @@ class DemoRun:
 
     @property
     def output(self) -> str:
+        """Everything it printed so far."""
         return "\n".join(self.lines)
 
     def wait_ready(self) -> None:
+        """Wait until it says it is running (failing with its output if it exits)."""
         def ready():
             if self.process.poll() is not None:
                 raise AssertionError(f"the demo exited with {self.process.returncode}:\n{self.output}")
