@@ -300,7 +300,8 @@ def registry() -> list[dict]:
     state = configuration.snapshot()
     current_version = state.config_version
     probes = consensus.probe_states()
-    instances = list_instances()
+    # Candidates first, in the order they would take over; order 0 (never) last.
+    instances = sorted(list_instances(), key=lambda i: (i.failover_order <= 0, i.failover_order, i.id))
     rates = results_per_minute([i.id for i in instances], now)
     rows = []
     for instance in instances:
@@ -327,7 +328,8 @@ def registry() -> list[dict]:
             # None: this instance, or a member too old to report them.
             "sync_errors": None if is_self else info.get("syncErrors"),
             "last_sync_error": info.get("lastSyncError") if last_error_at else None,
-            "last_sync_error_age": age_seconds(last_error_at, now),
+            "last_sync_error_ago": max(now - last_error_at, timedelta(0)) if last_error_at else None,
+            "config_version": current_version if is_self else instance.config_version,
             "config_behind": 0 if is_self else max(0, current_version - instance.config_version),
             "outbox": info.get("outboxSize"),
             "system": instance.system_info or {},
