@@ -6,7 +6,7 @@ Playwright) against three real instances on loopback:
     sydney     dependent, failover order 0 (never promotes)
 
 The administrator changes singapore's failover order on the primary's
-instances page; the new order is then in every member's own database, and
+instances page (a live refresh meanwhile leaves the edit alone); the new order is then in every member's own database, and
 sydney, which is no candidate, lists it on its own instances page. The
 demote button's confirmation says who takes over; dismissed, nothing
 changes. With SAVE_SCREENSHOTS=1 the page is saved as
@@ -108,6 +108,11 @@ def test_the_failover_order_changed_on_the_primary_reaches_every_member(cluster,
     field = row.get_by_label("Failover order of singapore")
     expect(field).to_have_value(str(ORDERS["singapore"]))
     field.fill(str(NEW_ORDER))
+    # A refresh of the rows meanwhile does not throw the edit away.
+    page.evaluate("htmx.ajax('GET', '/instances', {source: '#instance-rows', target: '#instance-rows', "
+                  "swap: 'innerHTML'})")
+    page.wait_for_timeout(1000)
+    expect(field).to_have_value(str(NEW_ORDER))
     row.get_by_role("button", name="Save").click()
     expect(page.locator(".flash.info")).to_contain_text(f"Failover order of “singapore” is now {NEW_ORDER} (was 2)")
     expect(rows.filter(has_text="singapore").get_by_label("Failover order of singapore")).to_have_value(
@@ -123,6 +128,8 @@ def test_the_failover_order_changed_on_the_primary_reaches_every_member(cluster,
     # (the rows refresh live), then the picture.
     for name in ORDERS:
         expect(rows.filter(has_text=name).locator("td.rate")).not_to_have_text("0.0", timeout=60_000)
+    # Every member's heartbeat tells the primary it holds the new configuration.
+    expect(rows.locator("td.config .warn")).to_have_count(0, timeout=60_000)
     screenshot(page, tmp_path, "instances.png")
 
     # Sydney, no candidate, lists the new order on its own instances page.
