@@ -541,3 +541,25 @@ def test_a_dependent_shows_the_membership_the_primary_sent(tmp_path, migrated_sq
     with application.app_context():
         db.session.remove()
         db.engine.dispose()
+
+
+def test_results_per_minute_take_one_query_for_every_instance(cluster_primary):
+    from sqlalchemy import event
+
+    from app.services.sync import primary
+
+    web_app, _, sync, _ = cluster_primary
+    for n in range(3):
+        other = f"5f0c2a6e-0d7a-4c47-9d54-6a1f3a0b7d0{n}"
+        assert sync.post("/sync/api/register", json=registration(instanceId=other, instanceName=f"dep-{n + 2}"),
+                         headers={"X-Cluster-Secret": SECRET}).status_code == 201
+    statements = []
+    with web_app.app_context():
+        listen = lambda conn, cursor, statement, *args: statements.append(statement)  # noqa: E731
+        event.listen(db.engine, "before_cursor_execute", listen)
+        try:
+            rows = primary.registry()
+        finally:
+            event.remove(db.engine, "before_cursor_execute", listen)
+    assert len(rows) == 5
+    assert len([s for s in statements if "response_times" in s]) == 1, statements

@@ -34,6 +34,8 @@ INSTANCE_FAILED = "failed"
 INACTIVE_AFTER_MISSED = 3
 RENEW_AT_MOST_EVERY = timedelta(minutes=5)
 FAILED_AFTER_SECONDS = 600
+# The instances page's results per minute average this many minutes.
+RATE_WINDOW_MINUTES = 5
 
 
 class InstanceRemoved(LookupError):
@@ -324,7 +326,7 @@ def registry() -> list[dict]:
             "heartbeat_interval": interval,
             "heartbeat_lag": lag,
             "heartbeats_missed": lag // interval if lag and interval else 0,
-            "results_per_minute": rates.get(instance.id, 0) / RATE_WINDOW_MINUTES,
+            "results_per_minute": rates.get(instance.id, 0.0),
             # None: this instance, or a member too old to report them.
             "sync_errors": None if is_self else info.get("syncErrors"),
             "last_sync_error": info.get("lastSyncError") if last_error_at else None,
@@ -338,23 +340,20 @@ def registry() -> list[dict]:
     return rows
 
 
-# Results per minute are averaged over this many minutes of stored results.
-RATE_WINDOW_MINUTES = 5
-
-
-def results_per_minute(instance_ids: list[str], now: datetime) -> dict[str, int]:
+def results_per_minute(instance_ids: list[str], now: datetime) -> dict[str, float]:
     """{instance id: results stored here that it checked in the last
-    RATE_WINDOW_MINUTES} (one query; the caller divides)."""
+    RATE_WINDOW_MINUTES, per minute}, in one query for all of them."""
     if not instance_ids:
         return {}
     since = now - timedelta(minutes=RATE_WINDOW_MINUTES)
-    return dict(db.session.execute(
+    counts = db.session.execute(
         select(ResponseTime.instance_id, func.count(ResponseTime.id))
         .where(ResponseTime.instance_id.in_(instance_ids), ResponseTime.checked_at >= since)
-        .group_by(ResponseTime.instance_id)).all())
+        .group_by(ResponseTime.instance_id)).all()
+    return {instance_id: count / RATE_WINDOW_MINUTES for instance_id, count in counts}
 
 
-def _plan_handovers(rows: list[dict], state) -> None:
+def _plan_handovers(rows: list[dict], state: configuration.ClusterState) -> None:
     """Say on each row what a hand-over would do, for the confirmations:
     ``demote`` on this primary's row (to the next active candidate in
     failover order, as ``failover.demote_here`` picks it), ``promote`` on
