@@ -6,10 +6,10 @@ Playwright) against three real instances on loopback:
     sydney     dependent, failover order 0 (never promotes)
 
 The administrator changes singapore's failover order on the primary's
-instances page (a live refresh meanwhile leaves the edit alone); the new order is then in every member's own database, and
-sydney, which is no candidate, lists it on its own instances page. The
-demote button's confirmation says who takes over; dismissed, nothing
-changes. With SAVE_SCREENSHOTS=1 the page is saved as
+instances page (a live refresh meanwhile leaves the edit alone); the new
+order is then in every member's own database, and sydney, which is no
+candidate, lists it on its own instances page. The demote button's
+confirmation says who takes over; dismissed, nothing changes. With SAVE_SCREENSHOTS=1 the page is saved as
 docs/screenshots/instances.png.
 """
 from __future__ import annotations
