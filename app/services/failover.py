@@ -511,17 +511,26 @@ def hand_over(candidate_id: str) -> dict:
     return {"handedOver": True, "epoch": state.epoch, "candidateId": candidate_id}
 
 
-def demote_here() -> dict:
-    """Manual demotion of this primary: hand over to the first candidate in
+def demote_here(successor_id: str | None = None) -> dict:
+    """Manual demotion of this primary: hand over to ``successor_id`` (a
+    promotion chosen on the primary), or else to the first candidate in
     failover order that is alive, and have it run for the next epoch."""
     state = configuration.snapshot()
     if not state.is_primary:
         raise FailoverRefused("this instance is not the primary")
     candidates = [m for m in _others(state) if m.failover_order > 0]
+    if successor_id is not None:
+        chosen = db.session.get(MonitoringInstance, successor_id)
+        if chosen is not None and chosen.failover_order <= 0:
+            raise FailoverRefused(f"{chosen.name} has failover order 0 and never becomes the primary")
+        candidates = [m for m in candidates if m.id == successor_id]
+        if not candidates:
+            raise FailoverRefused(f"{successor_id} is not a member of this cluster that could take over")
     alive = {s.instance_id for s in _statuses([(m.id, m.sync_url) for m in candidates]) if s.reachable}
     successor = next((m for m in candidates if m.id in alive), None)
     if successor is None:
-        raise FailoverRefused("no candidate (failover order above 0) is in reach to take over")
+        raise FailoverRefused(f"{candidates[0].name} is not in reach to take over" if successor_id else
+                              "no candidate (failover order above 0) is in reach to take over")
     hand_over(successor.id)
     answer = _post(successor.sync_url, "/elect", {"candidateId": successor.id}, epoch=state.epoch,
                    timeout=probe_timeout() + 10)

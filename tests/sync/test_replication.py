@@ -200,14 +200,18 @@ def test_a_member_with_failover_order_0_gets_no_secrets_accounts_or_incidents(cl
     sync(follower)  # a heartbeat more, whose reply would carry incidents to a candidate
     with follower.app_context():
         assert db.session.get(Endpoint, made["endpoint"]) is not None  # it checks the endpoints
-        for model in (NotificationService, User, ApiKey, MonitoringInstance):
+        for model in (NotificationService, User, ApiKey):
             assert db.session.execute(select(func.count()).select_from(model)).scalar_one() == 0, model
+        # The membership alone (names, places, failover order), for its instances page.
+        members = {m.id: m.failover_order for m in db.session.execute(select(MonitoringInstance)).scalars()}
+        assert members == {made["primary"]: 0, configuration.instance_id(): 0}
         assert status_pages.published_groups() == []
         assert db.session.get(Endpoint, made["endpoint"]).alerted_status is None
         assert db.session.execute(select(func.count()).select_from(NotificationDelivery)).scalar_one() == 0
         follower_id = configuration.instance_id()
     with primary_app.app_context():
-        assert "replica" not in primary.sync_configuration(follower_id)
+        config = primary.sync_configuration(follower_id)
+        assert "replica" not in config and {m["instanceId"] for m in config["members"]} == set(members)
 
 
 def test_what_the_primary_deletes_the_candidate_deletes(cluster):

@@ -39,6 +39,13 @@ FAILURES = "primary_failures"
 LAST_SUCCESS = "primary_last_success_at"
 LAST_CONFIG_PULL = "config_pulled_at"
 REGISTERED_WITH = "registered_with"
+# Failed rounds since first start (never reset) and the newest failure,
+# reported with each heartbeat for the primary's instances page.
+SYNC_ERRORS = "sync_errors_total"
+LAST_SYNC_ERROR = "last_sync_error"
+LAST_SYNC_ERROR_AT = "last_sync_error_at"
+# The longest error message a heartbeat carries (the primary refuses longer).
+SYNC_ERROR_LENGTH = 500
 # Set when the primary refuses our token; the next round registers first.
 TOKEN_REFUSED_AT = "sync_token_refused_at"
 # The newest epoch whose primary was caught up from here, and the time
@@ -263,6 +270,8 @@ def apply_configuration(config: dict) -> dict:
     db.session.flush()
     if config.get("replica") is not None:  # a candidate: raises when malformed, and nothing is kept
         replication.apply_snapshot(config["replica"])
+    elif config.get("members") is not None:  # any other member: the membership alone
+        replication.apply_membership(config["members"])
     configuration.set_config_version(version)  # after the flush's own bump
     db.session.commit()
     logger.info("configuration %d applied: %d added, %d updated, %d removed, %d skipped",
@@ -345,6 +354,7 @@ def heartbeat_payload(results: list[ResponseTime]) -> dict:
             "outboxSize": outbox_size(),
             **({"connectivityOk": connectivity["ok"], "connectivityError": connectivity["error"],
                 "connectivityCheckedAt": connectivity["checkedAt"]} if connectivity else {}),
+            **sync_errors(),
         },
         "results": [
             {
@@ -516,9 +526,20 @@ def warn_if_outbox_over_bound() -> bool:
     return True
 
 
+def sync_errors() -> dict:
+    """The failed rounds this member reports with its heartbeats (camelCase)."""
+    last_at = configuration.get_state(LAST_SYNC_ERROR_AT)
+    return {"syncErrors": int(configuration.get_state(SYNC_ERRORS, "0")),
+            **({"lastSyncError": configuration.get_state(LAST_SYNC_ERROR, ""), "lastSyncErrorAt": last_at}
+               if last_at else {})}
+
+
 def _count_failure(exc: Exception) -> None:
     """Record one more failed round for the connection status."""
     failures = int(configuration.get_state(FAILURES, "0")) + 1
     configuration.set_state(FAILURES, str(failures))
+    configuration.set_state(SYNC_ERRORS, str(int(configuration.get_state(SYNC_ERRORS, "0")) + 1))
+    configuration.set_state(LAST_SYNC_ERROR, str(exc)[:SYNC_ERROR_LENGTH] or type(exc).__name__)
+    configuration.set_state(LAST_SYNC_ERROR_AT, utcnow().isoformat())
     db.session.commit()
     logger.warning("sync with the primary failed (%d in a row): %s", failures, exc)

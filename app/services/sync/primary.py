@@ -6,7 +6,7 @@ import logging
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from app import __version__
 from app.extensions import db
@@ -14,6 +14,7 @@ from app.models import (
     Endpoint,
     MonitoringInstance,
     NotificationService,
+    ResponseTime,
     utcnow,
 )
 from app.services import configuration, consensus, failover
@@ -33,6 +34,8 @@ INSTANCE_FAILED = "failed"
 INACTIVE_AFTER_MISSED = 3
 RENEW_AT_MOST_EVERY = timedelta(minutes=5)
 FAILED_AFTER_SECONDS = 600
+# The instances page's results per minute average this many minutes.
+RATE_WINDOW_MINUTES = 5
 
 
 class InstanceRemoved(LookupError):
@@ -198,6 +201,7 @@ def heartbeat(instance_id: str, payload: HeartbeatPayload, token: tokens.Verifie
         **{key: value for key, value in (instance.connection_info or {}).items()
            if key in ("heartbeatInterval", "remoteAddr")},
         "lastHeartbeatResults": len(results),
+        "epoch": payload.epoch,
     }
     instance.config_version = payload.config_version
     reply = {
@@ -229,7 +233,8 @@ def sync_configuration(instance_id: str | None = None) -> dict:
     ``locations`` name it (or name no one). Any other instance gets just the
     endpoints it checks. Only a candidate gets ``replica``: services with
     their secrets, users, API keys, settings and membership
-    (``replication.candidate_snapshot``).
+    (``replication.candidate_snapshot``); any other member gets ``members``,
+    the membership alone.
     """
     endpoints = list(db.session.execute(select(Endpoint).order_by(Endpoint.id)).scalars())
     member = db.session.get(MonitoringInstance, instance_id) if instance_id else None
@@ -243,6 +248,10 @@ def sync_configuration(instance_id: str | None = None) -> dict:
     }
     if member is not None and member.failover_order > 0:
         config["replica"] = replication.candidate_snapshot()
+    elif member is not None:
+        # Names, places and the failover order, no secrets: every member's
+        # instances page shows the order the primary keeps.
+        config["members"] = replication.membership()
     return config
 
 
@@ -286,25 +295,104 @@ def list_instances() -> list[MonitoringInstance]:
 
 
 def registry() -> list[dict]:
-    """Every instance with what the instances page shows of it."""
+    """Every instance with what the instances page shows of it, in failover
+    order: health, heartbeat lag, results per minute, sync errors, load, and
+    what promoting it (or demoting this primary) would do."""
     now = utcnow()
-    own_id = configuration.instance_id()
-    current_version = configuration.config_version()
+    state = configuration.snapshot()
+    current_version = state.config_version
     probes = consensus.probe_states()
+    # Candidates first, in the order they would take over; order 0 (never) last.
+    instances = sorted(list_instances(), key=lambda i: (i.failover_order <= 0, i.failover_order, i.id))
+    rates = results_per_minute([i.id for i in instances], now)
     rows = []
-    for instance in list_instances():
-        is_self = instance.id == own_id
+    for instance in instances:
+        is_self = instance.id == state.instance_id
         probe = probes.get(instance.id)
+        info = instance.connection_info or {}
+        age = age_seconds(instance.last_heartbeat_at, now)
+        interval = None if is_self else _heartbeat_interval(instance)
+        lag = None if age is None or interval is None else max(0, age - interval)
+        epoch = state.epoch if is_self else info.get("epoch")
+        last_error_at = _parse_time(info.get("lastSyncErrorAt"))
         rows.append({
             "probe_offline": (probe.offline_reason or "probe offline") if probe and probe.offline_since else None,
             "instance": instance,
             "is_self": is_self,
-            "heartbeat_age": age_seconds(instance.last_heartbeat_at, now),
+            "role": state.role if is_self else instance.role,
+            "epoch": epoch if isinstance(epoch, int) else None,
+            "epoch_behind": isinstance(epoch, int) and epoch < state.epoch,
+            "heartbeat_age": age,
+            "heartbeat_interval": interval,
+            "heartbeat_lag": lag,
+            "heartbeats_missed": lag // interval if lag and interval else 0,
+            "results_per_minute": rates.get(instance.id, 0.0),
+            # None: this instance, or a member too old to report them.
+            "sync_errors": None if is_self else info.get("syncErrors"),
+            "last_sync_error": info.get("lastSyncError") if last_error_at else None,
+            "last_sync_error_ago": max(now - last_error_at, timedelta(0)) if last_error_at else None,
+            "config_version": current_version if is_self else instance.config_version,
             "config_behind": 0 if is_self else max(0, current_version - instance.config_version),
-            "outbox": (instance.connection_info or {}).get("outboxSize"),
+            "outbox": info.get("outboxSize"),
             "system": instance.system_info or {},
         })
+    _plan_handovers(rows, state)
     return rows
+
+
+def results_per_minute(instance_ids: list[str], now: datetime) -> dict[str, float]:
+    """{instance id: results stored here that it checked in the last
+    RATE_WINDOW_MINUTES, per minute}, in one query for all of them."""
+    if not instance_ids:
+        return {}
+    since = now - timedelta(minutes=RATE_WINDOW_MINUTES)
+    counts = db.session.execute(
+        select(ResponseTime.instance_id, func.count(ResponseTime.id))
+        .where(ResponseTime.instance_id.in_(instance_ids), ResponseTime.checked_at >= since)
+        .group_by(ResponseTime.instance_id)).all()
+    return {instance_id: count / RATE_WINDOW_MINUTES for instance_id, count in counts}
+
+
+def _plan_handovers(rows: list[dict], state: configuration.ClusterState) -> None:
+    """Say on each row what a hand-over would do, for the confirmations:
+    ``demote`` on this primary's row (to the next active candidate in
+    failover order, as ``failover.demote_here`` picks it), ``promote`` on
+    each active candidate's; ``handover_refused`` says why a button is not
+    offered."""
+    own = next((row for row in rows if row["is_self"]), None)
+    name = own["instance"].name if own else "this instance"
+    candidates = sorted((row for row in rows if not row["is_self"] and row["instance"].failover_order > 0),
+                        key=lambda row: (row["instance"].failover_order, row["instance"].id))
+    active = [row for row in candidates if row["instance"].status == INSTANCE_ACTIVE]
+    for row in rows:
+        row["promote"] = row["demote"] = row["handover_refused"] = None
+        member = row["instance"]
+        if row["is_self"]:
+            if active:
+                successor = active[0]["instance"].name
+                row["demote"] = (f"{name} stops being the primary; {successor} (next in failover order) takes "
+                                 f"over at epoch {state.epoch + 1}; alerts will come from {successor}.")
+            else:
+                row["handover_refused"] = "No active member has a failover order above 0 to take over."
+        elif member.failover_order <= 0:
+            row["handover_refused"] = "Failover order 0: never becomes the primary."
+        elif member.status != INSTANCE_ACTIVE:
+            row["handover_refused"] = f"{member.status.capitalize()}: it could not take over now."
+        else:
+            row["promote"] = (f"{name} stops being the primary; {member.name} takes over at epoch "
+                              f"{state.epoch + 1}; alerts will come from {member.name}.")
+
+
+def _heartbeat_interval(instance: MonitoringInstance) -> int | None:
+    interval = (instance.connection_info or {}).get("heartbeatInterval")
+    return interval if isinstance(interval, int) and not isinstance(interval, bool) and interval > 0 else None
+
+
+def _parse_time(value) -> datetime | None:
+    try:
+        return datetime.fromisoformat(value) if isinstance(value, str) else None
+    except ValueError:
+        return None
 
 
 def age_seconds(moment: datetime | None, now: datetime) -> int | None:

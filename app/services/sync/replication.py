@@ -43,7 +43,14 @@ from app.models import (
     utcnow,
 )
 from app.models.notification import DELIVERY_INHERITED
-from app.services.sync.schemas import MAX_OPEN_DELIVERIES, Incidents, Replica, iso, validation_errors
+from app.services.sync.schemas import (
+    MAX_OPEN_DELIVERIES,
+    Incidents,
+    Membership,
+    Replica,
+    iso,
+    validation_errors,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -92,13 +99,20 @@ def candidate_snapshot() -> dict:
             {"key": s.key, "value": s.value}
             for s in db.session.execute(select(Setting).order_by(Setting.key)).scalars()
         ],
-        "instances": [
-            {"instanceId": i.id, "instanceName": i.name, "location": i.location, "syncUrl": i.sync_url,
-             "role": i.role, "failoverOrder": i.failover_order, "status": i.status, "version": i.version,
-             "registeredAt": iso(i.registered_at)}
-            for i in db.session.execute(select(MonitoringInstance).order_by(MonitoringInstance.id)).scalars()
-        ],
+        "instances": membership(),
     }
+
+
+def membership() -> list[dict]:
+    """The cluster's members and their failover order, without secrets: every
+    member holds it (a candidate in its replica, any other member beside its
+    endpoints), so every instances page shows the order the primary keeps."""
+    return [
+        {"instanceId": i.id, "instanceName": i.name, "location": i.location, "syncUrl": i.sync_url,
+         "role": i.role, "failoverOrder": i.failover_order, "status": i.status, "version": i.version,
+         "registeredAt": iso(i.registered_at)}
+        for i in db.session.execute(select(MonitoringInstance).order_by(MonitoringInstance.id)).scalars()
+    ]
 
 
 def incidents_snapshot() -> dict:
@@ -162,15 +176,27 @@ def apply_snapshot(replica: dict) -> dict:
     counts["endpointNotifications"] = _mirror_links({(link.endpoint_id, link.notification_service_id)
                                                      for link in spec.endpoint_notifications})
     counts["settings"] = _mirror(Setting.__table__, "key", [{"key": s.key, "value": s.value} for s in spec.settings])
-    # The registry's own columns (heartbeats, health) stay this instance's.
-    counts["instances"] = _mirror(MonitoringInstance.__table__, "id", [
-        {"id": i.instance_id, "name": i.instance_name, "location": i.location, "sync_url": i.sync_url,
-         "role": i.role, "failover_order": i.failover_order, "status": i.status, "version": i.version,
-         "registered_at": i.registered_at} for i in spec.instances
-    ])
+    counts["instances"] = _mirror_members(spec.instances)
     logger.info("replica applied: %s", ", ".join(f"{name} {added}+ {changed}~ {removed}-"
                                                  for name, (added, changed, removed) in counts.items()))
     return counts
+
+
+def apply_membership(members: list) -> tuple[int, int, int]:
+    """Make this member's copy of the membership match the primary's (a
+    member that is no candidate gets it without the replica); the caller
+    commits. A malformed list raises ``InvalidReplica`` and changes nothing."""
+    spec = _parse(Membership, {"instances": members}, "members")
+    return _mirror_members(spec.instances)
+
+
+def _mirror_members(instances: list) -> tuple[int, int, int]:
+    # The registry's own columns (heartbeats, health) stay this instance's.
+    return _mirror(MonitoringInstance.__table__, "id", [
+        {"id": i.instance_id, "name": i.instance_name, "location": i.location, "sync_url": i.sync_url,
+         "role": i.role, "failover_order": i.failover_order, "status": i.status, "version": i.version,
+         "registered_at": i.registered_at} for i in instances
+    ])
 
 
 def apply_incidents(incidents: dict) -> dict:

@@ -95,6 +95,11 @@ class ConnectionStatus(WireModel):
     connectivity_ok: bool | None = None
     connectivity_error: str | None = Field(default=None, max_length=500)
     connectivity_checked_at: AwareDatetime | None = None
+    # Failed sync rounds since the member first started, and the newest
+    # failure. Optional: a member of an older version does not send them.
+    sync_errors: int | None = Field(default=None, ge=0, le=BIGINT)
+    last_sync_error: str | None = Field(default=None, max_length=500)
+    last_sync_error_at: AwareDatetime | None = None
 
 
 class HeartbeatPayload(WireModel):
@@ -236,6 +241,12 @@ class Replica(WireModel):
     users: list[ReplicatedUser] = Field(max_length=MAX_REPLICATED_ROWS)
     api_keys: list[ReplicatedApiKey] = Field(max_length=MAX_REPLICATED_ROWS)
     settings: list[ReplicatedSetting] = Field(max_length=MAX_REPLICATED_ROWS)
+    instances: list[ReplicatedInstance] = Field(max_length=MAX_REPLICATED_ROWS)
+
+
+class Membership(WireModel):
+    """The membership alone, as a member that is no candidate receives it."""
+
     instances: list[ReplicatedInstance] = Field(max_length=MAX_REPLICATED_ROWS)
 
 
