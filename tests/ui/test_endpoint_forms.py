@@ -47,21 +47,22 @@ def test_it_creates_an_http_endpoint_from_the_form(web, app):
 
 
 @pytest.mark.parametrize("changes, field, message", [
-    ({"name": ""}, "name", "Field required"),
-    ({"name": "n" * 201}, "name", "String should have at most 200 characters"),
-    ({"target": "ftp://example.org"}, "target", "Must be a URL starting with http:// or https://"),
-    ({"target": "http://"}, "target", "Has no host name"),
-    ({"intervalSeconds": "2"}, "intervalSeconds", "Input should be greater than or equal to 5"),
-    ({"intervalSeconds": "often"}, "intervalSeconds", "Input should be a valid integer"),
-    ({"timeoutSeconds": "60"}, "timeoutSeconds", "Must be shorter than intervalSeconds"),
-    ({"failureThreshold": "0"}, "failureThreshold", "Input should be greater than or equal to 1"),
-    ({"successThreshold": "101"}, "successThreshold", "Input should be less than or equal to 100"),
-    ({"group": "g" * 101}, "group", "String should have at most 100 characters"),
-    ({"opt_max_redirects": "50"}, "opt_max_redirects", "Input should be less than or equal to 20"),
+    ({"name": ""}, "name", "Name is required"),
+    ({"name": "n" * 201}, "name", "Name must be at most 200 characters (it has 201)"),
+    ({"target": "ftp://example.org"}, "target", "Target must be a URL starting with http:// or https://"),
+    ({"target": "http://"}, "target", "Target has no host name"),
+    ({"intervalSeconds": "2"}, "intervalSeconds", "Interval must be between 5 and 86400 seconds"),
+    ({"intervalSeconds": "often"}, "intervalSeconds", "Interval must be a whole number"),
+    ({"timeoutSeconds": "60"}, "timeoutSeconds", "Timeout must be shorter than the interval (60 s)"),
+    ({"failureThreshold": "0"}, "failureThreshold", "Failures before down must be between 1 and 100"),
+    ({"successThreshold": "101"}, "successThreshold", "Successes before up must be between 1 and 100"),
+    ({"group": "g" * 101}, "group", "Group must be at most 100 characters (it has 101)"),
+    ({"opt_max_redirects": "50"}, "opt_max_redirects", "Max redirects must be between 0 and 20"),
     ({"opt_expected_status_codes": "abc"}, "opt_expected_status_codes", "'abc' is not a status code"),
     ({"opt_headers": "no colon here"}, "opt_headers", "Each line must be 'Name: value'"),
     ({"opt_headers": "Bad Name: x"}, "opt_headers", "'Bad Name' is not a valid header name"),
-    ({"opt_max_body_bytes": "0"}, "opt_max_body_bytes", "Input should be greater than or equal to 1"),
+    ({"opt_max_body_bytes": "0"}, "opt_max_body_bytes",
+     "Max body bytes must be between 1 and 100000000 bytes"),
 ])
 def test_it_shows_each_http_validation_error_next_to_its_field(web, app, changes, field, message):
     response = post(web, "/endpoints/new", {**HTTP, **changes})
@@ -82,15 +83,15 @@ def test_it_shows_an_error_about_several_options_above_them(web):
 
 
 @pytest.mark.parametrize("data, field, message", [
-    ({"checkType": "tcp", "target": "127.0.0.1"}, "port", "Is required for TCP port checks"),
-    ({"checkType": "tcp", "target": "127.0.0.1", "port": "70000"}, "port", "Input should be less than or equal to 65535"),
-    ({"checkType": "tcp", "target": "http://x", "port": "80"}, "target", "Must be a host name or IP address"),
-    ({"checkType": "ping", "target": "127.0.0.1", "opt_count": "0"}, "opt_count", "Input should be greater than or equal to 1"),
-    ({"checkType": "kafka_producer", "target": "127.0.0.1:9092"}, "opt_topic", "Field required"),
+    ({"checkType": "tcp", "target": "127.0.0.1"}, "port", "Port is required for TCP port checks"),
+    ({"checkType": "tcp", "target": "127.0.0.1", "port": "70000"}, "port", "Port must be between 1 and 65535"),
+    ({"checkType": "tcp", "target": "http://x", "port": "80"}, "target", "Target must be a host name or IP address"),
+    ({"checkType": "ping", "target": "127.0.0.1", "opt_count": "0"}, "opt_count", "Count must be between 1 and 10"),
+    ({"checkType": "kafka_producer", "target": "127.0.0.1:9092"}, "opt_topic", "Topic is required"),
     ({"checkType": "kafka_producer", "target": "localhost", "opt_topic": "t"}, "target",
-     "Must be bootstrap servers as host:port"),
+     "Target must be bootstrap servers as host:port"),
     ({"checkType": "kafka_consumer", "target": "127.0.0.1:9092", "opt_topic": "t", "opt_partitions": "a"},
-     "opt_partitions", "Input should be a valid integer"),
+     "opt_partitions", "Partitions must be a whole number"),
 ])
 def test_it_shows_validation_errors_of_other_check_types(web, data, field, message):
     form = {"name": "x", "intervalSeconds": "60", "timeoutSeconds": "5", **data}
