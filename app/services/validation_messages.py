@@ -32,6 +32,7 @@ _TYPE_WORDS = {"int": "a whole number", "float": "a number", "str": "text", "boo
 INTEGER_TYPES = frozenset({"int_type", "int_parsing", "int_from_float", "int_parsing_size"})
 NUMBER_TYPES = frozenset({"float_type", "float_parsing", "finite_number"})
 BOUND_TYPES = frozenset({"greater_than", "greater_than_equal", "less_than", "less_than_equal"})
+_TYPE_ERRORS = INTEGER_TYPES | NUMBER_TYPES | {"string_type", "bool_type", "list_type", "dict_type"}
 
 REQUIRED = "is required"
 UNKNOWN_FIELD = "is not a known field"
@@ -43,14 +44,17 @@ def messages_of(exc: ValidationError, model: type[BaseModel], *, prefix: str = "
     name as sent (dotted for nested ones, after ``prefix``); an error of the
     whole model is keyed by ``prefix`` without its dot, or ``body``."""
     errors: dict[str, str] = {}
+    # A value that fits none of a union's types: one message naming them all.
+    union_types: dict[str, list[str]] = {}
     for error in exc.errors():
-        loc, union_types = _without_union_tags(error["loc"])
+        loc, tags = _without_union_tags(error["loc"])
         key = prefix + ".".join(str(part) for part in loc) if loc else (prefix.rstrip(".") or "body")
+        if tags and error["type"] in _TYPE_ERRORS:
+            union_types.setdefault(key, []).extend(tags)
+            errors[key] = "must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in union_types[key])
+            continue
         if key in errors:
             continue  # the first problem of a field is the one to fix first
-        if union_types and error["type"] in INTEGER_TYPES | NUMBER_TYPES | {"string_type", "bool_type"}:
-            errors[key] = "must be " + " or ".join(_TYPE_WORDS.get(t, t) for t in union_types)
-            continue
         field = _field_of(model, loc[0]) if loc else None
         name = str(loc[0]) if loc else ""
         errors[key] = message_for(error, field if len(loc) == 1 else None, name=name,

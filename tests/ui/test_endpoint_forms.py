@@ -1,5 +1,6 @@
 """Endpoint pages: a form per check type, every validation error next to its
 field, pause/resume/delete, check now, and a dependent's refusal."""
+import base64
 import html as html_module
 import re
 
@@ -254,3 +255,99 @@ def test_it_names_a_bad_consensus_rule_next_to_its_field(web, app):
     assert "majority" in _error_for(response.get_data(as_text=True), "consensusRule")
     with app.app_context():
         assert db.session.execute(db.select(Endpoint)).first() is None
+
+
+def _rendered_form(html: str) -> dict:
+    """What the form posts if nothing is touched: each input's value as rendered."""
+    form = {}
+    for tag in re.findall(r"<input[^>]*>", html, re.S):
+        name = re.search(r'name="([^"]+)"', tag)
+        if not name or name.group(1) == "csrf_token":
+            continue
+        if 'type="checkbox"' in tag:
+            if " checked" in tag:
+                form[name.group(1)] = "on"
+            continue
+        value = re.search(r'value="([^"]*)"', tag)
+        form[name.group(1)] = html_module.unescape(value.group(1)) if value else ""
+    for name, body in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', html, re.S):
+        chosen = re.search(r"<option(?: value=\"([^\"]*)\")? selected>([^<]*)<", body)
+        first = re.search(r"<option(?: value=\"([^\"]*)\")?>([^<]*)<", body)
+        option = chosen or first
+        form[name] = option.group(1) if option.group(1) is not None else option.group(2)
+    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', html, re.S):
+        form[name] = html_module.unescape(body)
+    return form
+
+
+@pytest.mark.parametrize("check_type", ["kafka_producer", "kafka_consumer"])
+def test_a_kafka_form_saved_untouched_names_the_missing_topic(web, app, check_type):
+    page = web.get(f"/endpoints/new?checkType={check_type}").get_data(as_text=True)
+    assert "PydanticUndefined" not in page
+    options = web.get(f"/endpoints/form-options?checkType={check_type}",
+                      headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "PydanticUndefined" not in options
+    form = _rendered_form(page)
+    assert form["opt_topic"] == "" and form["checkType"] == check_type
+    # Only what a form cannot guess is filled in: a name and the brokers.
+    response = post(web, "/endpoints/new", {**form, "name": "Orders", "target": "127.0.0.1:9092"})
+    assert response.status_code == 422
+    assert _error_for(response.get_data(as_text=True), "opt_topic") == "Topic is required"
+    with app.app_context():
+        assert db.session.execute(db.select(Endpoint)).first() is None
+
+
+def test_the_form_and_the_api_refuse_a_long_name_in_the_same_words(web, app):
+    from tests.ui.conftest import EMAIL, PASSWORD
+
+    client = app.test_client()
+    auth_headers = {"Authorization": "Basic " + base64.b64encode(f"{EMAIL}:{PASSWORD}".encode()).decode()}
+    name = "n" * 10_000
+    response = post(web, "/endpoints/new", {**HTTP, "name": name})
+    assert response.status_code == 422
+    shown = _error_for(response.get_data(as_text=True), "name")
+    answer = client.post("/api/v1/endpoints", headers=auth_headers, json={
+        "name": name, "checkType": "http", "target": "http://127.0.0.1:9/"}).get_json()
+    assert answer["fields"] == {"name": "must be at most 200 characters (it has 10000)"}
+    assert shown == "Name " + answer["fields"]["name"]
+    with app.app_context():
+        assert db.session.execute(db.select(Endpoint)).first() is None
+
+
+def test_the_name_input_does_not_cut_a_long_name_short(web):
+    # A browser silently cuts a value to an input's maxlength: the server
+    # must see the whole name to say what is wrong with it.
+    page = web.get("/endpoints/new").get_data(as_text=True)
+    name_input = re.search(r'<input name="name"[^>]*>', page).group(0)
+    assert "maxlength" not in name_input
+    assert "At most 200 characters" in page
+
+
+def test_a_new_endpoints_timeout_follows_a_short_interval(web, app):
+    form = _rendered_form(web.get("/endpoints/new").get_data(as_text=True))
+    assert form["timeoutSeconds"] == ""
+    response = post(web, "/endpoints/new", {**form, "name": "Fast", "target": "http://127.0.0.1:9/",
+                                            "intervalSeconds": "10"})
+    assert response.status_code == 302, _error_for(response.get_data(as_text=True), "timeoutSeconds")
+    with app.app_context():
+        endpoint = db.session.execute(db.select(Endpoint)).scalar_one()
+        assert (endpoint.interval_seconds, endpoint.timeout_seconds) == (10, 5)
+
+
+def test_the_form_reads_numbers_from_its_text_inputs(web, app):
+    response = post(web, "/endpoints/new", {**HTTP, "intervalSeconds": " 30 ", "timeoutSeconds": "2.5",
+                                            "opt_max_redirects": "3"})
+    assert response.status_code == 302
+    with app.app_context():
+        endpoint = db.session.execute(db.select(Endpoint)).scalar_one()
+        assert (endpoint.interval_seconds, endpoint.timeout_seconds, endpoint.options["max_redirects"]) == (30, 2.5, 3)
+
+
+def test_the_form_shows_every_bad_field_at_once(web):
+    response = post(web, "/endpoints/new", {**HTTP, "name": "", "target": "ftp://x", "intervalSeconds": "2",
+                                            "opt_max_redirects": "50"})
+    html = response.get_data(as_text=True)
+    assert _error_for(html, "name") == "Name is required"
+    assert _error_for(html, "target") == "Target must be a URL starting with http:// or https://"
+    assert _error_for(html, "intervalSeconds") == "Interval must be between 5 and 86400 seconds"
+    assert _error_for(html, "opt_max_redirects") == "Max redirects must be between 0 and 20"
