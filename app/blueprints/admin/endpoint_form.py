@@ -180,7 +180,7 @@ def endpoint_input(form, *, stored_options: dict | None = None) -> tuple[dict, d
 # What the form calls each top-level field, to name it in its messages.
 LABELS = {"name": "Name", "checkType": "Check type", "target": "Target", "port": "Port",
           "intervalSeconds": "Interval", "timeoutSeconds": "Timeout", "failureThreshold": "Failures before down",
-          "successThreshold": "Successes before up", "group": "Group", "consensusRule": "Down when",
+          "successThreshold": "Successes before up", "group": "Group", "consensusRule": "The consensus rule",
           "certExpiryDays": "Certificate alert", "notificationServiceIds": "Notify through"}
 
 
