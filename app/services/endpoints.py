@@ -335,17 +335,45 @@ def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.checked_here = spec.locations is None or own_id in spec.locations
 
 
-def _check_locations(spec: EndpointInput) -> None:
-    """Every instance an endpoint names must be a member of the cluster."""
-    if spec.locations is None:
-        return
+def _unknown_locations(locations: Any) -> str | None:
+    """What is wrong with the instances an endpoint names: each must be a
+    member of the cluster."""
+    if not isinstance(locations, list):
+        return None
     from app.models import MonitoringInstance
 
     known = set(db.session.execute(select(MonitoringInstance.id)).scalars()) | {configuration.instance_id()}
-    unknown = [instance_id for instance_id in spec.locations if instance_id not in known]
+    unknown = [str(instance_id) for instance_id in locations if instance_id not in known]
     if unknown:
-        raise InvalidEndpoint({"locations": "no instance with id " + ", ".join(unknown)
-                               + " is a member of this cluster"})
+        return "no instance with id " + ", ".join(unknown) + " is a member of this cluster"
+    return None
+
+
+def _checked_input(data: Any, *, strict: bool, sent: Any = None) -> tuple[EndpointInput, list | None]:
+    """``parse_input`` and the checks that need the database (the instances
+    and notification services it names exist), every bad field reported at
+    once; returns the input and the services it names (None: not named)."""
+    errors: dict[str, str] = {}
+    try:
+        spec = parse_input(data, strict=strict, sent=sent)
+    except InvalidEndpoint as exc:
+        errors, spec = dict(exc.errors), None
+    if not isinstance(data, dict):
+        raise InvalidEndpoint(errors)
+    fields = spec.model_dump(by_alias=True) if spec is not None else data
+    if not any(key.startswith("locations") for key in errors):
+        if problem := _unknown_locations(fields.get("locations")):
+            errors["locations"] = problem
+    services = None
+    if fields.get("notificationServiceIds") is not None and not any(
+            key.startswith("notificationServiceIds") for key in errors):
+        try:
+            services = _notification_services(fields["notificationServiceIds"])
+        except InvalidEndpoint as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise InvalidEndpoint(errors)
+    return spec, services
 
 
 def create_endpoint(data: dict, *, from_api: bool = False) -> Endpoint:
@@ -355,10 +383,9 @@ def create_endpoint(data: dict, *, from_api: bool = False) -> Endpoint:
     may be an API answer sent back, with its hidden secrets (see
     ``with_stored_secrets``).
     """
-    spec = parse_input(with_stored_secrets(data, None) if from_api else data, strict=from_api)
-    _check_locations(spec)
+    spec, services = _checked_input(with_stored_secrets(data, None) if from_api else data, strict=from_api)
     endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
-    endpoint.notification_services = _notification_services(spec.notification_service_ids)
+    endpoint.notification_services = services if services is not None else _notification_services(None)
     apply_input(endpoint, spec)
     db.session.add(endpoint)
     db.session.commit()
@@ -380,10 +407,10 @@ def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool, from_api: 
     merged = {**configuration_fields(endpoint), **data} if partial else data
     if partial and "checkType" in data and "options" not in data and data["checkType"] != endpoint.check_type:
         merged["options"] = {}  # options of the old type mean nothing to the new one
-    spec = parse_input(with_stored_secrets(merged, endpoint) if from_api else merged, strict=from_api, sent=data)
-    _check_locations(spec)
-    if spec.notification_service_ids is not None:
-        endpoint.notification_services = _notification_services(spec.notification_service_ids)
+    spec, services = _checked_input(with_stored_secrets(merged, endpoint) if from_api else merged,
+                                    strict=from_api, sent=data)
+    if services is not None:
+        endpoint.notification_services = services
     was_paused, old_interval = endpoint.is_paused, endpoint.interval_seconds
     apply_input(endpoint, spec)
     if was_paused and not spec.is_paused:

@@ -43,6 +43,15 @@ def test_it_reports_every_bad_field_at_once(app, client, auth_headers):
     assert count(app, Endpoint) == 0
 
 
+def test_it_reports_unknown_instances_and_services_with_the_rest(app, client, auth_headers):
+    fields = refused(client, auth_headers, {**HTTP_ENDPOINT, "name": "", "locations": ["no-such-instance"],
+                                            "notificationServiceIds": [424242]})
+    assert fields == {"name": "must not be empty",
+                      "locations": "no instance with id no-such-instance is a member of this cluster",
+                      "notificationServiceIds": "no notification service with id 424242"}
+    assert count(app, Endpoint) == 0
+
+
 def test_it_reports_bad_options_together_with_bad_fields(app, client, auth_headers):
     fields = refused(client, auth_headers, {"name": "", "checkType": "kafka_consumer", "target": "127.0.0.1:9092",
                                             "options": {"partitions": []}})
