@@ -20,7 +20,7 @@ from typing import Literal
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka import errors as kafka_errors
 from kafka.net import KafkaNetClient
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from app.checks.base import CheckFailed, CheckResult, CheckSpec, elapsed_ms
 from app.checks.kafka_common import (

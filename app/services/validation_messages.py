@@ -9,14 +9,14 @@ to the field, the command line after the field's name: the same words
 everywhere.
 
 A message is a predicate ("must be ...", "is required"), so a form can put
-the field's label in front of it. Messages never repeat the input itself:
-it may be a secret.
+the field's label in front of it. Messages never repeat text the client
+sent, which may be a secret; a number sent as text is the one exception
+("send 60 without quotes").
 """
 from __future__ import annotations
 
 import re
-import typing
-from typing import Any
+from typing import Any, Iterable
 
 from annotated_types import Ge, Gt, Le, Lt, MaxLen, MinLen
 from pydantic import BaseModel, ValidationError
@@ -80,7 +80,7 @@ def message_for(error: dict, field: Any = None, *, name: str = "", unknown_field
     if kind in NUMBER_TYPES:
         return _number_message("a number", given, field, name)
     if kind in BOUND_TYPES:
-        return _range(field, name) if field is not None else _one_bound(kind, ctx, _unit(name))
+        return _range(field, name) or _one_bound(kind, ctx, _unit(name))
     if kind in ("bool_type", "bool_parsing"):
         return "must be true or false" + (", not a number" if _is_number(given) else "")
     if kind == "string_type":
@@ -122,8 +122,8 @@ def _number_message(what: str, given: Any, field: Any, name: str) -> str:
     return f"must be {what}"
 
 
-def _range(field: Any, name: str) -> str:
-    """``must be between 5 and 86400 seconds`` from a field's bounds."""
+def _range(field: Any, name: str) -> str | None:
+    """``must be between 5 and 86400 seconds`` from a field's bounds (None without any)."""
     bounds, unit = _bounds(field), _unit(name)
     low = (f"at least {_num(bounds['ge'])}" if "ge" in bounds
            else f"more than {_num(bounds['gt'])}" if "gt" in bounds else None)
@@ -131,6 +131,8 @@ def _range(field: Any, name: str) -> str:
             else f"less than {_num(bounds['lt'])}" if "lt" in bounds else None)
     if "ge" in bounds and "le" in bounds:
         return f"must be between {_num(bounds['ge'])} and {_num(bounds['le'])}{unit}"
+    if low is None and high is None:
+        return None
     return "must be " + " and ".join(part for part in (low, high) if part) + unit
 
 
@@ -152,10 +154,7 @@ def _bounds(field: Any) -> dict[str, Any]:
 
 def _unit(name: str) -> str:
     lowered = name.lower()
-    for suffix, unit in _UNITS:
-        if lowered.endswith(suffix):
-            return f" {unit}" if unit != "%" else " %"
-    return ""
+    return next((f" {unit}" for suffix, unit in _UNITS if lowered.endswith(suffix)), "")
 
 
 def _num(value: Any) -> str:
@@ -195,7 +194,7 @@ def _field_of(model: type[BaseModel], name: Any) -> Any:
     return next((info for info in fields.values() if info.alias == name), None)
 
 
-def choice_error(value: str, allowed: typing.Iterable[str]) -> str | None:
+def choice_error(value: str, allowed: Iterable[str]) -> str | None:
     """``must be one of ...`` unless ``value`` is one of ``allowed`` (any case)."""
     allowed = list(allowed)
     if value.upper() in (a.upper() for a in allowed):
