@@ -85,7 +85,8 @@ def _refuse_on_dependent():
 @click.option("--target", required=True, help="URL, host, or Kafka bootstrap servers.")
 @click.option("--port", type=int, default=None, help="TCP port (tcp checks).")
 @click.option("--interval", type=int, default=60, show_default=True, help="Seconds between checks (>= 5).")
-@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds per check.")
+@click.option("--timeout", type=float, default=None,
+              help="Seconds per check.  [default: 10, or half the interval if shorter]")
 @click.option("--retries", "failure_threshold", type=int, default=1, show_default=True,
               help="Consecutive failures before DOWN.")
 @click.option("--success-threshold", type=int, default=1, show_default=True,

@@ -3,14 +3,15 @@ kafka-python client settings derived from a check's timeout, and failure
 reasons a person can act on."""
 from __future__ import annotations
 
+import re
 import ssl
 import threading
 import time
-from typing import Literal
+from typing import Annotated, Literal
 
 from kafka import errors as kafka_errors
 from kafka.net import KafkaNetClient
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from app.checks import resolve
 from app.checks.base import CheckFailed, CheckOptions
@@ -22,6 +23,17 @@ CLIENT_ID = "endpoint-monitor"
 # Kafka's own rule for topic names, so a typo is caught when the endpoint is
 # saved rather than reported as a missing topic at every check.
 TOPIC_PATTERN = r"^[A-Za-z0-9._-]{1,249}$"
+
+
+def _topic_name(value: str) -> str:
+    if not re.fullmatch(TOPIC_PATTERN, value):
+        raise ValueError("must be 1 to 249 letters, digits, dots, underscores or dashes (Kafka's rule for "
+                         "topic names)")
+    return value
+
+
+# A topic name: required, with no default a form could show as its value.
+Topic = Annotated[str, AfterValidator(_topic_name)]
 
 SASL_PROTOCOLS = ("SASL_PLAINTEXT", "SASL_SSL")
 SSL_PROTOCOLS = ("SSL", "SASL_SSL")

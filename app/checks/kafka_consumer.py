@@ -17,13 +17,13 @@ from pydantic import Field, field_validator
 
 from app.checks.base import CheckFailed, CheckResult, CheckSpec, elapsed_ms
 from app.checks.kafka_common import (
-    TOPIC_PATTERN, KafkaSecurityOptions, Watchdog, bootstrap_servers, client_settings, failure_reason,
+    KafkaSecurityOptions, Topic, Watchdog, bootstrap_servers, client_settings, failure_reason,
     look_up_bootstrap, open_client, remaining_ms, remaining_s, timeout_ms,
 )
 
 
 class Options(KafkaSecurityOptions):
-    topic: str = Field(pattern=TOPIC_PATTERN)
+    topic: Topic
     # None reads every partition of the topic.
     partitions: list[int] | None = Field(default=None, min_length=1)
     # DOWN when the newest message is older than this; an empty topic then

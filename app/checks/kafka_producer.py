@@ -20,11 +20,11 @@ from typing import Literal
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka import errors as kafka_errors
 from kafka.net import KafkaNetClient
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from app.checks.base import CheckFailed, CheckResult, CheckSpec, elapsed_ms
 from app.checks.kafka_common import (
-    CLIENT_ID, TOPIC_PATTERN, KafkaSecurityOptions, Watchdog, bootstrap_servers, client_settings,
+    CLIENT_ID, KafkaSecurityOptions, Topic, Watchdog, bootstrap_servers, client_settings,
     failure_reason, look_up_bootstrap, open_client, remaining_s, timeout_ms, topic_error,
 )
 
@@ -36,7 +36,7 @@ MAX_CACHED_CLIENTS = 16
 
 
 class Options(KafkaSecurityOptions):
-    topic: str = Field(pattern=TOPIC_PATTERN)
+    topic: Topic
     # None sends a small JSON heartbeat stamped when it is sent; a fixed
     # default would carry the time the endpoint was saved.
     message: str | None = None

@@ -54,14 +54,25 @@ def create_first_admin(email: str, password: str) -> User:
     return user
 
 
+def account_errors(email: str, password: str) -> dict[str, str]:
+    """What is wrong with a new account's email and password: a message per
+    bad field (``email``, ``password``), all of them at once."""
+    email = (email or "").strip().lower()
+    errors = {}
+    if not _EMAIL.match(email) or len(email) > 254:
+        errors["email"] = "must be an address like name@example.org"
+    elif db.session.execute(select(User.id).where(User.email == email)).first():
+        errors["email"] = f"is taken: a user with email {email} exists already"
+    if len(password or "") < MIN_PASSWORD_LENGTH:
+        errors["password"] = f"must be at least {MIN_PASSWORD_LENGTH} characters"
+    return errors
+
+
 def _add_user(email: str, password: str, *, is_admin: bool) -> User:
     email = (email or "").strip().lower()
-    if not _EMAIL.match(email) or len(email) > 254:
-        raise InvalidAccount("email must be an address like name@example.org")
-    if len(password or "") < MIN_PASSWORD_LENGTH:
-        raise InvalidAccount(f"password must be at least {MIN_PASSWORD_LENGTH} characters")
-    if db.session.execute(select(User.id).where(User.email == email)).first():
-        raise InvalidAccount(f"a user with email {email} exists already")
+    errors = account_errors(email, password)
+    if errors:
+        raise InvalidAccount("; ".join(f"{field} {message}" for field, message in errors.items()))
     user = User(email=email, is_admin=is_admin)
     user.set_password(password)
     db.session.add(user)

@@ -13,21 +13,24 @@ import time
 from typing import Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy import select
 
 from app.checks import CHECK_TYPES, MASK, SECRET_OPTIONS, is_secret_header, public_target
 from app.extensions import db
-from app.models import STATUS_PENDING, Endpoint
+from app.models import STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP, Endpoint
 from app.models.endpoint import consensus_rule_text
 from app.services import configuration
 from app.services.consensus import Rule
 from app.services.input_errors import InvalidInput
+from app.services.validation_messages import choice_error, messages_of
 
 logger = logging.getLogger(__name__)
 
 MIN_INTERVAL_SECONDS = 5
+DEFAULT_TIMEOUT_SECONDS = 10.0
+MAX_NAME_LENGTH = 200
 _HOSTNAME = re.compile(r"^(?=.{1,253}$)([A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
 
 
@@ -36,18 +39,24 @@ class InvalidEndpoint(InvalidInput):
 
 
 class EndpointInput(BaseModel):
-    """An endpoint as a client sends it (camelCase on the wire)."""
+    """An endpoint as a client sends it (camelCase on the wire).
+
+    Each field is checked on its own here; what depends on the check type
+    or on two fields together is checked by ``parse_input``, so that every
+    bad field is reported at once.
+    """
 
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
                               str_strip_whitespace=True)
 
-    name: str = Field(min_length=1, max_length=200)
+    name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
     check_type: str
     target: str = Field(min_length=1, max_length=2048)
     port: int | None = Field(default=None, ge=1, le=65535)
     options: dict[str, Any] = Field(default_factory=dict)
     interval_seconds: int = Field(default=60, ge=MIN_INTERVAL_SECONDS, le=86400)
-    timeout_seconds: float = Field(default=10.0, gt=0, le=300)
+    # None: ``default_timeout`` of the interval.
+    timeout_seconds: float | None = Field(default=None, gt=0, le=300)
     failure_threshold: int = Field(default=1, ge=1, le=100)
     success_threshold: int = Field(default=1, ge=1, le=100)
     is_paused: bool = False
@@ -81,8 +90,6 @@ class EndpointInput(BaseModel):
     @field_validator("consensus_rule")
     @classmethod
     def _known_rule(cls, value):
-        from app.services.consensus import Rule
-
         return Rule.parse(value).text
 
     @field_validator("check_type")
@@ -92,57 +99,36 @@ class EndpointInput(BaseModel):
             raise ValueError(f"must be one of {', '.join(CHECK_TYPES)}")
         return value
 
-    @model_validator(mode="after")
-    def _type_specific(self):
-        kind = CHECK_TYPES[self.check_type]
-        _validate_target(self.check_type, self.target)
-        if kind.needs_port and self.port is None:
-            raise _field_error("port", f"is required for {kind.label} checks")
-        if not kind.needs_port and self.port is not None:
-            raise _field_error("port", f"is not used by {kind.label} checks; put it in the target")
-        if self.timeout_seconds >= self.interval_seconds:
-            raise _field_error("timeoutSeconds", "must be shorter than intervalSeconds")
-        try:
-            validated = kind.options_model.model_validate(self.options)
-        except ValidationError as exc:
-            errors = {"options." + ".".join(str(p) for p in e["loc"]): e["msg"] for e in exc.errors()}
-            raise InvalidInput(errors) from None
-        self.options = validated.model_dump(mode="json", exclude_unset=True)
-        return self
+
+def default_timeout(interval_seconds: float) -> float:
+    """The timeout of an endpoint that sets none: 10 s, or half the interval
+    when that is shorter (a check must end before the next is due)."""
+    return min(DEFAULT_TIMEOUT_SECONDS, interval_seconds / 2)
 
 
-class _FieldError(ValueError):
-    def __init__(self, field: str, message: str):
-        self.field, self.message = field, message
-        super().__init__(f"{field} {message}")
-
-
-def _field_error(field: str, message: str) -> _FieldError:
-    return _FieldError(field, message)
-
-
-def _validate_target(check_type: str, target: str) -> None:
+def _target_problem(check_type: str, target: str) -> str | None:
     if check_type == "http":
         try:
             parsed = urlparse(target)
         except ValueError:
-            raise _field_error("target", "is not a valid URL") from None
+            return "is not a valid URL"
         if parsed.scheme not in {"http", "https"}:
-            raise _field_error("target", "must be a URL starting with http:// or https://")
+            return "must be a URL starting with http:// or https://"
         if not parsed.hostname:
-            raise _field_error("target", "has no host name")
+            return "has no host name"
         try:
             parsed.port  # noqa: B018 - raises on a bad port
         except ValueError:
-            raise _field_error("target", "has an invalid port") from None
+            return "has an invalid port"
     elif check_type in {"tcp", "ping"}:
         if not _is_host(target):
-            raise _field_error("target", "must be a host name or IP address (no scheme or port)")
+            return "must be a host name or IP address (no scheme or port)"
     elif check_type.startswith("kafka"):
         for server in target.split(","):
             host, _, port = server.strip().rpartition(":")
             if not host or not port.isdigit() or not 0 < int(port) < 65536 or not _is_host(host.strip("[]")):
-                raise _field_error("target", "must be bootstrap servers as host:port[,host:port...]")
+                return "must be bootstrap servers as host:port[,host:port...]"
+    return None
 
 
 def _is_host(value: str) -> bool:
@@ -153,27 +139,87 @@ def _is_host(value: str) -> bool:
         return bool(_HOSTNAME.match(value))
 
 
-def parse_input(data: Any) -> EndpointInput:
-    """Validate a payload; raise ``InvalidEndpoint`` naming every bad field."""
+# Stand-ins for required fields that are wrong, so that the other fields can
+# still be checked against each other and against the check type.
+_STAND_INS = {"name": "-", "target": "-"}
+
+
+def parse_input(data: Any, *, strict: bool = False, sent: Any = None) -> EndpointInput:
+    """Validate a payload; raise ``InvalidEndpoint`` naming every bad field.
+
+    ``strict``: take JSON's types as they are (the API): ``"60"`` is not a
+    number and ``1`` is not ``true``. Otherwise text is read as numbers and
+    booleans, as a form sends them. ``sent``: the fields the client sent
+    (default: all of ``data``); of two fields that disagree, one the client
+    did not send is never the one blamed.
+    """
     if not isinstance(data, dict):
         raise InvalidEndpoint({"body": "must be a JSON object"})
-    try:
-        return EndpointInput.model_validate(data)
-    except ValidationError as exc:
-        raise InvalidEndpoint(_errors_of(exc)) from None
-
-
-def _errors_of(exc: ValidationError) -> dict[str, str]:
+    sent = {_wire_name(str(name)) for name in (data if sent is None else sent)}
     errors: dict[str, str] = {}
-    for error in exc.errors():
-        cause = (error.get("ctx") or {}).get("error")
-        if isinstance(cause, _FieldError):
-            errors[cause.field] = cause.message
-        elif isinstance(cause, InvalidInput):
-            errors.update(cause.errors)
+    try:
+        spec = EndpointInput.model_validate(data, strict=strict)
+    except ValidationError as exc:
+        errors = messages_of(exc, EndpointInput, unknown_field="is not a field of an endpoint")
+        spec = _valid_part(data, errors, strict)
+    if spec is not None:
+        errors.update(_type_specific_errors(spec, {key.split(".")[0] for key in errors}, sent, strict))
+    if errors:
+        raise InvalidEndpoint(errors)
+    return spec
+
+
+def _wire_name(name: str) -> str:
+    return to_camel(name) if "_" in name else name
+
+
+def _valid_part(data: dict, errors: dict[str, str], strict: bool) -> EndpointInput | None:
+    """The input with its bad fields left out (defaults or stand-ins in their
+    place), to check the rest further; None when the check type is bad."""
+    bad = {key.split(".")[0] for key in errors}
+    if "checkType" in bad or "check_type" in bad:
+        return None
+    rest = {name: value for name, value in data.items() if _wire_name(name) not in bad}
+    rest.update({name: stand_in for name, stand_in in _STAND_INS.items() if name in bad})
+    try:
+        return EndpointInput.model_validate(rest, strict=strict)
+    except ValidationError:
+        return None
+
+
+def _type_specific_errors(spec: EndpointInput, bad: set[str], sent: set[str], strict: bool) -> dict[str, str]:
+    """What is wrong for this check type, or between two fields; fills in
+    the default timeout and the validated options."""
+    kind = CHECK_TYPES[spec.check_type]
+    errors: dict[str, str] = {}
+    if "target" not in bad:
+        problem = _target_problem(spec.check_type, spec.target)
+        if problem:
+            errors["target"] = problem
+    if "port" not in bad:
+        if kind.needs_port and spec.port is None:
+            errors["port"] = f"is required for {kind.label} checks"
+        elif not kind.needs_port and spec.port is not None:
+            errors["port"] = f"is not used by {kind.label} checks; put it in the target"
+    if not bad & {"intervalSeconds", "timeoutSeconds"}:
+        if spec.timeout_seconds is None:
+            spec.timeout_seconds = default_timeout(spec.interval_seconds)
+        elif spec.timeout_seconds >= spec.interval_seconds:
+            # Blame the field the client sent: it is the one to change.
+            if "timeoutSeconds" in sent or "intervalSeconds" not in sent:
+                errors["timeoutSeconds"] = (f"must be shorter than the interval ({spec.interval_seconds} s): "
+                                            "lower the timeout or raise the interval")
+            else:
+                errors["intervalSeconds"] = (f"must be longer than the timeout ({spec.timeout_seconds:g} s): "
+                                             "raise the interval or lower the timeout")
+    if "options" not in bad:
+        try:
+            validated = kind.options_model.model_validate(spec.options, strict=strict)
+        except ValidationError as exc:
+            errors.update(messages_of(exc, kind.options_model, prefix="options.",
+                                      unknown_field=f"is not a setting of {kind.label} checks"))
         else:
-            field = ".".join(str(p) for p in error["loc"]) or "body"
-            errors[field] = error["msg"]
+            spec.options = validated.model_dump(mode="json", exclude_unset=True)
     return errors
 
 
@@ -289,29 +335,57 @@ def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.checked_here = spec.locations is None or own_id in spec.locations
 
 
-def _check_locations(spec: EndpointInput) -> None:
-    """Every instance an endpoint names must be a member of the cluster."""
-    if spec.locations is None:
-        return
+def _unknown_locations(locations: Any) -> str | None:
+    """What is wrong with the instances an endpoint names: each must be a
+    member of the cluster."""
+    if not isinstance(locations, list):
+        return None
     from app.models import MonitoringInstance
 
     known = set(db.session.execute(select(MonitoringInstance.id)).scalars()) | {configuration.instance_id()}
-    unknown = [instance_id for instance_id in spec.locations if instance_id not in known]
+    unknown = [str(instance_id) for instance_id in locations if instance_id not in known]
     if unknown:
-        raise InvalidEndpoint({"locations": "no instance with id " + ", ".join(unknown)
-                               + " is a member of this cluster"})
+        return "no instance with id " + ", ".join(unknown) + " is a member of this cluster"
+    return None
+
+
+def _checked_input(data: Any, *, strict: bool, sent: Any = None) -> tuple[EndpointInput, list | None]:
+    """``parse_input`` and the checks that need the database (the instances
+    and notification services it names exist), every bad field reported at
+    once; returns the input and the services it names (None: not named)."""
+    errors: dict[str, str] = {}
+    try:
+        spec = parse_input(data, strict=strict, sent=sent)
+    except InvalidEndpoint as exc:
+        errors, spec = dict(exc.errors), None
+    if not isinstance(data, dict):
+        raise InvalidEndpoint(errors)
+    fields = spec.model_dump(by_alias=True) if spec is not None else data
+    if not any(key.startswith("locations") for key in errors):
+        if problem := _unknown_locations(fields.get("locations")):
+            errors["locations"] = problem
+    services = None
+    if fields.get("notificationServiceIds") is not None and not any(
+            key.startswith("notificationServiceIds") for key in errors):
+        try:
+            services = _notification_services(fields["notificationServiceIds"])
+        except InvalidEndpoint as exc:
+            errors.update(exc.errors)
+    if errors:
+        raise InvalidEndpoint(errors)
+    return spec, services
 
 
 def create_endpoint(data: dict, *, from_api: bool = False) -> Endpoint:
     """Validate and store a new endpoint; it is checked at once.
 
-    ``from_api``: ``data`` may be an API answer sent back, with its hidden
-    secrets (see ``with_stored_secrets``).
+    ``from_api``: ``data`` is JSON, taken with its types as they are, and
+    may be an API answer sent back, with its hidden secrets (see
+    ``with_stored_secrets``).
     """
-    spec = parse_input(with_stored_secrets(data, None) if from_api else data)
-    _check_locations(spec)
+    spec, services = _checked_input(with_stored_secrets(data, None) if from_api else data, strict=from_api)
     endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
-    endpoint.notification_services = _notification_services(spec.notification_service_ids)
+    endpoint.notification_services = services if services is not None else _notification_services(None)
     apply_input(endpoint, spec)
     db.session.add(endpoint)
     db.session.commit()
@@ -323,19 +397,20 @@ def create_endpoint(data: dict, *, from_api: bool = False) -> Endpoint:
 def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool, from_api: bool = False) -> Endpoint:
     """Replace (``partial=False``) or patch an endpoint's settings.
 
-    ``from_api``: ``data`` may be an API answer sent back, whose hidden
-    secrets keep the stored ones (see ``with_stored_secrets``). The edit
-    form shows the real values instead, so what it sends is taken as is.
+    ``from_api``: ``data`` is JSON, taken with its types as they are, and
+    may be an API answer sent back, whose hidden secrets keep the stored
+    ones (see ``with_stored_secrets``). The edit form shows the real values
+    instead, so what it sends is taken as is.
     """
     if not isinstance(data, dict):
         raise InvalidEndpoint({"body": "must be a JSON object"})
     merged = {**configuration_fields(endpoint), **data} if partial else data
     if partial and "checkType" in data and "options" not in data and data["checkType"] != endpoint.check_type:
         merged["options"] = {}  # options of the old type mean nothing to the new one
-    spec = parse_input(with_stored_secrets(merged, endpoint) if from_api else merged)
-    _check_locations(spec)
-    if spec.notification_service_ids is not None:
-        endpoint.notification_services = _notification_services(spec.notification_service_ids)
+    spec, services = _checked_input(with_stored_secrets(merged, endpoint) if from_api else merged,
+                                    strict=from_api, sent=data)
+    if services is not None:
+        endpoint.notification_services = services
     was_paused, old_interval = endpoint.is_paused, endpoint.interval_seconds
     apply_input(endpoint, spec)
     if was_paused and not spec.is_paused:
@@ -390,10 +465,25 @@ def matching(search: str):
             | (Endpoint.target.ilike(pattern, escape="\\") & ~Endpoint.target.contains("@")))
 
 
-def list_endpoints(*, search: str | None = None, status: str | None = None) -> list[Endpoint]:
+# What an endpoint's status can be, and so what a list can be filtered by.
+STATUSES = (STATUS_UP, STATUS_PARTIAL, STATUS_DOWN, STATUS_PENDING)
+
+
+def list_endpoints(*, search: str | None = None, status: str | None = None,
+                   consensus: str | None = None) -> list[Endpoint]:
+    """Endpoints by name, matching ``search`` and in ``status`` (any case).
+
+    ``consensus`` filters like ``status`` and wins over it: the stored
+    status is the one consensus decided. An unknown status is an
+    ``InvalidEndpoint`` naming the filter and the statuses there are.
+    """
+    errors = {name: problem for name, value in (("status", status), ("consensus", consensus))
+              if value and (problem := choice_error(value, STATUSES))}
+    if errors:
+        raise InvalidEndpoint(errors)
     query = select(Endpoint).order_by(Endpoint.name, Endpoint.id)
     if search:
         query = query.where(matching(search))
-    if status:
-        query = query.where(Endpoint.status == status.upper())
+    if consensus or status:
+        query = query.where(Endpoint.status == (consensus or status).upper())
     return list(db.session.execute(query).scalars())

@@ -28,6 +28,7 @@ from app.models import (
 from app.notifiers import EVENT_TEST, NOTIFIERS, AlertMessage, DeliveryError, notifier_for
 from app.services.alerts import failed_deliveries, instance_fields, recent_deliveries, retry_delivery
 from app.services.input_errors import InvalidInput
+from app.services.validation_messages import messages_of
 
 logger = logging.getLogger(__name__)
 
@@ -71,38 +72,37 @@ def kinds() -> list[dict]:
     ]
 
 
-def _messages(exc: ValidationError, prefix: str = "") -> dict[str, str]:
-    # Only pydantic's message: its default text repeats the input, which may be a secret.
-    errors: dict[str, str] = {}
-    for error in exc.errors():
-        field = ".".join(str(p) for p in error["loc"])
-        message = error["msg"]
-        if message.startswith("Value error, "):
-            message = message[len("Value error, "):]
-        errors[prefix + field if field else (prefix.rstrip(".") or "body")] = message
-    return errors
+def _messages(exc: ValidationError, model, prefix: str = "") -> dict[str, str]:
+    # The product's words; they never repeat the input, which may be a secret.
+    unknown = "is not a setting of this kind of service" if prefix else "is not a field of a notification service"
+    return messages_of(exc, model, prefix=prefix, unknown_field=unknown)
 
 
-def _validated(data: Any) -> tuple[ServiceInput, dict]:
-    """The parsed input and its kind's validated config, or ``InvalidNotificationService``."""
+def _validated(data: Any, strict: bool = False) -> tuple[ServiceInput, dict]:
+    """The parsed input and its kind's validated config, or ``InvalidNotificationService``.
+
+    ``strict``: JSON's types as they are (the API), as for endpoints.
+    """
     if not isinstance(data, dict):
         raise InvalidNotificationService({"body": "must be a JSON object"})
     try:
-        spec = ServiceInput.model_validate(data)
+        spec = ServiceInput.model_validate(data, strict=strict)
     except ValidationError as exc:
-        errors = _messages(exc)
+        errors = _messages(exc, ServiceInput)
         # Report config problems too when the kind is known, so a form shows them all at once.
         kind = data.get("kind")
         if kind in NOTIFIERS and isinstance(data.get("config"), dict):
+            config_model = NOTIFIERS[kind].config_model
             try:
-                NOTIFIERS[kind].config_model.model_validate(data["config"])
+                config_model.model_validate(data["config"], strict=strict)
             except ValidationError as config_exc:
-                errors.update(_messages(config_exc, "config."))
+                errors.update(_messages(config_exc, config_model, "config."))
         raise InvalidNotificationService(errors) from None
+    config_model = NOTIFIERS[spec.kind].config_model
     try:
-        config = NOTIFIERS[spec.kind].config_model.model_validate(spec.config)
+        config = config_model.model_validate(spec.config, strict=strict)
     except ValidationError as exc:
-        raise InvalidNotificationService(_messages(exc, "config.")) from None
+        raise InvalidNotificationService(_messages(exc, config_model, "config.")) from None
     return spec, config.model_dump(mode="json", by_alias=True)
 
 
@@ -114,9 +114,9 @@ def _apply(service: NotificationService, spec: ServiceInput, config: dict) -> No
     service.is_default = spec.is_default
 
 
-def create_service(data: dict) -> NotificationService:
-    """Validate and store a new notification service."""
-    spec, config = _validated(data)
+def create_service(data: dict, *, strict: bool = False) -> NotificationService:
+    """Validate and store a new notification service (``strict``: JSON, see ``_validated``)."""
+    spec, config = _validated(data, strict)
     service = NotificationService()
     _apply(service, spec, config)
     db.session.add(service)
@@ -125,7 +125,8 @@ def create_service(data: dict) -> NotificationService:
     return service
 
 
-def update_service(service: NotificationService, data: dict, *, partial: bool = True) -> NotificationService:
+def update_service(service: NotificationService, data: dict, *, partial: bool = True,
+                   strict: bool = False) -> NotificationService:
     """Patch a service (omitted fields keep their values) or, with
     ``partial=False``, replace it (omitted fields take their defaults).
 
@@ -147,7 +148,7 @@ def update_service(service: NotificationService, data: dict, *, partial: bool = 
     kind = merged.get("kind")
     if kind == service.kind and kind in NOTIFIERS and isinstance(merged["config"], dict):
         merged["config"] = NOTIFIERS[kind].keep_secrets(service.config or {}, merged["config"])
-    spec, config = _validated(merged)
+    spec, config = _validated(merged, strict)
     _apply(service, spec, config)
     db.session.commit()
     logger.info("notification service %s (%s) updated", service.id, service.name)

@@ -26,7 +26,7 @@ def _errors(data) -> dict:
 
 def test_it_names_the_field_of_each_validation_error(app):
     with app.app_context():
-        assert _errors({"kind": "webhook", "config": {"url": "http://127.0.0.1/x"}}) == {"name": "Field required"}
+        assert _errors({"kind": "webhook", "config": {"url": "http://127.0.0.1/x"}}) == {"name": "is required"}
         assert set(_errors({"name": "x", "kind": "carrier-pigeon"})) == {"kind"}
         assert "one of apprise, webhook" in _errors({"name": "x", "kind": "pigeon"})["kind"]
         assert _errors({"name": "x", "kind": "webhook", "config": {"url": "ftp://h/x"}}) == {
@@ -45,7 +45,7 @@ def test_it_names_the_field_of_each_validation_error(app):
         assert "tok3n-secret" not in json.dumps(errors)
         assert _errors(["not", "an", "object"]) == {"body": "must be a JSON object"}
         assert _errors({"name": "x", "kind": "webhook", "config": {"url": "http://h/"}, "extra": 1}) == {
-            "extra": "Extra inputs are not permitted"}
+            "extra": "is not a field of a notification service"}
         assert db.session.query(NotificationService).count() == 0
 
 

@@ -1,5 +1,6 @@
 """Endpoint pages: a form per check type, every validation error next to its
 field, pause/resume/delete, check now, and a dependent's refusal."""
+import base64
 import html as html_module
 import re
 
@@ -47,21 +48,22 @@ def test_it_creates_an_http_endpoint_from_the_form(web, app):
 
 
 @pytest.mark.parametrize("changes, field, message", [
-    ({"name": ""}, "name", "Field required"),
-    ({"name": "n" * 201}, "name", "String should have at most 200 characters"),
-    ({"target": "ftp://example.org"}, "target", "Must be a URL starting with http:// or https://"),
-    ({"target": "http://"}, "target", "Has no host name"),
-    ({"intervalSeconds": "2"}, "intervalSeconds", "Input should be greater than or equal to 5"),
-    ({"intervalSeconds": "often"}, "intervalSeconds", "Input should be a valid integer"),
-    ({"timeoutSeconds": "60"}, "timeoutSeconds", "Must be shorter than intervalSeconds"),
-    ({"failureThreshold": "0"}, "failureThreshold", "Input should be greater than or equal to 1"),
-    ({"successThreshold": "101"}, "successThreshold", "Input should be less than or equal to 100"),
-    ({"group": "g" * 101}, "group", "String should have at most 100 characters"),
-    ({"opt_max_redirects": "50"}, "opt_max_redirects", "Input should be less than or equal to 20"),
+    ({"name": ""}, "name", "Name is required"),
+    ({"name": "n" * 201}, "name", "Name must be at most 200 characters (it has 201)"),
+    ({"target": "ftp://example.org"}, "target", "Target must be a URL starting with http:// or https://"),
+    ({"target": "http://"}, "target", "Target has no host name"),
+    ({"intervalSeconds": "2"}, "intervalSeconds", "Interval must be between 5 and 86400 seconds"),
+    ({"intervalSeconds": "often"}, "intervalSeconds", "Interval must be a whole number"),
+    ({"timeoutSeconds": "60"}, "timeoutSeconds", "Timeout must be shorter than the interval (60 s)"),
+    ({"failureThreshold": "0"}, "failureThreshold", "Failures before down must be between 1 and 100"),
+    ({"successThreshold": "101"}, "successThreshold", "Successes before up must be between 1 and 100"),
+    ({"group": "g" * 101}, "group", "Group must be at most 100 characters (it has 101)"),
+    ({"opt_max_redirects": "50"}, "opt_max_redirects", "Max redirects must be between 0 and 20"),
     ({"opt_expected_status_codes": "abc"}, "opt_expected_status_codes", "'abc' is not a status code"),
     ({"opt_headers": "no colon here"}, "opt_headers", "Each line must be 'Name: value'"),
     ({"opt_headers": "Bad Name: x"}, "opt_headers", "'Bad Name' is not a valid header name"),
-    ({"opt_max_body_bytes": "0"}, "opt_max_body_bytes", "Input should be greater than or equal to 1"),
+    ({"opt_max_body_bytes": "0"}, "opt_max_body_bytes",
+     "Max body bytes must be between 1 and 100000000 bytes"),
 ])
 def test_it_shows_each_http_validation_error_next_to_its_field(web, app, changes, field, message):
     response = post(web, "/endpoints/new", {**HTTP, **changes})
@@ -82,15 +84,15 @@ def test_it_shows_an_error_about_several_options_above_them(web):
 
 
 @pytest.mark.parametrize("data, field, message", [
-    ({"checkType": "tcp", "target": "127.0.0.1"}, "port", "Is required for TCP port checks"),
-    ({"checkType": "tcp", "target": "127.0.0.1", "port": "70000"}, "port", "Input should be less than or equal to 65535"),
-    ({"checkType": "tcp", "target": "http://x", "port": "80"}, "target", "Must be a host name or IP address"),
-    ({"checkType": "ping", "target": "127.0.0.1", "opt_count": "0"}, "opt_count", "Input should be greater than or equal to 1"),
-    ({"checkType": "kafka_producer", "target": "127.0.0.1:9092"}, "opt_topic", "Field required"),
+    ({"checkType": "tcp", "target": "127.0.0.1"}, "port", "Port is required for TCP port checks"),
+    ({"checkType": "tcp", "target": "127.0.0.1", "port": "70000"}, "port", "Port must be between 1 and 65535"),
+    ({"checkType": "tcp", "target": "http://x", "port": "80"}, "target", "Target must be a host name or IP address"),
+    ({"checkType": "ping", "target": "127.0.0.1", "opt_count": "0"}, "opt_count", "Count must be between 1 and 10"),
+    ({"checkType": "kafka_producer", "target": "127.0.0.1:9092"}, "opt_topic", "Topic is required"),
     ({"checkType": "kafka_producer", "target": "localhost", "opt_topic": "t"}, "target",
-     "Must be bootstrap servers as host:port"),
+     "Target must be bootstrap servers as host:port"),
     ({"checkType": "kafka_consumer", "target": "127.0.0.1:9092", "opt_topic": "t", "opt_partitions": "a"},
-     "opt_partitions", "Input should be a valid integer"),
+     "opt_partitions", "Partitions must be a whole number"),
 ])
 def test_it_shows_validation_errors_of_other_check_types(web, data, field, message):
     form = {"name": "x", "intervalSeconds": "60", "timeoutSeconds": "5", **data}
@@ -253,3 +255,99 @@ def test_it_names_a_bad_consensus_rule_next_to_its_field(web, app):
     assert "majority" in _error_for(response.get_data(as_text=True), "consensusRule")
     with app.app_context():
         assert db.session.execute(db.select(Endpoint)).first() is None
+
+
+def _rendered_form(html: str) -> dict:
+    """What the form posts if nothing is touched: each input's value as rendered."""
+    form = {}
+    for tag in re.findall(r"<input[^>]*>", html, re.S):
+        name = re.search(r'name="([^"]+)"', tag)
+        if not name or name.group(1) == "csrf_token":
+            continue
+        if 'type="checkbox"' in tag:
+            if " checked" in tag:
+                form[name.group(1)] = "on"
+            continue
+        value = re.search(r'value="([^"]*)"', tag)
+        form[name.group(1)] = html_module.unescape(value.group(1)) if value else ""
+    for name, body in re.findall(r'<select name="([^"]+)"[^>]*>(.*?)</select>', html, re.S):
+        chosen = re.search(r"<option(?: value=\"([^\"]*)\")? selected>([^<]*)<", body)
+        first = re.search(r"<option(?: value=\"([^\"]*)\")?>([^<]*)<", body)
+        option = chosen or first
+        form[name] = option.group(1) if option.group(1) is not None else option.group(2)
+    for name, body in re.findall(r'<textarea name="([^"]+)"[^>]*>(.*?)</textarea>', html, re.S):
+        form[name] = html_module.unescape(body)
+    return form
+
+
+@pytest.mark.parametrize("check_type", ["kafka_producer", "kafka_consumer"])
+def test_a_kafka_form_saved_untouched_names_the_missing_topic(web, app, check_type):
+    page = web.get(f"/endpoints/new?checkType={check_type}").get_data(as_text=True)
+    assert "PydanticUndefined" not in page
+    options = web.get(f"/endpoints/form-options?checkType={check_type}",
+                      headers={"HX-Request": "true"}).get_data(as_text=True)
+    assert "PydanticUndefined" not in options
+    form = _rendered_form(page)
+    assert form["opt_topic"] == "" and form["checkType"] == check_type
+    # Only what a form cannot guess is filled in: a name and the brokers.
+    response = post(web, "/endpoints/new", {**form, "name": "Orders", "target": "127.0.0.1:9092"})
+    assert response.status_code == 422
+    assert _error_for(response.get_data(as_text=True), "opt_topic") == "Topic is required"
+    with app.app_context():
+        assert db.session.execute(db.select(Endpoint)).first() is None
+
+
+def test_the_form_and_the_api_refuse_a_long_name_in_the_same_words(web, app):
+    from tests.ui.conftest import EMAIL, PASSWORD
+
+    client = app.test_client()
+    auth_headers = {"Authorization": "Basic " + base64.b64encode(f"{EMAIL}:{PASSWORD}".encode()).decode()}
+    name = "n" * 10_000
+    response = post(web, "/endpoints/new", {**HTTP, "name": name})
+    assert response.status_code == 422
+    shown = _error_for(response.get_data(as_text=True), "name")
+    answer = client.post("/api/v1/endpoints", headers=auth_headers, json={
+        "name": name, "checkType": "http", "target": "http://127.0.0.1:9/"}).get_json()
+    assert answer["fields"] == {"name": "must be at most 200 characters (it has 10000)"}
+    assert shown == "Name " + answer["fields"]["name"]
+    with app.app_context():
+        assert db.session.execute(db.select(Endpoint)).first() is None
+
+
+def test_the_name_input_does_not_cut_a_long_name_short(web):
+    # A browser silently cuts a value to an input's maxlength: the server
+    # must see the whole name to say what is wrong with it.
+    page = web.get("/endpoints/new").get_data(as_text=True)
+    name_input = re.search(r'<input name="name"[^>]*>', page).group(0)
+    assert "maxlength" not in name_input
+    assert "At most 200 characters" in page
+
+
+def test_a_new_endpoints_timeout_follows_a_short_interval(web, app):
+    form = _rendered_form(web.get("/endpoints/new").get_data(as_text=True))
+    assert form["timeoutSeconds"] == ""
+    response = post(web, "/endpoints/new", {**form, "name": "Fast", "target": "http://127.0.0.1:9/",
+                                            "intervalSeconds": "10"})
+    assert response.status_code == 302, _error_for(response.get_data(as_text=True), "timeoutSeconds")
+    with app.app_context():
+        endpoint = db.session.execute(db.select(Endpoint)).scalar_one()
+        assert (endpoint.interval_seconds, endpoint.timeout_seconds) == (10, 5)
+
+
+def test_the_form_reads_numbers_from_its_text_inputs(web, app):
+    response = post(web, "/endpoints/new", {**HTTP, "intervalSeconds": " 30 ", "timeoutSeconds": "2.5",
+                                            "opt_max_redirects": "3"})
+    assert response.status_code == 302
+    with app.app_context():
+        endpoint = db.session.execute(db.select(Endpoint)).scalar_one()
+        assert (endpoint.interval_seconds, endpoint.timeout_seconds, endpoint.options["max_redirects"]) == (30, 2.5, 3)
+
+
+def test_the_form_shows_every_bad_field_at_once(web):
+    response = post(web, "/endpoints/new", {**HTTP, "name": "", "target": "ftp://x", "intervalSeconds": "2",
+                                            "opt_max_redirects": "50"})
+    html = response.get_data(as_text=True)
+    assert _error_for(html, "name") == "Name is required"
+    assert _error_for(html, "target") == "Target must be a URL starting with http:// or https://"
+    assert _error_for(html, "intervalSeconds") == "Interval must be between 5 and 86400 seconds"
+    assert _error_for(html, "opt_max_redirects") == "Max redirects must be between 0 and 20"

@@ -38,6 +38,20 @@ def test_it_explains_each_setup_mistake_next_to_the_field(client, email, passwor
     assert client.get("/").headers["Location"] == "/setup"  # nobody was created
 
 
+def test_it_names_every_setup_mistake_at_once(client):
+    token = csrf_token(client, "/setup")
+    response = client.post("/setup", data={"csrf_token": token, "email": "not-an-email", "password": "short",
+                                           "password_repeat": "shorter"})
+    assert response.status_code == 422
+    html = response.get_data(as_text=True)
+    for field, message in (("email", "Email must be an address like name@example.org."),
+                           ("password", "Password must be at least 10 characters."),
+                           ("password_repeat", "The two passwords differ.")):
+        assert re.search(rf'name="{field}"[^>]*aria-invalid="true"', html, re.S), field
+        assert message in html
+    assert client.get("/").headers["Location"] == "/setup"  # nobody was created
+
+
 def test_it_signs_in_and_out(client, admin):
     response = sign_in(client)
     assert response.status_code == 302 and response.headers["Location"] == "/"

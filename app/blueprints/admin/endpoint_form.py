@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from app.checks import CHECK_TYPES, SECRET_OPTIONS
+from app.services.validation_messages import sentence
 
 OPTION_PREFIX = "opt_"
 # Secrets are never rendered back; a blank field on edit keeps the stored one.
@@ -83,7 +84,8 @@ def option_fields(check_type: str) -> list[OptionField]:
         info = model_fields[name]
         annotation = _unwrap_optional(info.annotation)
         origin = typing.get_origin(annotation)
-        default = info.get_default(call_default_factory=True)
+        # A required option has no default to show: the input starts empty.
+        default = None if info.is_required() else info.get_default(call_default_factory=True)
         entry = OptionField(name=name, label=_label(name), kind="text",
                             default=default, required=info.is_required(), help=HELP.get(name, ""))
         if annotation is bool:
@@ -175,8 +177,16 @@ def endpoint_input(form, *, stored_options: dict | None = None) -> tuple[dict, d
     return data, {f"options.{k}": v for k, v in option_errors.items()}
 
 
+# What the form calls each top-level field, to name it in its messages.
+LABELS = {"name": "Name", "checkType": "Check type", "target": "Target", "port": "Port",
+          "intervalSeconds": "Interval", "timeoutSeconds": "Timeout", "failureThreshold": "Failures before down",
+          "successThreshold": "Successes before up", "group": "Group", "consensusRule": "The consensus rule",
+          "certExpiryDays": "Certificate alert", "notificationServiceIds": "Notify through"}
+
+
 def errors_by_field(errors: dict[str, str]) -> dict[str, str]:
-    """Service error keys mapped onto form inputs.
+    """Service error keys mapped onto form inputs, each message a sentence
+    that names its field (``Topic is required``).
 
     ``options.headers.X`` or ``options.partitions.0`` belong to the
     ``opt_headers`` / ``opt_partitions`` input; an options error without a
@@ -186,15 +196,9 @@ def errors_by_field(errors: dict[str, str]) -> dict[str, str]:
     for key, message in errors.items():
         if key.startswith("options."):
             parts = key.split(".")
-            target = OPTION_PREFIX + parts[1] if len(parts) > 1 and parts[1] else "options"
+            name = parts[1] if len(parts) > 1 else ""
+            target, label = (OPTION_PREFIX + name, _label(name)) if name else ("options", "")
         else:
-            target = key
-        mapped.setdefault(target, _sentence(message))
+            target, label = key, LABELS.get(key, "")
+        mapped.setdefault(target, sentence(label, message))
     return mapped
-
-
-def _sentence(message: str) -> str:
-    message = message.removeprefix("Value error, ")
-    if "_" in message.split(" ", 1)[0]:
-        return message  # starts with an option's name: keep its spelling
-    return message[:1].upper() + message[1:]

@@ -21,7 +21,8 @@ from app.services.results import record_results
 
 logger = logging.getLogger(__name__)
 
-DEFAULTS = {"intervalSeconds": "60", "timeoutSeconds": "10", "failureThreshold": "1",
+# A blank timeout follows the interval (see ``endpoints.default_timeout``).
+DEFAULTS = {"intervalSeconds": "60", "timeoutSeconds": "", "failureThreshold": "1",
             "successThreshold": "1", "consensusRule": "majority", "certExpiryDays": "14"}
 
 
@@ -57,7 +58,7 @@ def _render_form(*, endpoint: Endpoint | None, values: dict, options: dict, erro
         "admin/endpoint_form.html", endpoint=endpoint, values=values, errors=errors,
         check_types=CHECK_TYPES, check_type=check_type, option_fields=fields,
         option_values={f.name: display_value(f, options) for f in fields},
-        services=services, checked_services=checked,
+        services=services, checked_services=checked, max_name_length=endpoint_service.MAX_NAME_LENGTH,
     ), status
 
 

@@ -28,6 +28,7 @@ from app.blueprints.admin import bp
 from app.extensions import csrf, db
 from app.models import User
 from app.services import accounts, configuration, login_throttle
+from app.services.validation_messages import sentence
 
 logger = logging.getLogger(__name__)
 
@@ -260,6 +261,7 @@ def logout():
 
 
 SETUP_DONE = "The first administrator has been created already: sign in instead."
+SETUP_LABELS = {"email": "Email", "password": "Password"}
 
 
 @bp.route("/setup", methods=["GET", "POST"])
@@ -275,17 +277,19 @@ def setup():
     if request.method == "POST":
         email = (request.form.get("email") or "").strip().lower()
         password = request.form.get("password") or ""
+        # Every bad field at once, in the same words as everywhere else.
+        errors = {field: sentence(SETUP_LABELS[field], message) + "."
+                  for field, message in accounts.account_errors(email, password).items()}
         if password != (request.form.get("password_repeat") or ""):
             errors["password_repeat"] = "The two passwords differ."
-        else:
+        if not errors:
             try:
                 user = accounts.create_first_admin(email, password)
             except accounts.SetupDone:
                 flash(SETUP_DONE, "error")
                 return redirect(url_for("admin.login"))
-            except accounts.InvalidAccount as exc:
-                field = "password" if "password" in str(exc) else "email"
-                errors[field] = str(exc).capitalize() + "."
+            except accounts.InvalidAccount as exc:  # the email was taken meanwhile
+                errors["email"] = str(exc).capitalize() + "."
             else:
                 current_app.extensions.setdefault("monitor_signin", {})["users_exist"] = True
                 _start_session(user)

@@ -30,7 +30,7 @@ def create_notification_service():
     if error:
         return error
     try:
-        service = notifications.create_service(data)
+        service = notifications.create_service(data, strict=True)
     except notifications.InvalidNotificationService as exc:
         return _invalid(exc)
     response = jsonify(notifications.public_view(service))
@@ -57,7 +57,7 @@ def update_notification_service(service_id):
     if error:
         return error
     try:
-        notifications.update_service(service, data, partial=request.method == "PATCH")
+        notifications.update_service(service, data, partial=request.method == "PATCH", strict=True)
     except notifications.InvalidNotificationService as exc:
         return _invalid(exc)
     return jsonify(notifications.public_view(service))
@@ -95,5 +95,5 @@ def test_notification_service(service_id):
         return error
     if data:
         return json_error(400, "validation_error", f"a test takes no fields, send {{}} ({', '.join(data)})",
-                          fields={field: "Extra inputs are not permitted" for field in data})
+                          fields={field: "is not a field: a test takes none" for field in data})
     return jsonify(notifications.send_test(service.id).to_dict())

@@ -11,9 +11,10 @@ from app.services import endpoints as endpoint_service
 from app.services import consensus
 from app.services import results as result_service
 from app.services import configuration
-from app.models import STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP
+from app.services.input_errors import InvalidInput
+from app.services.validation_messages import whole_number_error
 
-CONSENSUS_STATUSES = (STATUS_UP, STATUS_PARTIAL, STATUS_DOWN, STATUS_PENDING)
+MAX_RESULTS = 1000
 
 
 @bp.before_request
@@ -62,12 +63,12 @@ def _answer(endpoint):
 
 @bp.get("/endpoints")
 def list_endpoints():
-    wanted = request.args.get("consensus")
-    if wanted is not None and wanted.upper() not in CONSENSUS_STATUSES:
-        return json_error(400, "validation_error", f"consensus must be one of {', '.join(CONSENSUS_STATUSES)}",
-                          fields={"consensus": f"must be one of {', '.join(CONSENSUS_STATUSES)}"})
-    found = endpoint_service.list_endpoints(search=request.args.get("search"),
-                                            status=wanted or request.args.get("status"))
+    try:
+        found = endpoint_service.list_endpoints(search=request.args.get("search"),
+                                                status=request.args.get("status"),
+                                                consensus=request.args.get("consensus"))
+    except endpoint_service.InvalidEndpoint as exc:
+        return _invalid(exc)
     return jsonify({"endpoints": _answers(found)})
 
 
@@ -130,13 +131,10 @@ def endpoint_results(endpoint_id):
     endpoint, error = _endpoint_or_404(endpoint_id)
     if error:
         return error
-    try:
-        limit = int(request.args.get("limit", 100))
-        if not 1 <= limit <= 1000:
-            raise ValueError
-    except ValueError:
-        return json_error(400, "validation_error", "limit must be an integer from 1 to 1000",
-                          fields={"limit": "must be an integer from 1 to 1000"})
+    errors = {}
+    limit = request.args.get("limit", "100")
+    if problem := whole_number_error(limit, 1, MAX_RESULTS):
+        errors["limit"] = problem
     since = request.args.get("since")
     if since is not None:
         try:
@@ -144,7 +142,9 @@ def endpoint_results(endpoint_id):
             if since.tzinfo is None:
                 raise ValueError
         except ValueError:
-            return json_error(400, "validation_error", "since must be an ISO 8601 time with a zone",
-                              fields={"since": "must be an ISO 8601 time with a zone"})
+            errors["since"] = "must be an ISO 8601 time with a zone, such as 2026-01-31T12:00:00Z"
+    if errors:
+        return _invalid(InvalidInput(errors))
+    limit = int(limit)
     rows = result_service.recent_results(endpoint.id, limit=limit, since=since)
     return jsonify({"endpointId": endpoint.id, "results": [r.to_dict() for r in rows]})
