@@ -54,6 +54,11 @@ def marker(html: str, instance_id: str) -> dict:
             "title": unescape(match.group(5))}
 
 
+def figure_cells(row: str) -> list[str]:
+    """A region row's last hour and last day cells, as text."""
+    return [" ".join(re.sub(r"<[^>]+>", " ", cell).split()) for cell in re.findall(r'<td class="num">(.*?)</td>', row)]
+
+
 def region_row(html: str, location: str) -> str:
     start = html.index(f'data-location="{location}"')
     return html[start:html.index("</tr>", start)]
@@ -86,7 +91,7 @@ def test_a_standalone_shows_its_one_instance_with_its_figures(standalone):
     assert "Last hour: 20 ms on average, 33 % failed of 3 checks" in shown["title"]
     assert "Last day: 47 ms on average, 25 % failed of 4 checks" in shown["title"]
     row = region_row(html, "basement")
-    assert re.findall(r'<td class="num">([^<]*)</td>', row) == ["20 ms", "33 %", "47 ms", "25 %"]
+    assert figure_cells(row) == ["20 ms 33 % failed", "47 ms 25 % failed"]
     assert html.count('class="marker ') == 1 and "Not placed" not in html
     assert '<a href="/map" aria-current="page">Map</a>' in html
 
@@ -111,7 +116,7 @@ def test_an_instance_is_placed_by_the_region_its_location_names(tmp_path, migrat
         assert (shown["x"], shown["y"]) == world_map.project(1.35, 103.82)
         assert "AWS ap_southeast_1 (Singapore)" in shown["title"]
         assert "Last hour: no checks" in shown["title"]
-        assert re.findall(r'<td class="num">([^<]*)</td>', region_row(html, "AWS ap_southeast_1")) == ["–"] * 4
+        assert figure_cells(region_row(html, "AWS ap_southeast_1")) == ["–", "–"]
     finally:
         dispose(application)
 
@@ -199,7 +204,7 @@ def test_figures_are_per_instance_and_summed_per_region(cluster_primary):
     assert "Last hour: no checks" in marker(html, SYDNEY_ID)["title"]
     row = region_row(html, "down-under")
     assert "syd-1" in row and "syd-2" in row
-    assert re.findall(r'<td class="num">([^<]*)</td>', row) == ["40 ms", "0 %", "40 ms", "50 %"]
+    assert figure_cells(row) == ["40 ms 0 % failed", "40 ms 50 % failed"]
     # Two instances a few kilometres apart are set around their point, not on top of each other.
     sydney = marker(html, SYDNEY_ID)
     assert (sydney["x"], sydney["y"]) != (syd2["x"], syd2["y"])
@@ -276,3 +281,10 @@ def test_a_dependents_coordinates_reach_the_primarys_map(served_primary, tmp_pat
         assert "gru-1 · lab · Active" in shown["title"]
     finally:
         dispose(member)
+
+
+def test_figures_read_as_the_map_shows_them():
+    from app.blueprints.ui.map import milliseconds, percent
+
+    assert [milliseconds(v) for v in (None, 0.42, 9.96, 10.4, 1234.5)] == ["–", "0.4 ms", "10 ms", "10 ms", "1234 ms"]
+    assert [percent(v) for v in (None, 0.0, 0.25, 33.333, 100.0)] == ["–", "0 %", "0.2 %", "33 %", "100 %"]

@@ -16,8 +16,10 @@ REFRESH_SECONDS = 15
 
 @bp.app_template_filter("milliseconds")
 def milliseconds(value: float | None) -> str:
-    """A response time as the map shows it: "123 ms", or a dash for none."""
-    return "–" if value is None else f"{value:.0f} ms"
+    """A response time as the map shows it: "123 ms", "0.4 ms", or a dash for none."""
+    if value is None:
+        return "–"
+    return f"{value:.1f} ms" if value < 9.95 else f"{value:.0f} ms"
 
 
 @bp.app_template_filter("percent")
