@@ -9,9 +9,12 @@ from html import unescape
 import pytest
 from werkzeug.serving import make_server
 
+from app.checks import CheckResult
 from app.extensions import db
 from app.models import MonitoringInstance, ProbeState, utcnow
 from app.services import configuration, world_map
+from app.services.location_map import figures_by_instance
+from app.services.results import record_results
 from app.services.sync import dependent
 from tests.conftest import SECRET, instance_app, make_app
 from tests.sync.test_sync_api import bearer, heartbeat, registration
@@ -288,3 +291,24 @@ def test_figures_read_as_the_map_shows_them():
 
     assert [milliseconds(v) for v in (None, 0.42, 9.96, 10.4, 1234.5)] == ["–", "0.4 ms", "10 ms", "10 ms", "1234 ms"]
     assert [percent(v) for v in (None, 0.0, 0.25, 33.333, 100.0)] == ["–", "0 %", "0.2 %", "33 %", "100 %"]
+
+
+@pytest.mark.parametrize("database", ["app", "pg_app"])
+def test_one_query_gives_every_instances_hour_and_day(database, request):
+    application = request.getfixturevalue(database)
+    endpoint_id = make_endpoint(application)
+    now = utcnow()
+    with application.app_context():
+        for instance_id, minutes, ok, ms in (("a" * 8, 5, True, 10.0), ("a" * 8, 120, False, None),
+                                             ("b" * 8, 30, True, 3.0), ("b" * 8, 2000, True, 99.0)):
+            result = CheckResult(is_ok=ok, check_type="http", response_time_ms=ms,
+                                 failure_reason=None if ok else "refused")
+            result.checked_at = now - timedelta(minutes=minutes)
+            record_results([(endpoint_id, result)], instance_id=instance_id, location="lab")
+        figures = figures_by_instance(["a" * 8, "b" * 8, "c" * 8], now)
+    hour, day = figures["a" * 8]
+    assert (hour.checks, hour.failures, hour.average_ms) == (1, 0, 10.0)
+    assert (day.checks, day.failures, day.average_ms, day.failure_percent) == (2, 1, 10.0, 50.0)
+    hour, day = figures["b" * 8]
+    assert (hour.checks, day.checks, day.average_ms) == (1, 1, 3.0)  # 2,000 minutes ago is over a day
+    assert "c" * 8 not in figures

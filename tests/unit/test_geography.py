@@ -3,6 +3,7 @@ from the real world-atlas file (skipped, with the reason, when it is not
 fetched)."""
 import json
 import math
+import os
 import re
 
 import pytest
@@ -208,8 +209,6 @@ def test_the_world_is_drawn_once_per_process_and_again_when_the_file_changes(atl
     geometries = atlas_without_fiji["objects"]["countries"]["geometries"]
     geometries[:] = [g for g in geometries if g["properties"]["name"] != "Fiji"]
     copy.write_text(json.dumps(atlas_without_fiji))
-    import os
-
     os.utime(copy, ns=(1, 1))  # a changed file, whatever the clock's resolution
     again = world_map.world(copy)
     assert again is not first and len(again) == len(first) - 1
