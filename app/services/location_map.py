@@ -13,22 +13,28 @@ shows every member of the cluster; a standalone or a dependent, itself.
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import and_, case, false, func, select
+from sqlalchemy import case, false, func, literal_column, select
 
 from app.extensions import db
 from app.models import ResponseTime, utcnow
 from app.services import configuration, consensus
 from app.services.regions import Place, place_of
+from app.services.rollups import bucket_sql
 from app.services.sync import primary
 from app.services.world_map import project
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
+BUCKET_SECONDS = 300
+SETTLED_AFTER = timedelta(minutes=2)
+RECOUNT_AFTER = timedelta(minutes=15)
+MAX_RECOUNTED = 12
 # Markers at one point are spread around it this far apart (map units).
 SPREAD = 11.0
 
@@ -124,31 +130,136 @@ class LocationMap:
     generated_at: datetime
 
 
+def _bucket(moment: datetime) -> int:
+    """The number of the five-minute bucket ``moment`` falls in."""
+    return int(moment.timestamp()) // BUCKET_SECONDS
+
+
+def _bucket_start(bucket: int) -> datetime:
+    return datetime.fromtimestamp(bucket * BUCKET_SECONDS, timezone.utc)
+
+
+def _count(instance_ids: tuple[str, ...], start: datetime, end: datetime, *, through_end: bool = False,
+           by_bucket: bool = False) -> dict[tuple[str, int], Figures]:
+    """One query: each instance's figures over [start, end) (or [start,
+    end]), per five-minute bucket when asked. A bounded range of
+    ``checked_at`` for each instance, which the (instance_id, checked_at)
+    index serves."""
+    c = ResponseTime.__table__.c
+    failed = c.is_ok == false()
+    keys = [c.instance_id]
+    if by_bucket:
+        keys.append(literal_column(bucket_sql("response_times.checked_at", BUCKET_SECONDS)).label("bucket"))
+    rows = db.session.execute(
+        select(*keys, func.count(), func.sum(case((failed, 1), else_=0)), func.sum(c.response_time_ms),
+               func.count(c.response_time_ms))
+        .where(c.instance_id.in_(instance_ids), c.checked_at >= start,
+               c.checked_at <= end if through_end else c.checked_at < end)
+        .group_by(*keys)
+    ).all()
+    counted = {}
+    for row in rows:
+        instance_id, bucket = row[0], int(row[1]) if by_bucket else 0
+        checks, failures, ms_sum, ms_count = row[-4:]
+        counted[(instance_id, bucket)] = Figures(int(checks), int(failures or 0), float(ms_sum or 0), int(ms_count))
+    return counted
+
+
+class SettledBuckets:
+    """Each instance's figures per settled five-minute bucket of the last
+    day, counted once and kept in this process.
+
+    A day of results is millions of rows at a few thousand endpoints:
+    counting them at every refresh would take seconds. So a poll counts
+    only the edges that are not whole settled buckets (at most three
+    five-minute spans) and adds these. A bucket is settled
+    ``SETTLED_AFTER`` its end, when results sent with a heartbeat or two
+    have arrived; results that arrive later still (a dependent's outbox
+    after an outage) count once the bucket is counted again,
+    ``RECOUNT_AFTER`` later, at most ``MAX_RECOUNTED`` buckets per poll.
+    """
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._key: tuple | None = None
+        # bucket number -> (when counted, figures by instance id)
+        self._buckets: dict[int, tuple[datetime, dict[str, Figures]]] = {}
+
+    def figures(self, instance_ids: tuple[str, ...], first: int, end: int, now: datetime) -> list[dict[str, Figures]]:
+        """The figures of buckets ``first`` to ``end - 1``, counting those
+        not counted yet and the oldest counts that are due again."""
+        key = (str(db.engine.url), instance_ids)
+        with self._lock:
+            if key != self._key:  # another database, or the members changed
+                self._key, self._buckets = key, {}
+            for bucket in [b for b in self._buckets if b < first]:
+                del self._buckets[bucket]
+            missing = [b for b in range(first, end) if b not in self._buckets]
+            for run_start, run_end in _runs(missing):
+                self._count(instance_ids, run_start, run_end, now)
+            due = sorted((counted_at, b) for b, (counted_at, _) in self._buckets.items()
+                         if first <= b < end and now - counted_at > RECOUNT_AFTER)
+            if due:
+                oldest = due[0][1]
+                run_end = oldest
+                while (run_end < end and run_end - oldest < MAX_RECOUNTED
+                       and now - self._buckets[run_end][0] > RECOUNT_AFTER):
+                    run_end += 1
+                self._count(instance_ids, oldest, run_end, now)
+            return [self._buckets[b][1] for b in range(first, end)]
+
+    def _count(self, instance_ids: tuple[str, ...], first: int, end: int, now: datetime) -> None:
+        counted = _count(instance_ids, _bucket_start(first), _bucket_start(end), by_bucket=True)
+        for bucket in range(first, end):
+            self._buckets[bucket] = (now, {})
+        for (instance_id, bucket), figures in counted.items():
+            if first <= bucket < end:
+                self._buckets[bucket][1][instance_id] = figures
+
+
+def _runs(buckets: list[int]) -> list[tuple[int, int]]:
+    """Sorted bucket numbers as [start, end) runs of consecutive ones."""
+    runs: list[tuple[int, int]] = []
+    for bucket in buckets:
+        if runs and runs[-1][1] == bucket:
+            runs[-1] = (runs[-1][0], bucket + 1)
+        else:
+            runs.append((bucket, bucket + 1))
+    return runs
+
+
+_settled = SettledBuckets()
+
+
 def figures_by_instance(instance_ids: Iterable[str], now: datetime) -> dict[str, tuple[Figures, Figures]]:
-    """Each instance's figures over the last hour and the last day, from
-    its results in one query (by instance, over a bounded range of
-    ``checked_at``, which the (instance_id, checked_at) index serves)."""
-    ids = sorted(set(instance_ids))
+    """Each instance's figures over the last hour and the last day: the
+    settled five-minute buckets (``SettledBuckets``) plus, counted now,
+    the spans before the first whole bucket of each and after the last
+    settled one."""
+    ids = tuple(sorted(set(instance_ids)))
     if not ids:
         return {}
-    c = ResponseTime.__table__.c
-    recent = c.checked_at >= now - HOUR
-    failed = c.is_ok == false()
-    rows = db.session.execute(
-        select(c.instance_id,
-               func.count(), func.sum(case((failed, 1), else_=0)),
-               func.sum(c.response_time_ms), func.count(c.response_time_ms),
-               func.sum(case((recent, 1), else_=0)), func.sum(case((and_(recent, failed), 1), else_=0)),
-               func.sum(case((recent, c.response_time_ms))), func.count(case((recent, c.response_time_ms))))
-        .where(c.instance_id.in_(ids), c.checked_at >= now - DAY, c.checked_at <= now)
-        .group_by(c.instance_id)
-    ).all()
-    return {
-        instance_id: (Figures(int(hour_checks or 0), int(hour_failures or 0), float(hour_sum or 0), int(hour_count or 0)),
-                      Figures(int(checks or 0), int(failures or 0), float(ms_sum or 0), int(ms_count or 0)))
-        for (instance_id, checks, failures, ms_sum, ms_count,
-             hour_checks, hour_failures, hour_sum, hour_count) in rows
-    }
+    settled_end = _bucket(now - SETTLED_AFTER)
+    day_first, hour_first = _bucket(now - DAY) + 1, _bucket(now - HOUR) + 1
+    buckets = _settled.figures(ids, day_first, settled_end, now)
+    recent = _count(ids, _bucket_start(settled_end), now, through_end=True)
+    day_edge = _count(ids, now - DAY, _bucket_start(day_first))
+    hour_edge = _count(ids, now - HOUR, _bucket_start(hour_first))
+    figures = {}
+    for instance_id in ids:
+        hour, day = Figures(), Figures()
+        for index, bucket in enumerate(buckets):
+            if instance_id in bucket:
+                day.add(bucket[instance_id])
+                if day_first + index >= hour_first:
+                    hour.add(bucket[instance_id])
+        for span, totals in ((recent, (hour, day)), (day_edge, (day,)), (hour_edge, (hour,))):
+            if (instance_id, 0) in span:
+                for total in totals:
+                    total.add(span[(instance_id, 0)])
+        if day.checks:
+            figures[instance_id] = (hour, day)
+    return figures
 
 
 def _coordinates(system_info: dict | None) -> tuple[float, float] | None:

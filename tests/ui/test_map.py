@@ -1,6 +1,7 @@
 """The location map page: markers placed by coordinates or by location,
 coloured by health, figures over the last hour and day per instance and per
 region, the live refresh, and coordinates arriving through the sync API."""
+import random
 import re
 import threading
 from datetime import timedelta
@@ -293,22 +294,58 @@ def test_figures_read_as_the_map_shows_them():
     assert [percent(v) for v in (None, 0.0, 0.25, 33.333, 100.0)] == ["–", "0 %", "0.2 %", "33 %", "100 %"]
 
 
+def _store(application, endpoint_id, results):
+    """Results as (instance id, checked at, ok, response time)."""
+    with application.app_context():
+        for instance_id, at, ok, ms in results:
+            result = CheckResult(is_ok=ok, check_type="http", response_time_ms=ms,
+                                 failure_reason=None if ok else "refused")
+            result.checked_at = at
+            record_results([(endpoint_id, result)], instance_id=instance_id, location="lab")
+
+
 @pytest.mark.parametrize("database", ["app", "pg_app"])
-def test_one_query_gives_every_instances_hour_and_day(database, request):
+def test_the_hour_and_day_are_counted_exactly_from_buckets_and_edges(database, request):
     application = request.getfixturevalue(database)
     endpoint_id = make_endpoint(application)
     now = utcnow()
+    rng = random.Random(9)
+    results = [(rng.choice(["a" * 8, "b" * 8]), now - timedelta(seconds=rng.uniform(-30, 26 * 3600)),
+                rng.random() > 0.2, round(rng.uniform(1, 500), 1)) for _ in range(600)]
+    # On the edges of the spans, to the microsecond.
+    results += [("a" * 8, now - timedelta(hours=1), True, 7.0), ("a" * 8, now - timedelta(days=1), False, None),
+                ("b" * 8, now, True, 3.0)]
+    _store(application, endpoint_id, results)
+
+    def expected(instance_id, span):
+        mine = [(ok, ms) for i, at, ok, ms in results if i == instance_id and now - span <= at <= now]
+        measured = [ms for _, ms in mine if ms is not None]
+        return len(mine), sum(1 for ok, _ in mine if not ok), pytest.approx(sum(measured) / len(measured))
+
     with application.app_context():
-        for instance_id, minutes, ok, ms in (("a" * 8, 5, True, 10.0), ("a" * 8, 120, False, None),
-                                             ("b" * 8, 30, True, 3.0), ("b" * 8, 2000, True, 99.0)):
-            result = CheckResult(is_ok=ok, check_type="http", response_time_ms=ms,
-                                 failure_reason=None if ok else "refused")
-            result.checked_at = now - timedelta(minutes=minutes)
-            record_results([(endpoint_id, result)], instance_id=instance_id, location="lab")
         figures = figures_by_instance(["a" * 8, "b" * 8, "c" * 8], now)
-    hour, day = figures["a" * 8]
-    assert (hour.checks, hour.failures, hour.average_ms) == (1, 0, 10.0)
-    assert (day.checks, day.failures, day.average_ms, day.failure_percent) == (2, 1, 10.0, 50.0)
-    hour, day = figures["b" * 8]
-    assert (hour.checks, day.checks, day.average_ms) == (1, 1, 3.0)  # 2,000 minutes ago is over a day
+        again = figures_by_instance(["a" * 8, "b" * 8, "c" * 8], now)  # from the kept buckets
     assert "c" * 8 not in figures
+    for instance_id in ("a" * 8, "b" * 8):
+        for index, span in ((0, timedelta(hours=1)), (1, timedelta(days=1))):
+            for counted in (figures, again):
+                tally = counted[instance_id][index]
+                assert (tally.checks, tally.failures, tally.average_ms) == expected(instance_id, span)
+
+
+def test_a_result_that_arrives_late_counts_once_its_bucket_is_counted_again(app):
+    from app.services import location_map
+
+    endpoint_id = make_endpoint(app)
+    now = utcnow()
+    _store(app, endpoint_id, [("a" * 8, now - timedelta(hours=3), True, 10.0)])
+    with app.app_context():
+        assert figures_by_instance(["a" * 8], now)["a" * 8][1].checks == 1
+    # A dependent's outbox delivered after an outage: a result checked three hours ago.
+    _store(app, endpoint_id, [("a" * 8, now - timedelta(hours=3, minutes=1), False, None)])
+    later = now + location_map.RECOUNT_AFTER + timedelta(seconds=1)
+    with app.app_context():
+        counts = [figures_by_instance(["a" * 8], later + timedelta(seconds=i))["a" * 8][1].checks
+                  for i in range(location_map.DAY // (location_map.MAX_RECOUNTED * location_map.BUCKET_SECONDS
+                                                      * timedelta(seconds=1)) + 1)]
+    assert counts[-1] == 2  # every bucket was counted again within a day's worth of polls
