@@ -136,6 +136,12 @@ def test_the_map_shows_each_instance_coloured_by_health_and_asks_nothing_of_else
     expect(regions.filter(has_text="eu-central-1").locator("td.num").first).to_contain_text("ms")
     screenshot(page, tmp_path, "map.png")
 
+    # On a phone the table goes below the map, and nothing is wider than the screen.
+    page.set_viewport_size({"width": 390, "height": 844})
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.locator("#map-regions").bounding_box()["y"] > page.locator("svg.world").bounding_box()["y"]
+    page.set_viewport_size({"width": 1280, "height": 720})
+
     # A dependent stops: its marker turns inactive in place, no reload.
     page.evaluate("window.__sameDocument = true")
     cluster["sin-1"].stop()
