@@ -1,21 +1,33 @@
-"""One endpoint's history for its detail page: response-time chart over a
-range, uptime over 24 h / 7 d / 30 d, incidents, recent failures and each
-location's view (from ``consensus``).
+"""One endpoint's history for its detail page: response time per location
+over a range, the consensus over that range as a timeline, uptime per
+location and of the consensus over 24 h / 7 d / 30 d, incidents, recent
+failures and each location's view (from ``consensus``).
 
 Short ranges read raw results downsampled to buckets in SQL; long ranges
-read hourly roll-ups (see ``rollups``), so a month is 720 rows, not 43,200.
+read hourly roll-ups (see ``rollups``; per location, ``result_location_hours``),
+so a month from 3 locations is 2,160 rows, not 130,000. The timeline reads
+status changes (at most ``MAX_TIMELINE_CHANGES``). Nothing here rolls up.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
+from flask import current_app
 from sqlalchemy import select
 
 from app.extensions import db
-from app.models import Endpoint, ResponseTime, StatusChange, utcnow
+from app.models import Endpoint, LocationStatus, MonitoringInstance, ResponseTime, StatusChange, utcnow
 from app.services import configuration
-from app.services.rollups import HOUR, Tally, hour_floor, hourly_tallies, raw_tallies
+from app.services.rollups import (
+    HOUR,
+    Tally,
+    hour_floor,
+    hourly_location_rows,
+    hourly_tallies,
+    raw_location_tallies,
+    raw_tallies,
+)
 
 
 @dataclass(frozen=True)
@@ -35,6 +47,23 @@ RANGES = {
     )
 }
 DEFAULT_RANGE = "24h"
+UPTIME_SPANS = {"24h": timedelta(hours=24), "7d": timedelta(days=7), "30d": timedelta(days=30)}
+# A flapping endpoint's month can hold thousands of changes; the timeline
+# shows the newest this many and marks the time before them as not shown.
+MAX_TIMELINE_CHANGES = 2000
+
+
+def range_for(requested: str | None, endpoint: Endpoint, now: datetime | None = None) -> str:
+    """The range asked for if it is one, else one that fits the endpoint's
+    age: the shortest that covers all of its history, ``DEFAULT_RANGE`` at
+    most (a new endpoint opens on an hour, not on a day with one point)."""
+    if requested in RANGES:
+        return requested
+    age = (now or utcnow()) - endpoint.created_at
+    for selected in RANGES.values():  # shortest first
+        if selected.span >= age or selected.key == DEFAULT_RANGE:
+            return selected.key
+    return DEFAULT_RANGE
 
 
 @dataclass
@@ -77,6 +106,171 @@ def uptimes(endpoint_id: int, now: datetime | None = None) -> dict[str, float | 
                 total.add(tally)
         out[key] = total.uptime
     return out
+
+
+@dataclass
+class Location:
+    """A location (instance) that checked the endpoint, as the page names and colours it."""
+
+    instance_id: str
+    name: str
+    colour: int  # index into the chart's palette, the same in every range
+
+
+def _locations(endpoint_id: int, seen: dict[str, str]) -> list[Location]:
+    """The endpoint's locations in a fixed order, so each keeps its colour
+    whatever the range: those that check it now (this instance first, then
+    by name), then any others its results came from (``seen``: instance id
+    to the location it reported), such as a removed instance."""
+    current = dict(db.session.execute(
+        select(LocationStatus.instance_id, LocationStatus.location).where(LocationStatus.endpoint_id == endpoint_id)
+    ).all())
+    labels = {**seen, **current}
+    own = configuration.instance_id()
+    ordered = sorted(labels, key=lambda i: (i not in current, i != own, labels[i], i))
+    shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    names = {}
+    if shared:
+        # Two instances in one location: tell them apart by the instance's name.
+        names = dict(db.session.execute(select(MonitoringInstance.id, MonitoringInstance.name).where(
+            MonitoringInstance.id.in_([i for i in ordered if labels[i] in shared]))).all())
+        names.setdefault(own, current_app.config["SETTINGS"].instance_name)
+    return [Location(i, f"{labels[i]} ({names.get(i, i[:8])})" if labels[i] in shared else labels[i], colour)
+            for colour, i in enumerate(ordered)]
+
+
+@dataclass
+class LocationSeries:
+    """One location's buckets over a range, and its total over the range."""
+
+    location: Location
+    buckets: list[Bucket]
+    total: Tally
+
+
+@dataclass(frozen=True)
+class Span:
+    """A stretch of time with one consensus; ``status`` None: not shown
+    (older than the newest ``MAX_TIMELINE_CHANGES`` changes)."""
+
+    start: datetime
+    end: datetime
+    status: str | None
+
+
+@dataclass
+class RangeChart:
+    """What the chart panel draws for one range: a series per location and
+    the consensus timeline, over [start, end)."""
+
+    range: Range
+    start: datetime
+    end: datetime
+    series: list[LocationSeries]
+    timeline: list[Span]
+
+
+def range_chart(endpoint: Endpoint, range_key: str, now: datetime | None = None) -> RangeChart:
+    """Response times per location in buckets over the range, and the
+    consensus timeline over it (a fixed number of bounded queries)."""
+    now = now or utcnow()
+    selected = RANGES[range_key]
+    size = int(selected.bucket.total_seconds())
+    first = int((now - selected.span).timestamp()) // size
+    last = int(now.timestamp()) // size
+    start = datetime.fromtimestamp(first * size, timezone.utc)
+    end = datetime.fromtimestamp((last + 1) * size, timezone.utc)
+    if selected.bucket < HOUR:
+        found = raw_location_tallies(start, end, bucket_seconds=size, endpoint_ids=[endpoint.id]).items()
+    else:
+        found = ((key, tally) for key, tally in hourly_location_rows(hour_floor(start), now,
+                                                                      endpoint_ids=[endpoint.id]))
+    by_location: dict[str, dict[int, Tally]] = {}
+    seen: dict[str, str] = {}
+    for key, tally in found:
+        number = key.bucket * (3600 if selected.bucket >= HOUR else size) // size
+        by_location.setdefault(key.instance_id, {}).setdefault(number, Tally()).add(tally)
+        seen[key.instance_id] = key.location
+    series = []
+    for location in _locations(endpoint.id, seen):
+        tallies = by_location.get(location.instance_id, {})
+        total = Tally()
+        for tally in tallies.values():
+            total.add(tally)
+        series.append(LocationSeries(location, [
+            Bucket(datetime.fromtimestamp(n * size, timezone.utc), tallies.get(n, Tally()))
+            for n in range(first, last + 1)], total))
+    return RangeChart(selected, start, end, series, consensus_timeline(endpoint, start, now))
+
+
+def consensus_timeline(endpoint: Endpoint, start: datetime, end: datetime) -> list[Span]:
+    """The consensus from ``start`` (or the endpoint's creation) to ``end``,
+    as spans, from its status changes: the newest before ``start`` and at
+    most ``MAX_TIMELINE_CHANGES`` within."""
+    start = max(start, endpoint.created_at)
+    if start >= end:
+        return []
+    table = StatusChange.__table__.c
+    within = list(db.session.execute(
+        select(table.changed_at, table.from_status, table.to_status)
+        .where(table.endpoint_id == endpoint.id, table.changed_at >= start, table.changed_at < end)
+        .order_by(table.changed_at.desc(), table.id.desc()).limit(MAX_TIMELINE_CHANGES + 1)
+    ).all())[::-1]
+    if len(within) > MAX_TIMELINE_CHANGES:
+        shown_from = within[1].changed_at
+        status = None
+        within = within[1:]
+        spans = [Span(start, shown_from, None)]
+        start = shown_from
+    else:
+        before = db.session.execute(
+            select(table.to_status).where(table.endpoint_id == endpoint.id, table.changed_at < start)
+            .order_by(table.changed_at.desc(), table.id.desc()).limit(1)
+        ).scalar_one_or_none()
+        status = before or (within[0].from_status if within else endpoint.status)
+        spans = []
+    moment = start
+    for changed_at, _, to_status in within:
+        if changed_at > moment and status is not None:
+            spans.append(Span(moment, changed_at, status))
+        moment, status = max(moment, changed_at), to_status
+    if end > moment:
+        spans.append(Span(moment, end, status))
+    return spans
+
+
+@dataclass
+class LocationUptime:
+    location: Location
+    uptimes: dict[str, float | None]  # by UPTIME_SPANS key
+
+
+def location_uptimes(endpoint: Endpoint, now: datetime | None = None) -> list[LocationUptime]:
+    """Each location's share of checks passed over 24 h, 7 d and 30 d
+    (hour granularity), from per-location roll-ups plus the raw tail."""
+    now = now or utcnow()
+    totals: dict[str, dict[str, Tally]] = {}
+    seen: dict[str, str] = {}
+    for key, tally in hourly_location_rows(hour_floor(now - max(UPTIME_SPANS.values())), now,
+                                           endpoint_ids=[endpoint.id]):
+        seen[key.instance_id] = key.location
+        hour_end = datetime.fromtimestamp(key.bucket * 3600, timezone.utc) + HOUR
+        spans = totals.setdefault(key.instance_id, {name: Tally() for name in UPTIME_SPANS})
+        for name, span in UPTIME_SPANS.items():
+            if hour_end > now - span:
+                spans[name].add(tally)
+    return [LocationUptime(location, {name: tally.uptime for name, tally in
+                                      totals.get(location.instance_id, {}).items()} or dict.fromkeys(UPTIME_SPANS))
+            for location in _locations(endpoint.id, seen)]
+
+
+def consensus_uptimes(endpoint: Endpoint, now: datetime | None = None) -> dict[str, float | None]:
+    """The consensus uptime over 24 h, 7 d and 30 d (time-weighted, see
+    ``consensus.uptimes``)."""
+    from app.services import consensus
+
+    found = consensus.uptimes([endpoint.id], now, spans=UPTIME_SPANS.values()).get(endpoint.id, {})
+    return {name: found.get(span) for name, span in UPTIME_SPANS.items()}
 
 
 @dataclass
