@@ -207,7 +207,6 @@ def consensus_timeline(endpoint: Endpoint, start: datetime, end: datetime) -> li
     """The consensus from ``start`` (or the endpoint's creation) to ``end``,
     as spans, from its status changes: the newest before ``start`` and at
     most ``MAX_TIMELINE_CHANGES`` within."""
-    start = max(start, endpoint.created_at)
     if start >= end:
         return []
     table = StatusChange.__table__.c
@@ -229,6 +228,10 @@ def consensus_timeline(endpoint: Endpoint, start: datetime, end: datetime) -> li
         ).scalar_one_or_none()
         status = before or (within[0].from_status if within else endpoint.status)
         spans = []
+        if before is None:
+            # Nothing before the endpoint existed (its first change may be
+            # stamped a moment earlier: the check that made it).
+            start = max(start, min([endpoint.created_at] + [change.changed_at for change in within[:1]]))
     moment = start
     for changed_at, _, to_status in within:
         if changed_at > moment and status is not None:

@@ -128,7 +128,9 @@ def _raw_rows(start: datetime, end: datetime | None, *, bucket_seconds: int | No
         "COALESCE(SUM(r.response_time_ms), 0) AS ms_sum, COUNT(r.response_time_ms) AS ms_count, "
         "MAX(r.response_time_ms) AS ms_max "
         f"FROM endpoints e {_per_endpoint_join()} response_times r ON r.endpoint_id = e.id "
-        f"WHERE {' AND '.join(where)} GROUP BY e.id, {bucket}{', r.instance_id' if per_location else ''}"
+        # No "GROUP BY 0": PostgreSQL takes a number there for a column position.
+        f"WHERE {' AND '.join(where)} GROUP BY e.id{', ' + bucket if bucket_seconds else ''}"
+        f"{', r.instance_id' if per_location else ''}"
     ).bindparams(bindparam("start", type_=UTCDateTime()))
     if end is not None:
         sql = sql.bindparams(bindparam("end", type_=UTCDateTime()))
