@@ -150,7 +150,7 @@ def _current_range(html: str) -> str:
 
 
 def _uptime_row(html: str, name: str) -> list[str]:
-    table = re.search(r'<table class="list uptime-table">.*?</table>', html, re.S).group(0)
+    table = re.search(r'<table class="uptime-table">.*?</table>', html, re.S).group(0)
     row = re.search(rf'<th scope="row">(?:<span[^>]*></span>)?{name}</th>(.*?)</tr>', table, re.S).group(1)
     return [cell.strip() for cell in re.findall(r'<td class="num">(.*?)</td>', row)]
 
