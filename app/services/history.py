@@ -23,8 +23,9 @@ from app.services.rollups import (
     HOUR,
     Tally,
     hour_floor,
-    hourly_location_rows,
     hourly_tallies,
+    location_checks_since,
+    location_rows,
     raw_location_tallies,
     raw_tallies,
 )
@@ -182,14 +183,12 @@ def range_chart(endpoint: Endpoint, range_key: str, now: datetime | None = None)
     end = datetime.fromtimestamp((last + 1) * size, timezone.utc)
     if selected.bucket < HOUR:
         found = raw_location_tallies(start, end, bucket_seconds=size, endpoint_ids=[endpoint.id]).items()
-    else:
-        found = ((key, tally) for key, tally in hourly_location_rows(hour_floor(start), now,
-                                                                      endpoint_ids=[endpoint.id]))
+    else:  # buckets of whole hours, which start on an hour
+        found = location_rows(start, now, endpoint_ids=[endpoint.id], bucket_seconds=size)
     by_location: dict[str, dict[int, Tally]] = {}
     seen: dict[str, str] = {}
     for key, tally in found:
-        number = key.bucket * (3600 if selected.bucket >= HOUR else size) // size
-        by_location.setdefault(key.instance_id, {}).setdefault(number, Tally()).add(tally)
+        by_location.setdefault(key.instance_id, {}).setdefault(key.bucket, Tally()).add(tally)
         seen[key.instance_id] = key.location
     series = []
     for location in _locations(endpoint.id, seen):
@@ -252,19 +251,12 @@ def location_uptimes(endpoint: Endpoint, now: datetime | None = None) -> list[Lo
     """Each location's share of checks passed over 24 h, 7 d and 30 d
     (hour granularity), from per-location roll-ups plus the raw tail."""
     now = now or utcnow()
-    totals: dict[str, dict[str, Tally]] = {}
-    seen: dict[str, str] = {}
-    for key, tally in hourly_location_rows(hour_floor(now - max(UPTIME_SPANS.values())), now,
-                                           endpoint_ids=[endpoint.id]):
-        seen[key.instance_id] = key.location
-        hour_end = datetime.fromtimestamp(key.bucket * 3600, timezone.utc) + HOUR
-        spans = totals.setdefault(key.instance_id, {name: Tally() for name in UPTIME_SPANS})
-        for name, span in UPTIME_SPANS.items():
-            if hour_end > now - span:
-                spans[name].add(tally)
-    return [LocationUptime(location, {name: tally.uptime for name, tally in
-                                      totals.get(location.instance_id, {}).items()} or dict.fromkeys(UPTIME_SPANS))
-            for location in _locations(endpoint.id, seen)]
+    # An hour counts towards a span when any of it is inside the span.
+    found = location_checks_since(endpoint.id, {name: hour_floor(now - span) for name, span in UPTIME_SPANS.items()},
+                                  now)
+    return [LocationUptime(location, {name: tally.uptime for name, tally in found[location.instance_id][1].items()}
+                           if location.instance_id in found else dict.fromkeys(UPTIME_SPANS))
+            for location in _locations(endpoint.id, {i: label for i, (label, _) in found.items()})]
 
 
 def consensus_uptimes(endpoint: Endpoint, now: datetime | None = None) -> dict[str, float | None]:

@@ -420,25 +420,70 @@ def hourly_tallies(start: datetime, now: datetime, *, endpoint_ids: list[int] | 
     return out
 
 
-def hourly_location_rows(start: datetime, now: datetime, *, endpoint_ids: list[int]):
-    """(``LocationKey``, Tally) per endpoint, location and hour from
-    ``start`` (an hour, at most ``KEEP_LOCATION_ROLLUPS`` ago) up to now.
+def location_rows(start: datetime, now: datetime, *, endpoint_ids: list[int], bucket_seconds: int = 3600):
+    """(``LocationKey``, Tally) per endpoint, location and bucket of
+    ``bucket_seconds`` (whole hours) from ``start`` (an hour, at most
+    ``KEEP_LOCATION_ROLLUPS`` ago) up to now.
 
     As ``hourly_rows``, per location: rolled-up hours from
-    ``result_location_hours``, the rest from raw results; two queries.
+    ``result_location_hours``, summed per bucket in SQL, the rest from raw
+    results; two queries. A bucket the watermark cuts in two comes twice
+    (add them up).
     """
     if not endpoint_ids:
         return
     mark = watermark() or start
     if mark > start:
+        bucket = bucket_sql("hour", bucket_seconds)
         statement = text(
-            f"SELECT endpoint_id, instance_id, location, {bucket_sql('hour', 3600)} AS bucket, checks, ok_checks, "
-            "response_ms_sum, response_ms_count, response_ms_max FROM result_location_hours "
-            "WHERE endpoint_id IN :ids AND hour >= :start AND hour < :mark"
+            f"SELECT endpoint_id, instance_id, MAX(location) AS location, {bucket} AS bucket, SUM(checks), "
+            "SUM(ok_checks), SUM(response_ms_sum), SUM(response_ms_count), MAX(response_ms_max) "
+            "FROM result_location_hours WHERE endpoint_id IN :ids AND hour >= :start AND hour < :mark "
+            f"GROUP BY endpoint_id, instance_id, {bucket}"
         ).bindparams(bindparam("start", type_=UTCDateTime()), bindparam("mark", type_=UTCDateTime()),
                      bindparam("ids", expanding=True))
-        for endpoint_id, instance_id, location, bucket, *numbers in db.session.execute(
+        for endpoint_id, instance_id, location, number, checks, ok, ms_sum, ms_count, ms_max in db.session.execute(
                 statement, {"start": start, "mark": mark, "ids": list(endpoint_ids)}):
-            yield LocationKey(endpoint_id, instance_id, location, int(bucket)), Tally(*numbers)
-    yield from raw_location_tallies(max(start, mark), hour_floor(now) + HOUR, bucket_seconds=3600,
+            yield (LocationKey(endpoint_id, instance_id, location, int(number)),
+                   Tally(int(checks), int(ok), float(ms_sum or 0.0), int(ms_count or 0),
+                         float(ms_max) if ms_max is not None else None))
+    yield from raw_location_tallies(max(start, mark), hour_floor(now) + HOUR, bucket_seconds=bucket_seconds,
                                     endpoint_ids=endpoint_ids).items()
+
+
+def location_checks_since(endpoint_id: int, starts: dict[str, datetime], now: datetime
+                          ) -> dict[str, tuple[str, dict[str, Tally]]]:
+    """Per instance: the location it reported and, for each of ``starts``
+    (name to an hour), its checks and successes from that hour up to now.
+
+    For uptimes over several spans in one pass: rolled-up hours summed in
+    SQL (a row per location), the rest from raw results.
+    """
+    first = min(starts.values())
+    mark = watermark() or first
+    out: dict[str, tuple[str, dict[str, Tally]]] = {}
+
+    def add(instance_id: str, location: str, name: str, tally: Tally) -> None:
+        out.setdefault(instance_id, (location, {n: Tally() for n in starts}))[1][name].add(tally)
+
+    if mark > first:
+        names = list(starts)
+        columns = ", ".join(f"SUM(CASE WHEN hour >= :s{i} THEN checks ELSE 0 END), "
+                            f"SUM(CASE WHEN hour >= :s{i} THEN ok_checks ELSE 0 END)" for i in range(len(names)))
+        statement = text(
+            f"SELECT instance_id, MAX(location), {columns} FROM result_location_hours "
+            "WHERE endpoint_id = :endpoint_id AND hour >= :start AND hour < :mark GROUP BY instance_id"
+        ).bindparams(*(bindparam(key, type_=UTCDateTime()) for key in
+                       ["start", "mark", *(f"s{i}" for i in range(len(names)))]))
+        params = {"endpoint_id": endpoint_id, "start": first, "mark": mark,
+                  **{f"s{i}": starts[name] for i, name in enumerate(names)}}
+        for instance_id, location, *numbers in db.session.execute(statement, params):
+            for i, name in enumerate(names):
+                add(instance_id, location, name, Tally(int(numbers[2 * i] or 0), int(numbers[2 * i + 1] or 0)))
+    for key, tally in raw_location_tallies(max(first, mark), hour_floor(now) + HOUR, bucket_seconds=3600,
+                                           endpoint_ids=[endpoint_id]).items():
+        hour = datetime.fromtimestamp(key.bucket * 3600, timezone.utc)
+        for name, since in starts.items():
+            if hour >= since:
+                add(key.instance_id, key.location, name, tally)
+    return out

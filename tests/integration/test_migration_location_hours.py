@@ -64,7 +64,7 @@ def _check_filled(hours: dict, now: datetime) -> None:
     # Readers get the same per location from the filled rows as from raw results.
     start = rollups.hour_floor(now - timedelta(days=3))
     from_rollups = {}
-    for key, tally in rollups.hourly_location_rows(start, now, endpoint_ids=[1]):
+    for key, tally in rollups.location_rows(start, now, endpoint_ids=[1]):
         from_rollups.setdefault(key.instance_id, rollups.Tally()).add(tally)
     from_raw = {}
     for key, tally in rollups.raw_location_tallies(start, None, endpoint_ids=[1]).items():
