@@ -10,6 +10,7 @@ status changes (at most ``MAX_TIMELINE_CHANGES``). Nothing here rolls up.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -129,7 +130,7 @@ def _locations(endpoint_id: int, seen: dict[str, str]) -> list[Location]:
     labels = {**seen, **current}
     own = configuration.instance_id()
     ordered = sorted(labels, key=lambda i: (i not in current, i != own, labels[i], i))
-    shared = {label for label in labels.values() if list(labels.values()).count(label) > 1}
+    shared = {label for label, count in Counter(labels.values()).items() if count > 1}
     names = {}
     if shared:
         # Two instances in one location: tell them apart by the instance's name.
@@ -243,6 +244,8 @@ def consensus_timeline(endpoint: Endpoint, start: datetime, end: datetime) -> li
 
 @dataclass
 class LocationUptime:
+    """A location's share of checks passed over each of ``UPTIME_SPANS``."""
+
     location: Location
     uptimes: dict[str, float | None]  # by UPTIME_SPANS key
 

@@ -4,7 +4,9 @@ Reading a day of raw results for 1,000 endpoints means aggregating 1.4
 million rows; reading 24 hourly rows per endpoint plus the last hour of raw
 results is a few milliseconds. So finished hours are rolled up into
 ``result_hours`` once, by the clock's ``roll-up-results`` job (``roll_up``,
-every 5 minutes; readers never roll up), and readers combine:
+every 5 minutes; readers never roll up), and per location into
+``result_location_hours`` in the same pass (for the endpoint page; kept
+``KEEP_LOCATION_ROLLUPS``), and readers combine:
 
     rolled-up hours before the watermark  +  raw results from it on
 

@@ -42,16 +42,20 @@ class Cluster:
             primary.register_self()
             create_user(EMAIL, PASSWORD, is_admin=True)
         self.sync = sync_app.test_client()
-        self.tokens = {}
+        self.tokens, self.ids = {}, {}
         for location, instance_id in DEPENDENTS.items():
-            reply = self.sync.post("/sync/api/register", headers={"X-Cluster-Secret": SECRET}, json={
-                "instanceId": instance_id, "instanceName": f"dep-{location}", "location": location,
-                "syncUrl": "http://127.0.0.1:4002", "failoverOrder": 1, "heartbeatInterval": 5})
-            assert reply.status_code == 201, reply.get_json()
-            self.tokens[location] = reply.get_json()["token"]
+            self.register(location, instance_id, location, f"dep-{location}")
         self.web = web_app.test_client()
         assert sign_in(self.web).status_code == 302
         self.web.token = csrf_token(self.web, "/")
+
+    def register(self, key: str, instance_id: str, location: str, name: str) -> None:
+        """A dependent joins through the sync API; ``key`` names it in these tests."""
+        reply = self.sync.post("/sync/api/register", headers={"X-Cluster-Secret": SECRET}, json={
+            "instanceId": instance_id, "instanceName": name, "location": location,
+            "syncUrl": "http://127.0.0.1:4002", "failoverOrder": 1, "heartbeatInterval": 5})
+        assert reply.status_code == 201, reply.get_json()
+        self.tokens[key], self.ids[key] = reply.get_json()["token"], instance_id
 
     def endpoint(self, *, age=timedelta(0), **fields) -> int:
         """A new endpoint; ``age``: made as if created that long ago."""
@@ -81,7 +85,7 @@ class Cluster:
                   "failureReason": None if ok else reason, "checkType": "http", "metadata": {},
                   "checkedAt": (at or utcnow()).isoformat()}
         reply = self.sync.put("/sync/api/heartbeat", headers={"Authorization": f"Bearer {self.tokens[location]}"},
-                              json={"instanceId": DEPENDENTS[location], "epoch": 0, "configVersion": 1,
+                              json={"instanceId": self.ids[location], "epoch": 0, "configVersion": 1,
                                     "results": [result]})
         assert reply.status_code == 200, reply.get_json()
 
@@ -90,12 +94,12 @@ class Cluster:
         be, with the clock at ``at`` (so a past consensus can be built)."""
         with self.app.app_context():
             rows = [{"result_id": str(uuid.uuid4()), "endpoint_id": endpoint_id,
-                     "instance_id": DEPENDENTS[location], "location": location, "checked_at": at, "is_ok": ok,
+                     "instance_id": self.ids[location], "location": location, "checked_at": at, "is_ok": ok,
                      "status": "UP" if ok else "DOWN", "response_time_ms": ms if ok else None,
                      "failure_reason": None if ok else "timeout", "check_type": "http", "check_metadata": {},
                      "synced_at": at}]
             store_results(rows)
-            consensus.ingest(rows, instance_id=DEPENDENTS[location], location=location, own=False, now=at)
+            consensus.ingest(rows, instance_id=self.ids[location], location=location, own=False, now=at)
             db.session.commit()
 
     def chart(self, endpoint_id, range_key=None) -> str:
@@ -382,3 +386,14 @@ def test_it_works_on_postgresql_too(pg_app):
         uptimes = {u.location.name: u.uptimes for u in history.location_uptimes(endpoint, now)}
         assert uptimes["lima"]["24h"] == 0.0 and uptimes["oslo"]["30d"] == 100.0
         assert db.session.execute(text("SELECT COUNT(*) FROM result_location_hours")).scalar_one() > 0
+
+
+def test_two_instances_in_one_location_are_told_apart(cluster):
+    cluster.register("virginia-b", "9a2f4c80-2f9c-4e69-9f76-8c3a5c2d9e33", "virginia", "dep-virginia-b")
+    endpoint = cluster.endpoint()
+    cluster.own(endpoint, True)
+    cluster.beat("virginia", endpoint, True)
+    cluster.beat("virginia-b", endpoint, False)
+    html = cluster.page(endpoint)
+    assert _legend(html) == ["frankfurt", "virginia (dep-virginia)", "virginia (dep-virginia-b)"]
+    assert _uptime_row(html, re.escape("virginia (dep-virginia-b)")) == ["0.00 %"] * 3
