@@ -4,9 +4,10 @@ location and of the consensus over 24 h / 7 d / 30 d, incidents, recent
 failures and each location's view (from ``consensus``).
 
 Short ranges read raw results downsampled to buckets in SQL; long ranges
-read hourly roll-ups (see ``rollups``; per location, ``result_location_hours``),
-so a month from 3 locations is 2,160 rows, not 130,000. The timeline reads
-status changes (at most ``MAX_TIMELINE_CHANGES``). Nothing here rolls up.
+read hourly roll-ups (see ``rollups``; per location, ``result_location_hours``)
+summed per bucket in SQL, so a month from 3 locations is 360 rows, not
+130,000 results. The timeline reads status changes (at most
+``MAX_TIMELINE_CHANGES``). Nothing here rolls up.
 """
 from __future__ import annotations
 
