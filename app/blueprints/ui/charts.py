@@ -3,6 +3,7 @@ no script): a sparkline per dashboard row, the detail page's chart (one
 series per location, with its legend) and its consensus timeline."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 
 from markupsafe import Markup, escape
@@ -176,41 +177,57 @@ def _span_text(seconds: float) -> str:
     return f"{minutes // 60} h {minutes % 60} min" if minutes < 2880 else f"{minutes // 1440} d {minutes % 1440 // 60} h"
 
 
+@dataclass
+class _Cell:
+    """A drawn piece of the timeline: one stretch, or several too short to see."""
+
+    x0: float
+    x1: float
+    start: datetime
+    end: datetime
+    seconds: dict[str | None, float]  # by status
+
+    @property
+    def status(self) -> str | None:
+        return max(self.seconds, key=lambda status: _SEVERITY.get(status, 0))
+
+    @property
+    def narrow(self) -> bool:
+        return self.x1 - self.x0 < _MIN_CELL
+
+    def title(self) -> str:
+        when = f"{self.start:%Y-%m-%d %H:%M} – {self.end:%Y-%m-%d %H:%M} UTC"
+        if len(self.seconds) == 1:
+            status = self.status or "not shown (more changes than the timeline keeps)"
+            return f"{status} {when} ({_span_text(sum(self.seconds.values()))})"
+        return f"{when}: " + ", ".join(
+            f"{status or 'not shown'} {_span_text(seconds)}" for status, seconds in
+            sorted(self.seconds.items(), key=lambda item: -_SEVERITY.get(item[0], 0)))
+
+
 def consensus_band(view: RangeChart, *, height: int = 20) -> Markup:
     """The consensus over the range as a band of UP / PARTIAL / DOWN (and
     PENDING) stretches on the chart's time axis; stretches too short to see
     are merged with their neighbours and shown in the worst status."""
     x = _time_axis(view)
-    cells: list[dict] = []
+    cells: list[_Cell] = []
     for span in view.timeline:
-        x0, x1 = x(span.start), x(span.end)
-        seconds = (span.end - span.start).total_seconds()
-        narrow = x1 - x0 < _MIN_CELL
-        if narrow and cells and cells[-1]["x1"] - cells[-1]["x0"] < _MIN_CELL:
-            cell = cells[-1]
-            cell["x1"], cell["end"] = x1, span.end
-            cell["seconds"][span.status] = cell["seconds"].get(span.status, 0.0) + seconds
-            cell["status"] = max(cell["status"], span.status, key=lambda s: _SEVERITY.get(s, 0))
+        cell = _Cell(x(span.start), x(span.end), span.start, span.end,
+                     {span.status: (span.end - span.start).total_seconds()})
+        if cell.narrow and cells and cells[-1].narrow:
+            last = cells[-1]
+            last.x1, last.end = cell.x1, cell.end
+            last.seconds[span.status] = last.seconds.get(span.status, 0.0) + cell.seconds[span.status]
         else:
-            cells.append({"x0": x0, "x1": x1, "start": span.start, "end": span.end, "status": span.status,
-                          "seconds": {span.status: seconds}})
-    label = escape("consensus timeline: " + (", ".join(sorted({c["status"] or "not shown" for c in cells}))
-                                      or "nothing decided in this range"))
-    parts = [f'<svg class="consensus-band" viewBox="0 0 {_WIDTH} {height}" role="img" aria-label="{label}">']
+            cells.append(cell)
+    shown = ", ".join(sorted({cell.status or "not shown" for cell in cells})) or "nothing decided in this range"
+    parts = [f'<svg class="consensus-band" viewBox="0 0 {_WIDTH} {height}" role="img" '
+             f'aria-label="{escape("consensus timeline: " + shown)}">']
     # Narrow cells last, so their minimum width is drawn over a wide neighbour.
-    for cell in sorted(cells, key=lambda c: c["x1"] - c["x0"] < _MIN_CELL):
-        when = f"{cell['start']:%Y-%m-%d %H:%M} – {cell['end']:%Y-%m-%d %H:%M} UTC"
-        if len(cell["seconds"]) == 1:
-            status = cell["status"] or "not shown (more changes than the timeline keeps)"
-            title = f"{status} {when} ({_span_text(sum(cell['seconds'].values()))})"
-        else:
-            title = f"{when}: " + ", ".join(
-                f"{status or 'not shown'} {_span_text(seconds)}" for status, seconds in
-                sorted(cell["seconds"].items(), key=lambda item: -_SEVERITY.get(item[0], 0)))
-        css = (cell["status"] or "unknown").lower()
-        parts.append(f'<rect class="band {css}" x="{cell["x0"]:.1f}" y="0" '
-                     f'width="{max(cell["x1"] - cell["x0"], _MIN_CELL):.1f}" height="{height}">'
-                     f'<title>{escape(title)}</title></rect>')
+    for cell in sorted(cells, key=lambda c: c.narrow):
+        parts.append(f'<rect class="band {(cell.status or "unknown").lower()}" x="{cell.x0:.1f}" y="0" '
+                     f'width="{max(cell.x1 - cell.x0, _MIN_CELL):.1f}" height="{height}">'
+                     f'<title>{escape(cell.title())}</title></rect>')
     parts.append("</svg>")
     return Markup("".join(parts))
 
