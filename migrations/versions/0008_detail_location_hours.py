@@ -7,6 +7,9 @@ one pass over the rolled-up hours of the last 31 days (the page looks back
 30), except the hour of the oldest raw result kept, which retention may
 have cut into.
 
+``response_times`` gets an index of failed results alone, so the page's
+recent failures are found without reading every result of the endpoint.
+
 Revision ID: 0008_detail
 Revises: 0007
 Create Date: 2026-12-05
@@ -44,6 +47,8 @@ def upgrade():
     with op.batch_alter_table('result_location_hours', schema=None) as batch_op:
         batch_op.create_index('ix_result_location_hours_hour', ['hour'], unique=False)
     _fill_rolled_up_hours()
+    op.create_index('ix_response_times_failed', 'response_times', ['endpoint_id', 'checked_at'], unique=False,
+                    sqlite_where=sa.text('is_ok = 0'), postgresql_where=sa.text('NOT is_ok'))
 
 
 def _naive(value):
@@ -83,6 +88,7 @@ def _fill_rolled_up_hours():
 
 
 def downgrade():
+    op.drop_index('ix_response_times_failed', table_name='response_times')
     with op.batch_alter_table('result_location_hours', schema=None) as batch_op:
         batch_op.drop_index('ix_result_location_hours_hour')
     op.drop_table('result_location_hours')
