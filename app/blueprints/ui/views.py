@@ -11,7 +11,7 @@ from flask import abort, current_app, jsonify, make_response, render_template, r
 
 from app import __version__
 from app.blueprints.ui import bp
-from app.blueprints.ui.charts import response_chart, sparkline
+from app.blueprints.ui.charts import consensus_band, location_chart, location_legend, sparkline, swatch
 from app.checks import CHECK_TYPES
 from app.models import utcnow
 from app.models.endpoint import consensus_rule_text
@@ -95,11 +95,13 @@ def dashboard_page():
 
 @bp.get("/endpoints/<int:endpoint_id>")
 def endpoint_detail(endpoint_id: int):
-    """Chart over a range, uptime, incidents, failures, certificate.
+    """Response time per location and the consensus timeline over a range,
+    uptime per location and of the consensus, incidents, failures, certificate.
 
-    HTMX requests get the chart for another range (``range``), or the live
-    status header (``part=status``), which answers 204 while nothing
-    changed and 286 (stop polling) once the endpoint is gone.
+    Without ``range`` the range fits the endpoint's age. HTMX requests get
+    the chart panel for another range (``part=chart``), or the live status
+    header (``part=status``), which answers 204 while nothing changed and
+    286 (stop polling) once the endpoint is gone.
     """
     endpoint = endpoint_service.get_endpoint(endpoint_id)
     is_htmx = bool(request.headers.get("HX-Request"))
@@ -108,28 +110,26 @@ def endpoint_detail(endpoint_id: int):
             return render_template("partials/message.html", kind="error",
                                    message="This endpoint was deleted."), 286
         abort(404, description=f"There is no endpoint with id {endpoint_id}.")
-    range_key = request.args.get("range", history.DEFAULT_RANGE)
-    if range_key not in history.RANGES:
-        range_key = history.DEFAULT_RANGE
     now = utcnow()
+    range_key = history.range_for(request.args.get("range"), endpoint, now)
     version = f"{endpoint.updated_at.timestamp():.6f}"
     if is_htmx and request.args.get("part") == "status":
         if request.args.get("version") == version:
             return "", 204
         return render_template("partials/endpoint_status.html", endpoint=endpoint, version=version,
                                range_key=range_key, refresh=REFRESH_SECONDS)
-    buckets = history.chart(endpoint.id, range_key, now)
-    chart_context = {"endpoint": endpoint, "range_key": range_key, "ranges": history.RANGES,
-                     "chart": response_chart(buckets), "buckets": buckets}
+    view = history.range_chart(endpoint, range_key, now)
+    chart_context = {"endpoint": endpoint, "range_key": range_key, "ranges": history.RANGES, "view": view,
+                     "chart": location_chart(view), "legend": location_legend(view), "band": consensus_band(view)}
     if is_htmx and request.args.get("part") == "chart":
         return render_template("partials/endpoint_chart.html", **chart_context)
     return render_template(
         "ui/endpoint_detail.html", version=version, refresh=REFRESH_SECONDS, now=now,
-        uptimes=history.uptimes(endpoint.id, now), incidents=history.incidents(endpoint, now=now),
+        location_uptimes=history.location_uptimes(endpoint, now), consensus_uptimes=history.consensus_uptimes(
+            endpoint, now), swatch=swatch, incidents=history.incidents(endpoint, now=now),
         failures=history.recent_failures(endpoint.id), certificate=history.latest_certificate(endpoint),
         locations=history.locations(endpoint) if configuration.is_primary() else [], consensus_rule=consensus_rule_text(
             endpoint.consensus_rule, endpoint.consensus_min_down),
-        consensus_uptime=consensus.uptimes([endpoint.id], now).get(endpoint.id, {}).get(timedelta(hours=24)),
         kind=CHECK_TYPES.get(endpoint.check_type), **chart_context)
 
 
