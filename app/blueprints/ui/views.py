@@ -148,6 +148,12 @@ def status_page(slug: str):
     return response
 
 
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico whatever a page links: the same SVG icon."""
+    return current_app.send_static_file("favicon.svg")
+
+
 @bp.get("/health")
 def health():
     return jsonify({"status": "ok", "version": __version__})
