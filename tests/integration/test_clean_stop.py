@@ -19,6 +19,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import psutil
 import pytest
 
 from tests.peers.process import ADMIN, STOP_TIMEOUT, MonitorProcess, monitor_env, wait_until
@@ -46,6 +47,19 @@ def stalled_request(port: str) -> socket.socket:
     return client
 
 
+def accepted(monitor: MonitorProcess, clients: list[socket.socket]) -> bool:
+    """Whether a process of the tree holds the other end of every client's
+    connection (a worker took it from the listen queue)."""
+    wanted = {client.getsockname() for client in clients}
+    held = set()
+    for proc in psutil.Process(monitor.process.pid).children(recursive=True):
+        try:
+            held.update(tuple(c.raddr) for c in proc.net_connections(kind="tcp") if c.raddr)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return wanted <= held
+
+
 @pytest.fixture(scope="module")
 def stopped(tmp_path_factory) -> Stopped:
     """One tree with a temporary folder of its own, started, given stalled
@@ -62,6 +76,8 @@ def stopped(tmp_path_factory) -> Stopped:
     try:
         during = sorted(path.name for path in temporary.iterdir())
         clients = [stalled_request(port) for port in (env["PORT"], env["SYNC_API_PORT"])]
+        wait_until(lambda: accepted(monitor, clients), 20, "gunicorn did not accept the stalled requests",
+                   interval=0.1)
         monitor.process.send_signal(signal.SIGTERM)
         exit_code = monitor.process.wait(timeout=STOP_TIMEOUT)
     finally:
