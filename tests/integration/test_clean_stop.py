@@ -1,4 +1,5 @@
-"""A graceful stop (SIGTERM) of a real process tree leaves nothing behind:
+"""A graceful stop (SIGTERM, or Ctrl-C in a terminal) of a real process
+tree leaves nothing behind:
 no web or sync API worker is SIGKILLed by its gunicorn master (which logs
 "Worker (pid:N) was sent SIGKILL! Perhaps out of memory?" when it sees it),
 and nothing is left in the temporary folder.
@@ -13,6 +14,7 @@ graceful timeout.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import socket
 import sys
@@ -60,10 +62,19 @@ def accepted(monitor: MonitorProcess, clients: list[socket.socket]) -> bool:
     return wanted <= held
 
 
-@pytest.fixture(scope="module")
-def stopped(tmp_path_factory) -> Stopped:
+def send_sigterm(monitor: MonitorProcess) -> None:
+    monitor.process.send_signal(signal.SIGTERM)
+
+
+def press_ctrl_c(monitor: MonitorProcess) -> None:
+    """What a terminal does: SIGINT to every process of the foreground group."""
+    os.killpg(monitor.process.pid, signal.SIGINT)
+
+
+@pytest.fixture(scope="module", params=[send_sigterm, press_ctrl_c], ids=["sigterm", "ctrl-c"])
+def stopped(request, tmp_path_factory) -> Stopped:
     """One tree with a temporary folder of its own, started, given stalled
-    clients, stopped with SIGTERM."""
+    clients, stopped with SIGTERM or as Ctrl-C does."""
     tmp_path = tmp_path_factory.mktemp("clean-stop")
     temporary = tmp_path / "tmp"
     temporary.mkdir()
@@ -78,7 +89,7 @@ def stopped(tmp_path_factory) -> Stopped:
         clients = [stalled_request(port) for port in (env["PORT"], env["SYNC_API_PORT"])]
         wait_until(lambda: accepted(monitor, clients), 20, "gunicorn did not accept the stalled requests",
                    interval=0.1)
-        monitor.process.send_signal(signal.SIGTERM)
+        request.param(monitor)
         exit_code = monitor.process.wait(timeout=STOP_TIMEOUT)
     finally:
         for client in clients:
