@@ -359,8 +359,23 @@ def main() -> None:
     # The same commands as ``flask --app wsgi``, plus Flask-Migrate's ``db``.
     register_cli(SimpleNamespace(cli=cli))
     cli.add_command(db_group)
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     try:
         cli.main(prog_name="python -m app")
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
+    except (OperationalError, ProgrammingError) as exc:
+        if not _no_tables_yet(exc):
+            raise
+        click.echo("error: the database has no tables yet; run `python -m app init` (or `start`) first", err=True)
+        sys.exit(2)
+
+
+def _no_tables_yet(exc) -> bool:
+    """Whether a database error is a missing table (SQLite's words,
+    PostgreSQL's SQLSTATE 42P01): a command run before the first start."""
+    original = getattr(exc, "orig", None)
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return code == "42P01" or "no such table" in str(original)

@@ -69,3 +69,10 @@ def test_a_bad_command_still_says_why_on_stderr(tmp_path):
     assert missing.returncode == 2
     assert missing.stdout == ""
     assert missing.stderr == "error: no endpoint with id 42\n"
+
+
+def test_a_command_before_the_first_start_says_what_to_do(tmp_path):
+    listed = monitor(tmp_path, "endpoints", "list")
+    assert listed.returncode == 2
+    assert listed.stdout == ""
+    assert listed.stderr == "error: the database has no tables yet; run `python -m app init` (or `start`) first\n"
