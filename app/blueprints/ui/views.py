@@ -139,13 +139,21 @@ def status_page(slug: str):
     group = status_pages.published_group_for(slug)
     if group is None:
         abort(404, description="There is no published status page here.")
-    endpoints = status_pages.page(group)
-    overall = status_pages.overall_status(endpoints)
-    response = make_response(render_template("ui/status_page.html", group=group, endpoints=endpoints,
-                                             overall=overall, now=utcnow(), days=status_pages.DAYS))
-    # Public and the same for everyone: let proxies and browsers keep it a little.
-    response.headers["Cache-Control"] = "public, max-age=30"
+    page = status_pages.status_page(group)
+    template = "partials/status_content.html" if request.headers.get("HX-Request") else "ui/status_page.html"
+    response = make_response(render_template(template, page=page, slug=slug))
+    # Public and the same for everyone: let proxies and browsers keep it as
+    # long as the page waits between refreshes; the fragment and the whole
+    # page are kept apart.
+    response.headers["Cache-Control"] = f"public, max-age={page.refresh_seconds}"
+    response.vary.add("HX-Request")
     return response
+
+
+@bp.get("/favicon.ico")
+def favicon():
+    """Browsers ask for /favicon.ico whatever a page links: the same SVG icon."""
+    return current_app.send_static_file("favicon.svg")
 
 
 @bp.get("/health")
