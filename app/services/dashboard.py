@@ -267,11 +267,6 @@ def columns() -> list[Location]:
     return [own, *others]
 
 
-def _offline_locations() -> frozenset[str]:
-    return frozenset(instance_id for instance_id, probe in consensus.probe_states().items()
-                     if probe.offline_since is not None)
-
-
 def _status_rank():
     return case((Endpoint.is_paused.is_(True), _PAUSED_RANK),
                 *((Endpoint.status == status, rank) for status, rank in _STATUS_RANK.items()),
@@ -287,14 +282,13 @@ def _order(sort: str) -> list:
     return [_status_rank(), Endpoint.name, Endpoint.id]
 
 
-def _fresh(now: datetime, location_columns: list[Location]):
+def _fresh(now: datetime, own_id: str, probes: dict):
     """SQL: a location_status row (of an endpoint of the outer query) is fresh
     at ``now``, by ``consensus.freshness_window`` for each interval and
     timeout in use and each location's heartbeat interval."""
-    own_id = next((c.instance_id for c in location_columns if c.is_self), configuration.instance_id())
     default_beat = current_app.config["SETTINGS"].heartbeat_interval
     beats: dict[int, list[str]] = {0: [own_id]}
-    for instance_id, probe in consensus.probe_states().items():
+    for instance_id, probe in probes.items():
         if instance_id != own_id and probe.heartbeat_interval:
             beats.setdefault(probe.heartbeat_interval, []).append(instance_id)
     named = [i for ids in beats.values() for i in ids]
@@ -310,10 +304,10 @@ def _fresh(now: datetime, location_columns: list[Location]):
     return or_(*terms) if terms else false()
 
 
-def _location_condition(filters: Filters, now: datetime, location_columns: list[Location],
-                        offline: frozenset[str]):
+def _location_condition(filters: Filters, now: datetime, own_id: str, probes: dict):
     """SQL: the endpoint has a location (``filters.location``, or any) in
     the state ``filters.status`` asks for."""
+    offline = _offline(probes)
     conditions = [LocationStatus.endpoint_id == Endpoint.id]
     if filters.location:
         conditions.append(LocationStatus.instance_id == filters.location)
@@ -323,7 +317,7 @@ def _location_condition(filters: Filters, now: datetime, location_columns: list[
     elif status:
         if offline:
             conditions.append(LocationStatus.instance_id.not_in(offline))
-        fresh = _fresh(now, location_columns)
+        fresh = _fresh(now, own_id, probes)
         if status == CELL_STALE:
             conditions.append(and_(LocationStatus.last_checked_at.is_not(None), ~fresh))
         else:
@@ -332,39 +326,47 @@ def _location_condition(filters: Filters, now: datetime, location_columns: list[
     return exists().where(*conditions)
 
 
-def _filtered(query, filters: Filters, now: datetime, location_columns: list[Location], offline: frozenset[str]):
+def _offline(probes: dict) -> frozenset[str]:
+    return frozenset(instance_id for instance_id, probe in probes.items() if probe.offline_since is not None)
+
+
+def _conditions(filters: Filters, now: datetime, location_columns: list[Location], probes: dict) -> list:
+    """SQL conditions on endpoints for ``filters``."""
+    conditions = []
     if filters.q:
-        query = query.where(endpoints.matching(filters.q))
+        conditions.append(endpoints.matching(filters.q))
     if filters.consensus == STATUS_PAUSED:
-        query = query.where(Endpoint.is_paused.is_(True))
+        conditions.append(Endpoint.is_paused.is_(True))
     elif filters.consensus:
-        query = query.where(Endpoint.status == filters.consensus, Endpoint.is_paused.is_(False))
+        conditions += [Endpoint.status == filters.consensus, Endpoint.is_paused.is_(False)]
     if filters.location or filters.status:
-        query = query.where(_location_condition(filters, now, location_columns, offline))
-    return query
+        own_id = next((c.instance_id for c in location_columns if c.is_self), None) or configuration.instance_id()
+        conditions.append(_location_condition(filters, now, own_id, probes))
+    return conditions
 
 
 def page(filters: Filters, location_columns: list[Location], now: datetime | None = None) -> Page:
     """The page of endpoints ``filters`` asks for, without their cells yet
     (``add_matrix``). A page past the last is the last."""
     now = now or utcnow()
-    offline = _offline_locations()
-    total = db.session.execute(_filtered(select(func.count()).select_from(Endpoint), filters, now,
-                                         location_columns, offline)).scalar_one()
+    probes = consensus.probe_states()
+    conditions = _conditions(filters, now, location_columns, probes)
+    total = db.session.execute(select(func.count()).select_from(Endpoint).where(*conditions)).scalar_one()
     last = max(1, math.ceil(total / PAGE_SIZE))
     if filters.page > last:
         filters = Filters(**{**filters.__dict__, "page": last})
-    query = (_filtered(select(*_COLUMNS), filters, now, location_columns, offline)
-             .order_by(*_order(filters.sort)).limit(PAGE_SIZE).offset((filters.page - 1) * PAGE_SIZE))
+    query = (select(*_COLUMNS).where(*conditions).order_by(*_order(filters.sort))
+             .limit(PAGE_SIZE).offset((filters.page - 1) * PAGE_SIZE))
     rows = [EndpointRow(*row) for row in db.session.execute(query)]
-    return Page(rows, location_columns, filters, total, offline)
+    return Page(rows, location_columns, filters, total, _offline(probes))
 
 
 def endpoint_rows(*, search: str | None = None, status: str | None = None) -> list[EndpointRow]:
     """Every endpoint matching a search and a consensus, by name, without cells."""
     filters = Filters(q=(search or "").strip()[:SEARCH_LIMIT],
                       consensus=(status or "").upper() if (status or "").upper() in FILTERS else "")
-    query = _filtered(select(*_COLUMNS), filters, utcnow(), [], frozenset()).order_by(Endpoint.name, Endpoint.id)
+    query = (select(*_COLUMNS).where(*_conditions(filters, utcnow(), [], {}))
+             .order_by(Endpoint.name, Endpoint.id))
     return [EndpointRow(*row) for row in db.session.execute(query)]
 
 
