@@ -20,10 +20,10 @@ import hashlib
 import json
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 
 from flask import current_app
-from sqlalchemy import and_, case, exists, false, func, or_, select, text
+from sqlalchemy import String, and_, case, exists, false, func, or_, select, text, type_coerce
 
 from app.extensions import db
 from app.models import (
@@ -446,8 +446,10 @@ def heartbeats(rows: list[EndpointRow], now: datetime, count: int = HEARTBEATS) 
     results = ResponseTime.__table__.c
     recent = or_(*(and_(results.endpoint_id.in_(ids), results.checked_at >= cutoff)
                    for cutoff, ids in by_cutoff.items()))
-    numbered = (select(results.endpoint_id, results.checked_at, results.is_ok, results.location,
-                       results.response_time_ms, results.failure_reason,
+    # checked_at as stored, parsed below: SQLAlchemy parses SQLite's
+    # timestamps with a regular expression each, and a page holds thousands.
+    numbered = (select(results.endpoint_id, type_coerce(results.checked_at, String).label("checked_at"),
+                       results.is_ok, results.location, results.response_time_ms, results.failure_reason,
                        func.row_number().over(partition_by=results.endpoint_id,
                                               order_by=(results.checked_at.desc(), results.id.desc()))
                        .label("n"))
@@ -456,9 +458,15 @@ def heartbeats(rows: list[EndpointRow], now: datetime, count: int = HEARTBEATS) 
                     numbered.c.response_time_ms, numbered.c.failure_reason)
              .where(numbered.c.n <= count).order_by(numbered.c.endpoint_id, numbered.c.checked_at))
     out: dict[int, list[Heartbeat]] = {}
-    for endpoint_id, *beat in db.session.execute(query):
-        out.setdefault(endpoint_id, []).append(Heartbeat(*beat))
+    for endpoint_id, checked_at, *beat in db.session.execute(query):
+        out.setdefault(endpoint_id, []).append(Heartbeat(_moment(checked_at), *beat))
     return out
+
+
+def _moment(value) -> datetime:
+    """A stored timestamp (naive UTC: text on SQLite, a datetime on PostgreSQL), timezone-aware."""
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment.replace(tzinfo=timezone.utc)
 
 
 def certificate_days(endpoint_ids: list[int]) -> dict[int, int]:

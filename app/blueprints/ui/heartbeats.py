@@ -8,21 +8,25 @@ from markupsafe import Markup, escape
 from app.services.dashboard import HEARTBEATS, Heartbeat
 
 
-def _title(beat: Heartbeat) -> str:
-    outcome = (f"{beat.response_time_ms:.0f} ms" if beat.is_ok and beat.response_time_ms is not None
-               else "up" if beat.is_ok else f"down: {beat.failure_reason or 'failed'}")
-    return f"{beat.checked_at:%Y-%m-%d %H:%M:%S} UTC · {beat.location} · {outcome}"
-
-
 def heartbeat_bar(beats: list[Heartbeat], slots: int = HEARTBEATS) -> Markup:
     """``beats`` (oldest first) as a bar of ``slots`` marks, the missing ones
     empty on the left."""
     beats = beats[-slots:]
     failed = sum(1 for beat in beats if not beat.is_ok)
-    label = (f"last {len(beats)} results, {failed} failed" if beats else "no recent results")
+    label = f"last {len(beats)} results, {failed} failed" if beats else "no recent results"
     parts = [f'<span class="beats" role="img" aria-label="{label}">',
              '<span class="beat none"></span>' * (slots - len(beats))]
+    locations: dict[str, str] = {}  # a page holds thousands of beats from a few locations
     for beat in beats:
-        parts.append(f'<span class="beat {"up" if beat.is_ok else "down"}" title="{escape(_title(beat))}"></span>')
+        where = locations.get(beat.location)
+        if where is None:
+            where = locations[beat.location] = str(escape(beat.location))
+        when = beat.checked_at.isoformat(sep=" ")[:19]
+        if beat.is_ok:
+            outcome = "up" if beat.response_time_ms is None else f"{beat.response_time_ms:.0f} ms"
+            parts.append(f'<span class="beat up" title="{when} UTC · {where} · {outcome}"></span>')
+        else:
+            reason = escape(beat.failure_reason or "failed")
+            parts.append(f'<span class="beat down" title="{when} UTC · {where} · down: {reason}"></span>')
     parts.append("</span>")
     return Markup("".join(parts))
