@@ -198,9 +198,11 @@ class EndpointRow:
     def version(self) -> str:
         """Changes whenever anything the row shows changes."""
         beats = (len(self.heartbeats), self.heartbeats[-1].checked_at if self.heartbeats else None)
+        # Uptime as shown (two decimals): time passing moves it in the last digits.
+        uptime = None if self.uptime_24h is None else f"{self.uptime_24h:.2f}"
         data = (self.name, self.check_type, self.target, self.port, self.group, self.shown_status,
                 self.last_checked_at, self.last_response_time_ms, self.last_failure_reason,
-                self.locations_voting, self.locations_up, self.uptime_24h, self.cells, beats, self.cert_days)
+                self.locations_voting, self.locations_up, uptime, self.cells, beats, self.cert_days)
         return hashlib.blake2s(repr(data).encode(), digest_size=6).hexdigest()
 
 
