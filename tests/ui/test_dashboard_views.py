@@ -260,6 +260,7 @@ def test_it_filters_by_consensus_and_search(web, app):
     ("sort=size", "sort must be one of status, name, group"),
     ("page=0", "page must be a whole number from 1"),
     ("page=two", "page must be a whole number from 1"),
+    ("page=%C2%B2", "page must be a whole number from 1"),
 ])
 def test_a_bad_filter_is_a_400_naming_the_field(web, app, query, field):
     make_endpoint(app)
