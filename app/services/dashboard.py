@@ -452,16 +452,19 @@ def heartbeats(rows: list[EndpointRow], now: datetime, count: int = HEARTBEATS) 
     # timestamps with a regular expression each, and a page holds thousands.
     numbered = (select(results.endpoint_id, type_coerce(results.checked_at, String).label("checked_at"),
                        results.is_ok, results.location, results.response_time_ms, results.failure_reason,
-                       func.row_number().over(partition_by=results.endpoint_id,
-                                              order_by=(results.checked_at.desc(), results.id.desc()))
+                       # In the index's order, so no sort is needed: results
+                       # checked at the same moment come in any order.
+                       func.row_number().over(partition_by=results.endpoint_id, order_by=results.checked_at.desc())
                        .label("n"))
                 .where(recent).subquery())
     query = (select(numbered.c.endpoint_id, numbered.c.checked_at, numbered.c.is_ok, numbered.c.location,
                     numbered.c.response_time_ms, numbered.c.failure_reason)
-             .where(numbered.c.n <= count).order_by(numbered.c.endpoint_id, numbered.c.checked_at))
+             .where(numbered.c.n <= count))
     out: dict[int, list[Heartbeat]] = {}
     for endpoint_id, checked_at, *beat in db.session.execute(query):
         out.setdefault(endpoint_id, []).append(Heartbeat(_moment(checked_at), *beat))
+    for beats in out.values():
+        beats.sort(key=lambda beat: beat.checked_at)
     return out
 
 
@@ -518,10 +521,14 @@ def changed_since(listed: Page, since: datetime, now: datetime | None = None) ->
         select(LocationStatus.endpoint_id).where(LocationStatus.endpoint_id.in_([r.id for r in rows]),
                                                  LocationStatus.updated_at > edge).distinct()).scalars())
     add_cells(rows, listed.columns, now)
-    before = consensus.locations_of(rows, edge)
-    changed = [row for row in rows
-               if (row.updated_at is not None and row.updated_at > edge) or row.id in touched
-               or _cells(row, listed.columns, {v.instance_id: v for v in before.get(row.id, [])}, edge) != row.cells]
+    changed = [row for row in rows if (row.updated_at is not None and row.updated_at > edge) or row.id in touched]
+    # Untouched, a cell changes only by going stale or by its stale age
+    # moving on: judged again at ``edge`` for rows with a stale cell now.
+    sent = {row.id for row in changed}
+    aging = [row for row in rows if row.id not in sent and any(c.state == CELL_STALE for c in row.cells)]
+    before = consensus.locations_of(aging, edge) if aging else {}
+    changed += [row for row in aging
+                if _cells(row, listed.columns, {v.instance_id: v for v in before.get(row.id, [])}, edge) != row.cells]
     add_details(changed, now)
     return changed
 
