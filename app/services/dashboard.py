@@ -102,7 +102,8 @@ class Filters:
         if sort not in SORTS:
             errors["sort"] = f"must be one of {', '.join(SORTS)}"
         raw_page = (args.get("page") or "1").strip()
-        page = int(raw_page) if raw_page.isascii() and raw_page.isdigit() and len(raw_page) <= 9 else 0
+        number = raw_page.lstrip("0") if raw_page.isascii() and raw_page.isdigit() else ""
+        page = int(number[:10]) if number else 0  # however far past the last, it shows the last
         if page < 1:
             errors["page"] = "must be a whole number from 1"
         if errors:
