@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
@@ -307,13 +307,16 @@ def _fresh(now: datetime, own_id: str, probes: dict):
     return or_(*terms) if terms else false()
 
 
-def _location_condition(filters: Filters, now: datetime, own_id: str, probes: dict):
-    """SQL: the endpoint has a location (``filters.location``, or any) in
-    the state ``filters.status`` asks for."""
+def _location_condition(filters: Filters, now: datetime, location_columns: list[Location], probes: dict):
+    """SQL: the endpoint has a location (``filters.location``, or any of the
+    columns) in the state ``filters.status`` asks for."""
     offline = _offline(probes)
+    own_id = next(c.instance_id for c in location_columns if c.is_self)
     conditions = [LocationStatus.endpoint_id == Endpoint.id]
     if filters.location:
         conditions.append(LocationStatus.instance_id == filters.location)
+    else:
+        conditions.append(LocationStatus.instance_id.in_([c.instance_id for c in location_columns]))
     status = filters.status
     if status == CELL_OFFLINE:
         conditions.append(LocationStatus.instance_id.in_(offline) if offline else false())
@@ -343,8 +346,7 @@ def _conditions(filters: Filters, now: datetime, location_columns: list[Location
     elif filters.consensus:
         conditions += [Endpoint.status == filters.consensus, Endpoint.is_paused.is_(False)]
     if filters.location or filters.status:
-        own_id = next((c.instance_id for c in location_columns if c.is_self), None) or configuration.instance_id()
-        conditions.append(_location_condition(filters, now, own_id, probes))
+        conditions.append(_location_condition(filters, now, location_columns, probes))
     return conditions
 
 
@@ -357,7 +359,7 @@ def page(filters: Filters, location_columns: list[Location], now: datetime | Non
     total = db.session.execute(select(func.count()).select_from(Endpoint).where(*conditions)).scalar_one()
     last = max(1, math.ceil(total / PAGE_SIZE))
     if filters.page > last:
-        filters = Filters(**{**filters.__dict__, "page": last})
+        filters = replace(filters, page=last)
     query = (select(*_COLUMNS).where(*conditions).order_by(*_order(filters.sort))
              .limit(PAGE_SIZE).offset((filters.page - 1) * PAGE_SIZE))
     rows = [EndpointRow(*row) for row in db.session.execute(query)]
