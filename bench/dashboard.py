@@ -172,7 +172,8 @@ def seed(app, fleet: Fleet, minutes: int, now: datetime) -> float:
                                "status": "UP" if ok else "DOWN", "consecutive_failures": 0 if ok else 1,
                                "consecutive_successes": 1 if ok else 0, "last_checked_at": last, "last_is_ok": ok,
                                "last_response_time_ms": 50.0 if ok else None,
-                               "last_failure_reason": None if ok else "HTTP 503", "updated_at": now - timedelta(minutes=5)})
+                               "last_failure_reason": None if ok else "HTTP 503",
+                               "updated_at": now - timedelta(minutes=5)})
             history.append({"endpoint_id": n + 1, "computed_at": now - timedelta(days=2), "consensus": "UP",
                             "locations_up": count, "locations_down": 0, "locations_total": count,
                             "is_change": True, "details": {}})
@@ -359,7 +360,8 @@ def main(argv=None) -> int:
             "benchmark": "dashboard", "at": now.isoformat(timespec="seconds"), "database": dialect,
             "endpoints": args.endpoints, "locations": args.locations, "results": rows,
             "machine": f"{platform.machine()}, {platform.python_version()}, load average {os.getloadavg()[0]:.1f}",
-            "first_render_after_seeding_ms": round(first_ms, 1), "first_render_cpu_ms": round(first_ms.cpu_ms, 1), "page_rows": page_rows, "page_bytes": page_bytes,
+            "first_render_after_seeding_ms": round(first_ms, 1), "first_render_cpu_ms": round(first_ms.cpu_ms, 1),
+            "page_rows": page_rows, "page_bytes": page_bytes,
             "page": summary(full), **other_figures,
             "fragment_refresh": {**(summary(fragments) if fragments else {}),
                                  "endpoints_reported_per_poll_per_location": changed_per_poll,

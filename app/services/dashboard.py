@@ -538,5 +538,5 @@ def changed_since(listed: Page, since: datetime, now: datetime | None = None) ->
 
 __all__ = ["CELL_OFFLINE", "CELL_STALE", "Cell", "EndpointRow", "FILTERS", "Filters", "Heartbeat",
            "InvalidFilter", "LOCATION_FILTERS", "Location", "PAGE_SIZE", "Page", "SORTS", "STATUS_PAUSED",
-           "add_cells", "add_details", "add_matrix", "age_label", "certificate_days", "changed_since", "columns", "endpoint_rows",
-           "heartbeats", "page", "status_counts"]
+           "add_cells", "add_details", "add_matrix", "age_label", "certificate_days", "changed_since", "columns",
+           "endpoint_rows", "heartbeats", "page", "status_counts"]

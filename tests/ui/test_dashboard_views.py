@@ -178,7 +178,8 @@ def test_the_poll_sends_a_row_whose_location_went_stale_meanwhile(primary, no_ov
         # Nothing is written when time makes a location stale; here the clock
         # is moved the other way: its result is made old.
         db.session.execute(db.update(LocationStatus).where(LocationStatus.instance_id == DEPENDENTS["virginia"])
-                           .values(last_checked_at=utcnow() - timedelta(minutes=3), updated_at=utcnow() - timedelta(hours=1)))
+                           .values(last_checked_at=utcnow() - timedelta(minutes=3),
+                                   updated_at=utcnow() - timedelta(hours=1)))
         db.session.commit()
     html = primary.web.get(poll, headers={"HX-Request": "true"}).get_data(as_text=True)
     assert _cells(_row(html, endpoint))[DEPENDENTS["virginia"]] == ("stale", "3 min ago")
