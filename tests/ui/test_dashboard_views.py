@@ -185,6 +185,31 @@ def test_the_poll_sends_a_row_whose_location_went_stale_meanwhile(primary, no_ov
     assert _cells(_row(html, endpoint))[DEPENDENTS["virginia"]] == ("stale", "3 min ago")
 
 
+def test_a_dependent_shows_its_one_location_though_it_knows_the_members(tmp_path, migrated_sqlite_template):
+    from app.models import MonitoringInstance
+    from app.services.accounts import create_user
+
+    application = instance_app(tmp_path, migrated_sqlite_template, {
+        "PRIMARY_SYNC_URL": "http://127.0.0.1:9", "SYNC_SHARED_SECRET": SECRET, "INSTANCE_LOCATION": "virginia"},
+        serve="web")
+    with application.app_context():
+        create_user(EMAIL, PASSWORD, is_admin=True)
+        # A failover candidate holds a copy of the membership.
+        db.session.add(MonitoringInstance(id=DEPENDENTS["singapore"], name="dep-singapore", location="singapore"))
+        db.session.commit()
+    endpoint = make_endpoint(application, name="api")
+    add_result(application, endpoint, ms=33.0)
+    client = application.test_client()
+    assert sign_in(client).status_code == 302
+    html = client.get("/").get_data(as_text=True)
+    assert re.findall(r'class="loc" data-location="([^"]+)">(\w+)', html) == [(_own_id(application), "virginia")]
+    assert list(_cells(_row(html, endpoint)).values()) == [("up", "33 ms")]
+    assert client.get(f"/?location={DEPENDENTS['singapore']}").status_code == 400
+    with application.app_context():
+        db.session.remove()
+        db.engine.dispose()
+
+
 # --- a standalone instance -----------------------------------------------------------
 
 
