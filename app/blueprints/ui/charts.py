@@ -1,6 +1,6 @@
 """Response-time charts drawn on the server as inline SVG (no chart library,
-no script): a sparkline per dashboard row, the detail page's chart (one
-series per location, with its legend) and its consensus timeline."""
+no script): the detail page's chart (one series per location, with its
+legend) and its consensus timeline."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,28 +35,6 @@ def _segments(points: list[tuple[float, float] | None]) -> list[str]:
     if current:
         segments.append(current)
     return [" ".join(s) for s in segments]
-
-
-def sparkline(values: list[float | None], *, width: int = 120, height: int = 28) -> Markup:
-    """A tiny line of hourly average response times, oldest on the left."""
-    measured = [v for v in values if v is not None]
-    if not measured:
-        return Markup(f'<svg class="spark" width="{width}" height="{height}" role="img" '
-                      f'aria-label="no response times yet"></svg>')
-    top = max(measured) or 1.0
-    step = width / max(len(values) - 1, 1)
-    points = [None if v is None else (i * step, height - 2 - (v / top) * (height - 4))
-              for i, v in enumerate(values)]
-    lines = []
-    for segment in _segments(points):
-        if " " not in segment:  # a lone point: draw a dot
-            x, y = segment.split(",")
-            lines.append(f'<circle cx="{x}" cy="{y}" r="1.5"/>')
-        else:
-            lines.append(f'<polyline points="{segment}"/>')
-    label = f"hourly average response time, last 24 hours, up to {max(measured):.0f} ms"
-    return Markup(f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
-                  f'role="img" aria-label="{label}">{"".join(lines)}</svg>')
 
 
 def _time_label(moment: datetime, span_seconds: float) -> str:

@@ -11,7 +11,8 @@ from flask import abort, current_app, jsonify, make_response, render_template, r
 
 from app import __version__
 from app.blueprints.ui import bp
-from app.blueprints.ui.charts import consensus_band, location_chart, location_legend, sparkline, swatch
+from app.blueprints.ui.charts import consensus_band, location_chart, location_legend, swatch
+from app.blueprints.ui.heartbeats import heartbeat_bar
 from app.checks import CHECK_TYPES
 from app.models import utcnow
 from app.models.endpoint import consensus_rule_text
@@ -22,8 +23,8 @@ REFRESH_SECONDS = 5
 
 
 @bp.app_template_global()
-def spark(values):
-    return sparkline(values)
+def beats(heartbeats):
+    return heartbeat_bar(heartbeats)
 
 
 @bp.app_template_filter("duration")
@@ -40,12 +41,6 @@ def duration(delta) -> str:
     return " ".join(parts)
 
 
-def _filters() -> dict:
-    status = (request.args.get("status") or "").upper()
-    return {"q": (request.args.get("q") or "").strip()[:200],
-            "status": status if status in dashboard.FILTERS else ""}
-
-
 def _parse_since(raw: str | None) -> datetime | None:
     try:
         since = datetime.fromisoformat(raw or "")
@@ -54,39 +49,54 @@ def _parse_since(raw: str | None) -> datetime | None:
     return since if since.tzinfo is not None else None
 
 
+def _refused_filter(exc: dashboard.InvalidFilter, columns: list, is_htmx: bool):
+    """A 400 that names each bad filter; the page keeps its form so it can be put right."""
+    message = "This filter cannot be applied: " + "; ".join(f"{name} {why}" for name, why in exc.errors.items())
+    if is_htmx:
+        return render_template("partials/message.html", kind="error", message=message), 400
+    return render_template("ui/dashboard.html", listed=None, columns=columns, filters=dashboard.Filters(),
+                           error=message, counts=dashboard.status_counts(), refresh=REFRESH_SECONDS,
+                           settings=current_app.config["SETTINGS"], role=configuration.role()), 400
+
+
 @bp.get("/", endpoint="dashboard")
 def dashboard_page():
-    """Every endpoint with status, response time, sparkline, uptime, certificate.
+    """Endpoints x locations, a page at a time: each location's cell, the
+    consensus with its uptime, a heartbeat bar, the certificate.
 
-    HTMX requests: with ``since`` (the poll), only the rows that changed
-    since then go back, as out-of-band swaps, or 204 when nothing did; the
-    whole table if the set of rows changed (added, deleted, filtered out).
-    Without ``since`` (the filter form), the table.
+    HTMX requests: with ``since`` (the poll), only the page's rows that
+    changed since then go back, as out-of-band swaps, or 204 when nothing
+    did; the whole table if what the page lists changed (rows added,
+    deleted, re-sorted or filtered out; columns; probe-offline locations).
+    Without ``since`` (the filter form, the page links), the table.
     """
-    filters = _filters()
     now = utcnow()
-    rows = dashboard.endpoint_rows(search=filters["q"], status=filters["status"])
-    digest = dashboard.view_digest(rows)
-    context = {"filters": filters, "now": now, "digest": digest, "refresh": REFRESH_SECONDS,
+    columns = dashboard.columns()
+    is_htmx = bool(request.headers.get("HX-Request"))
+    try:
+        filters = dashboard.Filters.parse(request.args, columns)
+    except dashboard.InvalidFilter as exc:
+        return _refused_filter(exc, columns, is_htmx)
+    listed = dashboard.page(filters, columns, now)
+    context = {"listed": listed, "filters": listed.filters, "columns": columns, "now": now,
+               "digest": listed.digest, "refresh": REFRESH_SECONDS,
                # one url_for, not one per row
                "endpoint_path": url_for("ui.endpoint_detail", endpoint_id=0)[:-1],
                "settings": current_app.config["SETTINGS"], "role": configuration.role()}
-    is_htmx = bool(request.headers.get("HX-Request"))
     since = _parse_since(request.args.get("since")) if is_htmx else None
     if since is not None:
-        if request.args.get("view") == digest:
-            changed = dashboard.changed_since(rows, since)
+        if request.args.get("view") == listed.digest:
+            changed = dashboard.changed_since(listed, since, now)
             if not changed:
                 return "", 204
-            dashboard.add_history(changed, now, all_endpoints=len(changed) > 200)
             return render_template("partials/dashboard_changes.html", rows=changed, full_table=False,
                                    counts=dashboard.status_counts(), **context)
-        dashboard.add_history(rows, now)
-        return render_template("partials/dashboard_changes.html", rows=rows, full_table=True,
+        dashboard.add_matrix(listed, now)
+        return render_template("partials/dashboard_changes.html", full_table=True,
                                counts=dashboard.status_counts(), **context)
-    dashboard.add_history(rows, now)
+    dashboard.add_matrix(listed, now)
     template = "partials/dashboard_table.html" if is_htmx else "ui/dashboard.html"
-    response = make_response(render_template(template, rows=rows, counts=dashboard.status_counts(),
+    response = make_response(render_template(template, counts=dashboard.status_counts(),
                                              summary_oob=is_htmx, **context))
     if is_htmx:
         response.headers["Vary"] = "HX-Request"
