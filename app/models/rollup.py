@@ -1,7 +1,7 @@
 """Hourly roll-ups of check results, so long ranges stay fast to read.
 
 Raw results are many (one endpoint at a 60 s interval makes 1,440 a day);
-the dashboard's 24 h uptime and sparkline, the detail page's week and month
+the dashboard's 24 h uptime, the detail page's week and month
 and the public status page's 90 days read these rows instead. An hour is
 rolled up once it is over (see ``app.services.rollups``), in total and per
 location (``result_location_hours``), and marked in

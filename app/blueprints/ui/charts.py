@@ -8,7 +8,7 @@ from datetime import datetime
 
 from markupsafe import Markup, escape
 
-from app.services.history import Bucket, Location, RangeChart
+from app.services.history import Location, RangeChart
 
 
 def _nice_max(value: float) -> float:
@@ -206,53 +206,5 @@ def consensus_band(view: RangeChart, *, height: int = 20) -> Markup:
         parts.append(f'<rect class="band {(cell.status or "unknown").lower()}" x="{cell.x0:.1f}" y="0" '
                      f'width="{max(cell.x1 - cell.x0, _MIN_CELL):.1f}" height="{height}">'
                      f'<title>{escape(cell.title())}</title></rect>')
-    parts.append("</svg>")
-    return Markup("".join(parts))
-
-
-def response_chart(buckets: list[Bucket], *, width: int = 800, height: int = 240) -> Markup:
-    """Average (line) and maximum (shade) response time per bucket, with
-    failed checks marked in red along the bottom."""
-    left, right, top, bottom = 48, 8, 10, 26
-    plot_w, plot_h = width - left - right, height - top - bottom
-    averages = [b.tally.average_ms for b in buckets]
-    maxima = [b.tally.response_ms_max for b in buckets]
-    measured = [v for v in maxima + averages if v is not None]
-    y_max = _nice_max(max(measured) if measured else 1.0)
-    n = max(len(buckets) - 1, 1)
-
-    def x(i):
-        return left + plot_w * i / n
-
-    def y(value):
-        return top + plot_h - plot_h * value / y_max
-
-    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
-             f'aria-label="response time chart">']
-    for fraction in (0, 0.5, 1):
-        value = y_max * fraction
-        parts.append(f'<line class="grid" x1="{left}" x2="{width - right}" y1="{y(value):.1f}" y2="{y(value):.1f}"/>'
-                     f'<text class="axis" x="{left - 4}" y="{y(value) + 4:.1f}" text-anchor="end">{value:g} ms</text>')
-    for segment in _segments([None if v is None else (x(i), y(v)) for i, v in enumerate(maxima)]):
-        parts.append(f'<polyline class="max" points="{segment}"/>')
-    for segment in _segments([None if v is None else (x(i), y(v)) for i, v in enumerate(averages)]):
-        if " " in segment:
-            parts.append(f'<polyline class="avg" points="{segment}"/>')
-        else:
-            cx, cy = segment.split(",")
-            parts.append(f'<circle class="avg" cx="{cx}" cy="{cy}" r="2"/>')
-    bar_w = max(plot_w / max(len(buckets), 1), 1.5)
-    for i, bucket in enumerate(buckets):
-        failed = bucket.tally.checks - bucket.tally.ok_checks
-        if failed:
-            title = escape(f"{bucket.start:%Y-%m-%d %H:%M} UTC: {failed} of {bucket.tally.checks} checks failed")
-            parts.append(f'<rect class="fail" x="{x(i) - bar_w / 2:.1f}" y="{top + plot_h - 6}" '
-                         f'width="{bar_w:.1f}" height="6"><title>{title}</title></rect>')
-    if buckets:
-        span = (buckets[-1].start - buckets[0].start).total_seconds()
-        for i in (0, len(buckets) // 2, len(buckets) - 1):
-            anchor = "start" if i == 0 else "end" if i == len(buckets) - 1 else "middle"
-            parts.append(f'<text class="axis" x="{x(i):.1f}" y="{height - 8}" text-anchor="{anchor}">'
-                         f'{_time_label(buckets[i].start, span)}</text>')
     parts.append("</svg>")
     return Markup("".join(parts))

@@ -5,7 +5,7 @@ whole page (one route per page).
 """
 from __future__ import annotations
 
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from flask import abort, current_app, jsonify, make_response, render_template, request, url_for
 
@@ -16,7 +16,7 @@ from app.blueprints.ui.heartbeats import heartbeat_bar
 from app.checks import CHECK_TYPES
 from app.models import utcnow
 from app.models.endpoint import consensus_rule_text
-from app.services import configuration, consensus, dashboard, history, status_pages
+from app.services import configuration, dashboard, history, status_pages
 from app.services import endpoints as endpoint_service
 
 REFRESH_SECONDS = 5
