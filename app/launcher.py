@@ -49,6 +49,7 @@ def prepare_database(app) -> dict:
 
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
+        _check_secrets_readable()
         state = configuration.ensure_initialized()
         accounts.ensure_admin_from_env()
         followed = failover.rejoin_at_start()
@@ -57,6 +58,22 @@ def prepare_database(app) -> dict:
                            followed)
             state = configuration.state_snapshot()
     return state
+
+
+def _check_secrets_readable() -> None:
+    """Stop the start when the stored secrets do not decrypt with this
+    instance's key (a wrong SECRETS_KEY, a database restored without its
+    key file), instead of failing every check and alert that needs one."""
+    from app.extensions import db
+    from app.secret_box import SecretUnreadable
+    from app.services import secrets_at_rest
+
+    try:
+        secrets_at_rest.check_readable(db.session.connection())
+    except SecretUnreadable as exc:
+        raise ConfigError(str(exc)) from None
+    finally:
+        db.session.rollback()
 
 
 def process_commands(settings, worker_count: int) -> dict[str, list[str]]:
