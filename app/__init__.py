@@ -128,6 +128,9 @@ def _configure_logging(level: str) -> None:
             level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     root.setLevel(level)
+    # urllib3 logs every request's path at DEBUG, and a webhook's or a
+    # target's token is often in it: that logger never goes below INFO.
+    logging.getLogger("urllib3.connectionpool").setLevel(max(root.level, logging.INFO))
 
 
 __all__ = ["ConfigError", "create_app", "__version__"]

@@ -35,6 +35,7 @@ def register_cli(app) -> None:
     app.cli.add_command(api_keys_group)
     app.cli.add_command(init_command)
     app.cli.add_command(cluster_group)
+    app.cli.add_command(secrets_group)
 
 
 def _fail(message: str) -> None:
@@ -342,8 +343,8 @@ def cluster_demote():
 
 
 # --- secrets at rest -----------------------------------------------------------
-# On the group itself, like the demo: generate-key needs no app (and so no
-# valid SECRETS_KEY); rotate loads one through with_appcontext.
+# On the group itself too, like the demo: generate-key needs no app (and so
+# no valid SECRETS_KEY); rotate loads one through with_appcontext.
 
 @click.group("secrets")
 def secrets_group():
