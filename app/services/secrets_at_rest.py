@@ -71,6 +71,8 @@ class ColumnCount:
 
 @dataclass
 class SecretsReport:
+    """What one pass did, column by column, with the totals."""
+
     columns: list[ColumnCount] = field(default_factory=list)
 
     @property
