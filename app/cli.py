@@ -46,6 +46,7 @@ def register_cli(app) -> None:
     app.cli.add_command(api_keys_group)
     app.cli.add_command(init_command)
     app.cli.add_command(cluster_group)
+    app.cli.add_command(secrets_group)
 
 
 def _fail(message: str) -> None:
@@ -351,6 +352,48 @@ def cluster_demote():
     except failover.FailoverRefused as exc:
         _fail(str(exc))
     click.echo(f"{outcome['primaryId']} is now the primary at epoch {outcome['epoch']}")
+
+
+# --- secrets at rest -----------------------------------------------------------
+# On the group itself too, like the demo: generate-key needs no app (and so
+# no valid SECRETS_KEY); rotate loads one through with_appcontext.
+
+@click.group("secrets")
+def secrets_group():
+    """Encryption of the secrets stored in the database (SECRETS_KEY)."""
+
+
+@secrets_group.command("generate-key")
+def secrets_generate_key():
+    """Print a new key for SECRETS_KEY (nothing is changed)."""
+    from app.secret_box import generate_key
+
+    click.echo(generate_key())
+
+
+@secrets_group.command("rotate")
+@with_appcontext
+def secrets_rotate():
+    """Re-encrypt every stored secret under the first key of SECRETS_KEY, in
+    one transaction. Start every process with SECRETS_KEY=NEW,OLD first;
+    afterwards OLD can be dropped."""
+    from app.extensions import db
+    from app.secret_box import SecretUnreadable, current_box
+    from app.services import secrets_at_rest
+
+    box = current_box()
+    click.echo(f"re-encrypting every secret under the first of {len(box.keys)} keys from {box.source}")
+    try:
+        report = secrets_at_rest.rotate(db.session.connection(), progress=click.echo)
+        db.session.commit()
+    except SecretUnreadable as exc:
+        db.session.rollback()
+        _fail(f"{exc}; nothing was changed")
+    click.echo(f"done: {report.secrets} secrets in {report.rewritten} rows re-encrypted"
+               + (f", {report.plaintext} of them were plain text" if report.plaintext else ""))
+
+
+cli.add_command(secrets_group)
 
 
 # --- demo -------------------------------------------------------------------

@@ -34,7 +34,7 @@ from app.services.sync.schemas import EPOCH_HEADER, MAX_RESULTS_PER_HEARTBEAT, S
 
 logger = logging.getLogger(__name__)
 
-TOKEN = "sync_token"
+TOKEN = configuration.SYNC_TOKEN
 FAILURES = "primary_failures"
 LAST_SUCCESS = "primary_last_success_at"
 LAST_CONFIG_PULL = "config_pulled_at"
