@@ -560,6 +560,15 @@ def in_spans(moment: datetime, spans: list[tuple[datetime, datetime]]) -> bool:
     return any(begin <= moment < finish for begin, finish in spans)
 
 
+def marks(endpoint_id: int, moments: list[datetime]) -> list[bool]:
+    """For each of an endpoint's result times, whether it was in maintenance:
+    results are marked from the windows, nothing is stored on them."""
+    if not moments:
+        return []
+    spans = covered_spans([endpoint_id], min(moments), max(moments) + timedelta(seconds=1)).get(endpoint_id, [])
+    return [in_spans(moment, spans) for moment in moments]
+
+
 # --- alerts held back ------------------------------------------------------------------
 
 

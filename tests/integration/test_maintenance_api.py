@@ -157,3 +157,25 @@ def test_a_dependent_refuses_changes(api_app, api):
 
 def test_it_needs_credentials(api):
     assert api.get(BASE).status_code == 401
+
+
+def test_results_and_endpoints_say_when_they_were_in_maintenance(api_app, api):
+    from datetime import datetime, timedelta, timezone
+
+    from app.checks import CheckResult
+    from app.services.results import record_results
+
+    now = datetime.now(timezone.utc)
+    created = api.post(BASE, json={"title": "Now", "groups": ["Databases"],
+                                   "startsAt": (now - timedelta(minutes=10)).isoformat(),
+                                   "endsAt": (now + timedelta(minutes=10)).isoformat()}, headers=ADMIN_HEADERS)
+    with api_app.app_context():
+        for minutes in (30, 5):  # before the window, and in it
+            record_results([(1, CheckResult(is_ok=False, check_type="tcp", failure_reason="refused",
+                                            checked_at=now - timedelta(minutes=minutes)))],
+                           instance_id=configuration.instance_id(), location="lab")
+    results = api.get("/api/v1/endpoints/1/results", headers=ADMIN_HEADERS).get_json()["results"]
+    assert [r["inMaintenance"] for r in results] == [True, False]  # newest first
+    endpoints = api.get("/api/v1/endpoints", headers=ADMIN_HEADERS).get_json()["endpoints"]
+    assert {e["name"]: e["maintenanceWindowId"] for e in endpoints} == {
+        "Orders DB": created.get_json()["id"], "Shop": None}
