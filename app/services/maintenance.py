@@ -457,6 +457,11 @@ class Schedule:
 # --- what is covered when -----------------------------------------------------------
 
 
+def covers(window: MaintenanceWindow, endpoint_id: int, group: str | None) -> bool:
+    """Whether ``window`` names the endpoint or its group (at whatever time)."""
+    return endpoint_id in (window.endpoint_ids or ()) or (group is not None and group in (window.group_names or ()))
+
+
 class Coverage:
     """The active windows and what they cover, read once on first use.
 
@@ -478,8 +483,7 @@ class Coverage:
         return self._windows
 
     def applying_to(self, endpoint_id: int, group: str | None) -> list[tuple[MaintenanceWindow, Schedule]]:
-        return [(w, s) for w, s in self.windows
-                if endpoint_id in (w.endpoint_ids or ()) or (group is not None and group in (w.group_names or ()))]
+        return [(w, s) for w, s in self.windows if covers(w, endpoint_id, group)]
 
     def window_for(self, endpoint_id: int, group: str | None, moment: datetime) -> MaintenanceWindow | None:
         for window, schedule in self.applying_to(endpoint_id, group):
@@ -522,6 +526,43 @@ def active_windows(moment: datetime | None = None) -> list[tuple[MaintenanceWind
         if occurrence is not None:
             out.append((window, occurrence))
     return out
+
+
+@dataclass(frozen=True)
+class Notice:
+    """A window to announce beside some endpoints: in progress or coming soon."""
+
+    title: str
+    description: str | None
+    starts_at: datetime
+    ends_at: datetime
+    in_progress: bool
+
+
+# How far ahead a status page announces maintenance.
+NOTICE_AHEAD = timedelta(days=7)
+
+
+def notices(endpoints: Iterable, moment: datetime | None = None, ahead: timedelta = NOTICE_AHEAD) -> list[Notice]:
+    """The windows covering any of ``endpoints`` (rows with ``id`` and
+    ``group_name``) that are in progress at ``moment`` or start within
+    ``ahead``, soonest first, one notice per window."""
+    moment = moment or utcnow()
+    coverage = Coverage()
+    if not coverage.windows:
+        return []
+    endpoints = list(endpoints)
+    found = []
+    for window, schedule in coverage.windows:
+        if not any(covers(window, e.id, e.group_name) for e in endpoints):
+            continue
+        current = schedule.occurrence_at(moment)
+        upcoming = current or schedule.next_after(moment)
+        if upcoming is None or upcoming.starts_at > moment + ahead:
+            continue
+        found.append(Notice(window.title, window.description, upcoming.starts_at, upcoming.ends_at,
+                            current is not None))
+    return sorted(found, key=lambda notice: (not notice.in_progress, notice.starts_at))
 
 
 def covered_spans(endpoint_ids: list[int], start: datetime, end: datetime) -> dict[int, list[tuple[datetime, datetime]]]:

@@ -111,3 +111,20 @@ def test_the_command_line_adds_lists_and_removes_windows(db_app):
     assert runner.invoke(args=["maintenance", "remove", "1"]).exit_code == 2
     with db_app.app_context():
         assert [w.title for w in maintenance.list_windows()] == ["Upgrade"]
+
+
+def test_notices_announce_windows_in_progress_and_coming_soon(db_app):
+    with db_app.app_context():
+        orders, shop = endpoint("orders", "Databases"), endpoint("shop", "Shop")
+        now = datetime.now(timezone.utc)
+        window(title="Now", description="Rolling restart", groups=["Databases"])
+        maintenance.create_window({"title": "Soon", "endpointIds": [orders.id],
+                                   "startsAt": (now + timedelta(days=2)).isoformat(),
+                                   "endsAt": (now + timedelta(days=2, hours=1)).isoformat()})
+        maintenance.create_window({"title": "Far", "endpointIds": [orders.id],
+                                   "startsAt": (now + timedelta(days=30)).isoformat(),
+                                   "endsAt": (now + timedelta(days=30, hours=1)).isoformat()})
+        found = maintenance.notices([orders])
+        assert [(n.title, n.in_progress) for n in found] == [("Now", True), ("Soon", False)]
+        assert found[0].description == "Rolling restart"
+        assert maintenance.notices([shop]) == []
