@@ -96,3 +96,22 @@ def test_a_candidate_promoted_during_a_window_does_not_page(cluster, webhook):
         assert alerts.deliver(delivery_id, now=later) == "sent"
         assert db.session.execute(select(func.count()).select_from(NotificationDelivery)).scalar_one() == 1
     assert [p["event"] for p in webhook.payloads] == ["down"]
+
+
+def test_malformed_windows_from_the_primary_change_nothing_and_name_the_field(app):
+    import pytest
+
+    from app.services.sync.replication import InvalidReplica, apply_maintenance_windows
+
+    good = {"id": 4, "title": "Upgrade", "startsAt": "2030-01-01T10:00:00+00:00", "endsAt": "2030-01-01T11:00:00+00:00",
+            "cronExpression": None, "timeZone": None, "durationMinutes": None, "endpointIds": [1], "groups": [],
+            "isActive": True, "description": None, "createdAt": "2026-12-01T00:00:00+00:00"}
+    with app.app_context():
+        assert apply_maintenance_windows([good]) == (1, 0, 0)
+        db.session.commit()
+        with pytest.raises(InvalidReplica) as raised:
+            apply_maintenance_windows([{**good, "endpointIds": "all"}])
+        db.session.rollback()
+        assert "maintenanceWindows.maintenanceWindows.0.endpointIds" in raised.value.errors
+        assert [w.title for w in maintenance.list_windows()] == ["Upgrade"]
+        assert apply_maintenance_windows([good]) == (0, 0, 0)  # unchanged: nothing written
