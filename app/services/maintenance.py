@@ -187,7 +187,9 @@ def _fields(data: dict, spec: MaintenanceWindowInput | None, bad: set[str]) -> d
     if spec is not None:
         return spec.model_dump(by_alias=True)
     names = {name: to_camel(name) for name in MaintenanceWindowInput.model_fields}
-    return {wire: (data.get(wire, data.get(name)) if wire not in bad else None) for name, wire in names.items()}
+    sent = {wire: (data.get(wire, data.get(name)) if wire not in bad else None) for name, wire in names.items()}
+    # As the model reads them: empty text is no value.
+    return {wire: (None if isinstance(value, str) and not value.strip() else value) for wire, value in sent.items()}
 
 
 def parse_time(text: str | None, zone: ZoneInfo) -> datetime | None:
