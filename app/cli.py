@@ -6,11 +6,13 @@ API keys and maintenance windows, and show results. ``db upgrade`` comes from Fl
 from __future__ import annotations
 
 import json
+import os
 import sys
+from types import SimpleNamespace
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
 from sqlalchemy import select
 
 from app.config import ConfigError
@@ -22,8 +24,17 @@ def _create_app():
     return create_app()
 
 
-cli = FlaskGroup(create_app=_create_app, add_default_commands=False,
-                 help="Distributed endpoint monitor.")
+@click.group(help="Distributed endpoint monitor.")
+@click.pass_context
+def cli(ctx):
+    """The monitor's own commands (a plain click group: Flask's options and
+    commands, --app, --debug, run, shell, routes, are not the product's)."""
+    if ctx.invoked_subcommand != "start":
+        # A command prints its output alone: log lines go to stderr, and
+        # only warnings unless LOG_LEVEL asks for more. ``start`` is a
+        # server: its log is its output.
+        os.environ.setdefault("LOG_LEVEL", "WARNING")
+    ctx.obj = ScriptInfo(create_app=_create_app, set_debug_flag=False)
 
 
 def register_cli(app) -> None:
@@ -444,8 +455,28 @@ cli.add_command(demo_command)
 
 def main() -> None:
     """Entry point of ``python -m app``; configuration errors exit with 2."""
+    from flask_migrate.cli import db as db_group
+
+    # The same commands as ``flask --app wsgi``, plus Flask-Migrate's ``db``.
+    register_cli(SimpleNamespace(cli=cli))
+    cli.add_command(db_group)
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     try:
         cli.main(prog_name="python -m app")
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
+    except (OperationalError, ProgrammingError) as exc:
+        if not _no_tables_yet(exc):
+            raise
+        click.echo("error: the database has no tables yet; run `python -m app init` (or `start`) first", err=True)
+        sys.exit(2)
+
+
+def _no_tables_yet(exc) -> bool:
+    """Whether a database error is a missing table (SQLite's words,
+    PostgreSQL's SQLSTATE 42P01): a command run before the first start."""
+    original = getattr(exc, "orig", None)
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return code == "42P01" or "no such table" in str(original)

@@ -98,6 +98,29 @@ def _host_port(env, name) -> tuple[str, int] | None:
     return host, int(port)
 
 
+_DEGREES = re.compile(r"[+-]?\d{1,3}(\.\d{1,10})?")
+
+
+def _coordinates(env) -> tuple[float, float] | None:
+    """INSTANCE_LATITUDE and INSTANCE_LONGITUDE in decimal degrees: both or neither."""
+    values = {}
+    for name, limit in (("INSTANCE_LATITUDE", 90), ("INSTANCE_LONGITUDE", 180)):
+        raw = (env.get(name) or "").strip()
+        if not raw:
+            continue
+        # A plain decimal: float() would also take "nan", "inf" and "1_0".
+        if not _DEGREES.fullmatch(raw) or not -limit <= float(raw) <= limit:
+            raise ConfigError(f"{name} must be decimal degrees from {-limit} to {limit} "
+                              f"(like 50.11 or -33.87), got {raw!r}")
+        values[name] = float(raw)
+    if len(values) == 1:
+        (given,) = values
+        missing = "INSTANCE_LONGITUDE" if given == "INSTANCE_LATITUDE" else "INSTANCE_LATITUDE"
+        raise ConfigError(f"{given} is set but {missing} is not: set both (where this instance "
+                          "stands on the map) or neither")
+    return (values["INSTANCE_LATITUDE"], values["INSTANCE_LONGITUDE"]) if values else None
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated process settings; see README.md for what each one does."""
@@ -109,6 +132,9 @@ class Settings:
     sync_shared_secret: str | None = None
     instance_name: str = field(default_factory=socket.gethostname)
     instance_location: str = "default"
+    # (latitude, longitude) on the location map; None: looked up from
+    # instance_location (app.services.regions), if it names a known place.
+    instance_coordinates: tuple[float, float] | None = None
     failover_order: int = 0
     # Dependents probe the primary this often and suspect it after this many
     # failures in a row; a primary fences itself after as long without a
@@ -233,6 +259,7 @@ def load_settings(env=None) -> Settings:
         sync_shared_secret=secret,
         instance_name=instance_name,
         instance_location=instance_location,
+        instance_coordinates=_coordinates(env),
         failover_order=_number(env, "FAILOVER_ORDER", 0, minimum=0, maximum=10_000),
         failover_check_interval=_number(env, "FAILOVER_CHECK_INTERVAL", 3, minimum=1, maximum=600),
         failover_max_failures=_number(env, "FAILOVER_MAX_FAILURES", 3, minimum=1, maximum=100),

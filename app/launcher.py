@@ -62,8 +62,9 @@ def prepare_database(app) -> dict:
 def process_commands(settings, worker_count: int) -> dict[str, list[str]]:
     """The Procfile's processes as argument lists for this Python."""
     python = sys.executable
-    gunicorn = [python, "-m", "gunicorn", "--worker-tmp-dir", "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp",
-                "--access-logfile", "-", "--graceful-timeout", "5", "--no-control-socket"]
+    gunicorn = [python, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
+                "--worker-tmp-dir", "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp",
+                "--access-logfile", "-", "--no-control-socket"]
     commands = {
         "web": gunicorn + ["--bind", f"{settings.host}:{settings.port}",
                            "--workers", os.environ.get("WEB_CONCURRENCY", "2"),

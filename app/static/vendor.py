@@ -3,8 +3,10 @@
 The app serves every asset itself (no CDN), and third-party files are not
 committed: this downloads each pinned tarball from the npm registry, checks
 it against the integrity hash recorded here (the registry's own
-``dist.integrity``), and extracts only the files the app serves. Files
-already present are left alone, so running it again is a no-op.
+``dist.integrity``), and extracts only the files the app uses: htmx for
+the browser, and Natural Earth's country shapes (world-atlas, TopoJSON)
+that the server projects into the location map. Files already present are
+left alone, so running it again is a no-op.
 
     python app/static/vendor.py
 """
@@ -37,14 +39,20 @@ class Package:
         return f"{REGISTRY}/{self.name}/-/{self.name}-{self.version}.tgz"
 
 
-PACKAGES = (
-    Package(
-        name="htmx.org",
-        version="2.0.11",
-        integrity="sha512-Thx/WtpeOQqSrqBCw/A1cwGJGg4UrVa3+sW0GmrM3p4gJgO89ecH4qtbnyzDDWFvBTqjnIMCgELTNt636dtamA==",
-        files={"package/dist/htmx.js": "htmx.js"},
-    ),
+HTMX = Package(
+    name="htmx.org",
+    version="2.0.11",
+    integrity="sha512-Thx/WtpeOQqSrqBCw/A1cwGJGg4UrVa3+sW0GmrM3p4gJgO89ecH4qtbnyzDDWFvBTqjnIMCgELTNt636dtamA==",
+    files={"package/dist/htmx.js": "htmx.js"},
 )
+# Natural Earth 1:110m countries as TopoJSON; read by app.services.world_map.
+WORLD_ATLAS = Package(
+    name="world-atlas",
+    version="2.0.2",
+    integrity="sha512-IXfV0qwlKXpckz1FhwXVwKRjiIhOnWttOskm5CtxMsjgE/MXAYRHWJqgXOpM8IkcPBoXnyTU5lFHcYa5ChG0LQ==",
+    files={"package/countries-110m.json": "countries-110m.json"},
+)
+PACKAGES = (HTMX, WORLD_ATLAS)
 
 
 class IntegrityError(RuntimeError):
@@ -88,17 +96,21 @@ def _download(url: str) -> bytes:
         return response.read()
 
 
-def main() -> int:
+def main(target: Path = VENDOR_DIR) -> int:
+    """Install every pinned package; 1 if any could not be."""
+    failed = 0
+    # One package that cannot be fetched does not keep the others away.
     for package in PACKAGES:
         try:
-            written = install(package)
+            written = install(package, target)
         except (OSError, IntegrityError, KeyError) as exc:
             print(f"error: cannot install {package.name}@{package.version}: {exc}", file=sys.stderr)
-            return 1
+            failed += 1
+            continue
         for path in written:
-            print(f"installed {package.name}@{package.version}: {path.relative_to(VENDOR_DIR.parent)}",
+            print(f"installed {package.name}@{package.version}: {path.relative_to(target.parent)}",
                   file=sys.stderr)
-    return 0
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

@@ -100,3 +100,27 @@ def test_it_trusts_proxy_headers_only_when_told(tmp_path):
 
     assert client_ip({}) == "127.0.0.1"
     assert client_ip({"TRUSTED_PROXIES": "1"}) == "203.0.113.9"
+
+
+def test_it_reads_the_instance_coordinates_in_decimal_degrees():
+    assert load_settings({}).instance_coordinates is None
+    settings = load_settings({"INSTANCE_LATITUDE": " 50.11 ", "INSTANCE_LONGITUDE": "-8.682"})
+    assert settings.instance_coordinates == (50.11, -8.682)
+    assert load_settings({"INSTANCE_LATITUDE": "-90", "INSTANCE_LONGITUDE": "+180"}).instance_coordinates == (-90, 180)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"INSTANCE_LATITUDE": "91", "INSTANCE_LONGITUDE": "0"}, "INSTANCE_LATITUDE must be decimal degrees from -90 to 90"),
+        ({"INSTANCE_LATITUDE": "0", "INSTANCE_LONGITUDE": "-180.5"}, "INSTANCE_LONGITUDE must be decimal degrees from -180"),
+        ({"INSTANCE_LATITUDE": "nan", "INSTANCE_LONGITUDE": "0"}, "INSTANCE_LATITUDE must be decimal degrees"),
+        ({"INSTANCE_LATITUDE": "1_0", "INSTANCE_LONGITUDE": "0"}, "INSTANCE_LATITUDE must be decimal degrees"),
+        ({"INSTANCE_LATITUDE": "50.1N", "INSTANCE_LONGITUDE": "8.6E"}, "INSTANCE_LATITUDE must be decimal degrees"),
+        ({"INSTANCE_LATITUDE": "50.1"}, "INSTANCE_LATITUDE is set but INSTANCE_LONGITUDE is not"),
+        ({"INSTANCE_LONGITUDE": "8.6", "INSTANCE_LATITUDE": " "}, "INSTANCE_LONGITUDE is set but INSTANCE_LATITUDE is not"),
+    ],
+)
+def test_it_refuses_coordinates_that_place_nothing(env, message):
+    with pytest.raises(ConfigError, match=message):
+        load_settings(env)

@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("ui", __name__, template_folder="templates")
 
-from app.blueprints.ui import operations, views  # noqa: E402,F401
+from app.blueprints.ui import map, operations, views  # noqa: E402,F401

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 from typing import Any, Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from app.services.results import MAX_REASON_LENGTH  # noqa: E402
@@ -82,6 +82,18 @@ class SystemInfo(WireModel):
     uptime_seconds: float | None = Field(default=None, ge=0)
     version: str | None = Field(default=None, max_length=32)
     python: str | None = Field(default=None, max_length=32)
+    # Where the instance stands on the location map (INSTANCE_LATITUDE and
+    # INSTANCE_LONGITUDE), when it says. Here rather than in a field of its
+    # own, because a primary of an older version ignores what it does not
+    # know in systemInfo and refuses it anywhere else.
+    latitude: float | None = Field(default=None, ge=-90, le=90, allow_inf_nan=False)
+    longitude: float | None = Field(default=None, ge=-180, le=180, allow_inf_nan=False)
+
+    @model_validator(mode="after")
+    def _both_coordinates_or_neither(self):
+        if (self.latitude is None) != (self.longitude is None):
+            raise ValueError("latitude and longitude come together, or neither")
+        return self
 
 
 class ConnectionStatus(WireModel):

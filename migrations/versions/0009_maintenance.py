@@ -5,8 +5,8 @@
 - ``status_changes.suppressed_alert`` / ``suppressed_by``: the alert a
   window held back and which window, kept beside the change.
 
-Revision ID: 0008_maintenance
-Revises: 0007
+Revision ID: 0009_maintenance
+Revises: 0008_detail
 Create Date: 2026-12-05
 """
 from alembic import op
@@ -14,8 +14,8 @@ import sqlalchemy as sa
 
 
 # revision identifiers, used by Alembic.
-revision = '0008_maintenance'
-down_revision = '0007'
+revision = '0009_maintenance'
+down_revision = '0008_detail'
 branch_labels = None
 depends_on = None
 
