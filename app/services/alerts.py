@@ -357,10 +357,10 @@ def _enabled_services(endpoint_ids: set[int]) -> dict[int, list[int]]:
     return by_endpoint
 
 
-def _with_groups(endpoints: dict) -> list:
-    """Rows of ``endpoints`` (by id) with their ``group_name``, for maintenance lookups."""
-    return list(db.session.execute(
-        select(Endpoint.id, Endpoint.group_name).where(Endpoint.id.in_(list(endpoints)))))
+def _with_groups(endpoints: dict) -> dict[int, str | None]:
+    """The group of each of ``endpoints`` (by id), for maintenance lookups."""
+    return dict(db.session.execute(
+        select(Endpoint.id, Endpoint.group_name).where(Endpoint.id.in_(list(endpoints)))).all())
 
 
 def _endpoints(endpoint_ids: set[int]) -> dict:

@@ -504,18 +504,18 @@ def in_maintenance(endpoint: Endpoint, moment: datetime | None = None) -> Mainte
     return Coverage().window_for(endpoint.id, endpoint.group_name, moment or utcnow())
 
 
-def endpoints_in_maintenance(endpoints: Iterable, moment: datetime | None = None) -> dict[int, MaintenanceWindow]:
-    """Of ``endpoints`` (rows with ``id`` and ``group_name``), those in a
-    window at ``moment`` (default now), with the window."""
+def endpoints_in_maintenance(groups: dict[int, str | None], moment: datetime | None = None) -> dict[int, MaintenanceWindow]:
+    """Of the endpoints in ``groups`` (each endpoint id with its group), those
+    in a window at ``moment`` (default now), with the window."""
     moment = moment or utcnow()
     coverage = Coverage()
     if not coverage.windows:
         return {}
     out = {}
-    for endpoint in endpoints:
-        window = coverage.window_for(endpoint.id, endpoint.group_name, moment)
+    for endpoint_id, group in groups.items():
+        window = coverage.window_for(endpoint_id, group, moment)
         if window is not None:
-            out[endpoint.id] = window
+            out[endpoint_id] = window
     return out
 
 
@@ -545,18 +545,18 @@ class Notice:
 NOTICE_AHEAD = timedelta(days=7)
 
 
-def notices(endpoints: Iterable, moment: datetime | None = None, ahead: timedelta = NOTICE_AHEAD) -> list[Notice]:
-    """The windows covering any of ``endpoints`` (rows with ``id`` and
-    ``group_name``) that are in progress at ``moment`` or start within
+def notices(groups: dict[int, str | None], moment: datetime | None = None,
+            ahead: timedelta = NOTICE_AHEAD) -> list[Notice]:
+    """The windows covering any of the endpoints in ``groups`` (each endpoint
+    id with its group) that are in progress at ``moment`` or start within
     ``ahead``, soonest first, one notice per window."""
     moment = moment or utcnow()
     coverage = Coverage()
     if not coverage.windows:
         return []
-    endpoints = list(endpoints)
     found = []
     for window, schedule in coverage.windows:
-        if not any(covers(window, e.id, e.group_name) for e in endpoints):
+        if not any(covers(window, endpoint_id, group) for endpoint_id, group in groups.items()):
             continue
         current = schedule.occurrence_at(moment)
         upcoming = current or schedule.next_after(moment)

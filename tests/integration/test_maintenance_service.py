@@ -36,14 +36,15 @@ def test_a_window_covers_its_endpoints_and_its_groups_current_members(db_app):
         orders, stock, shop = endpoint("orders", "Databases"), endpoint("stock", "Databases"), endpoint("shop")
         covering = window(groups=["Databases"])
         window(title="Off", endpointIds=[shop.id], isActive=False)
-        assert set(maintenance.endpoints_in_maintenance([orders, stock, shop])) == {orders.id, stock.id}
+        assert set(maintenance.endpoints_in_maintenance(
+            {e.id: e.group_name for e in (orders, stock, shop)})) == {orders.id, stock.id}
         later = endpoint("archive", "Databases")  # joins the group after the window was made
         assert maintenance.in_maintenance(later).id == covering.id
         assert maintenance.in_maintenance(shop) is None
         assert [w.title for w, _ in maintenance.active_windows()] == ["Upgrade"]
         # After its end nothing is covered, and the window says it is over.
         after = datetime.now(timezone.utc) + timedelta(hours=2)
-        assert maintenance.endpoints_in_maintenance([orders, stock], after) == {}
+        assert maintenance.endpoints_in_maintenance({orders.id: "Databases", stock.id: "Databases"}, after) == {}
         answer = maintenance.to_dict(covering, after)
         assert answer["inProgress"] is False and answer["nextStartsAt"] is None
 
@@ -124,7 +125,7 @@ def test_notices_announce_windows_in_progress_and_coming_soon(db_app):
         maintenance.create_window({"title": "Far", "endpointIds": [orders.id],
                                    "startsAt": (now + timedelta(days=30)).isoformat(),
                                    "endsAt": (now + timedelta(days=30, hours=1)).isoformat()})
-        found = maintenance.notices([orders])
+        found = maintenance.notices({orders.id: "Databases"})
         assert [(n.title, n.in_progress) for n in found] == [("Now", True), ("Soon", False)]
         assert found[0].description == "Rolling restart"
-        assert maintenance.notices([shop]) == []
+        assert maintenance.notices({shop.id: "Shop"}) == []

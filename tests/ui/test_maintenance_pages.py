@@ -97,3 +97,54 @@ def test_viewers_and_dependents_see_the_list_without_controls(web, app):
     assert "Upgrade" in page and "Add window" not in page
     assert post(web, "/maintenance/new", {"title": "Mine"}).status_code == 409
     assert len(_windows(app)) == 1
+
+
+def _window_now(app, **fields) -> int:
+    from datetime import timedelta
+
+    from app.services import maintenance
+
+    now = datetime.now(timezone.utc)
+    with app.app_context():
+        return maintenance.create_window({"startsAt": (now - timedelta(minutes=5)).isoformat(),
+                                          "endsAt": (now + timedelta(minutes=55)).isoformat(), **fields}).id
+
+
+def test_the_dashboard_marks_endpoints_in_maintenance(web, app):
+    from tests.ui.conftest import add_result
+
+    orders = make_endpoint(app, name="Orders DB", group="Databases")
+    make_endpoint(app, name="Shop")
+    _window_now(app, title="Vacuum", groups=["Databases"])
+    add_result(app, orders, ok=False, reason="refused")
+    html = web.get("/").get_data(as_text=True)
+    rows = dict(re.findall(r'<tr id="endpoint-(\d+)"(.*?)</tr>', html, re.S))
+    assert 'class="badge maintenance"' in rows[str(orders)] and "“Vacuum”" in rows[str(orders)]
+    assert "maintenance" not in rows[str(orders + 1)]
+
+
+def test_a_status_page_shows_a_maintenance_notice(web, app):
+    from datetime import timedelta
+
+    from app.services import maintenance
+    from tests.ui.conftest import add_result
+
+    orders = make_endpoint(app, name="Orders DB", group="Databases")
+    assert post(web, "/status-pages", {"group": "Databases", "publish": "1"}).status_code == 303
+    anonymous = app.test_client()
+    calm = anonymous.get("/status/databases").get_data(as_text=True)
+    assert "maintenance-notice" not in calm
+
+    window_id = _window_now(app, title="Storage migration", description="Writes may be slow", groups=["Databases"])
+    add_result(app, orders, ok=False, reason="refused")
+    html = anonymous.get("/status/databases").get_data(as_text=True)
+    assert "Maintenance in progress: Storage migration" in html and "Writes may be slow" in html
+    # Down inside the window: the headline says maintenance, not an outage.
+    assert "Some systems are down" not in html and 'overall-maintenance' in html
+    with app.app_context():
+        window = maintenance.get_window(window_id)
+        now = datetime.now(timezone.utc)
+        maintenance.update_window(window, {"startsAt": (now + timedelta(days=1)).isoformat(),
+                                           "endsAt": (now + timedelta(days=1, hours=2)).isoformat()}, partial=True)
+    later = anonymous.get("/status/databases").get_data(as_text=True)
+    assert "Scheduled maintenance: Storage migration" in later and "Some systems are down" in later

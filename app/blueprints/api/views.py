@@ -54,7 +54,7 @@ def _endpoint_or_404(endpoint_id):
 def _answers(endpoints) -> list[dict]:
     """Endpoints as the API answers them, each with its ``consensus``."""
     views = consensus.api_answers(endpoints)
-    held = maintenance.endpoints_in_maintenance(endpoints)
+    held = maintenance.endpoints_in_maintenance({e.id: e.group_name for e in endpoints})
     return [{**e.to_dict(), "consensus": views[e.id],
              "maintenanceWindowId": held[e.id].id if e.id in held else None} for e in endpoints]
 
