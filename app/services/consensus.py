@@ -975,7 +975,8 @@ def probe_states() -> dict[str, _Probe]:
 
 
 def uptimes(endpoint_ids: list[int], now: datetime | None = None,
-            spans: Iterable[timedelta] = (timedelta(hours=24),)) -> dict[int, dict[timedelta, float | None]]:
+            spans: Iterable[timedelta] = (timedelta(hours=24),), *,
+            coverage: maintenance.Coverage | None = None) -> dict[int, dict[timedelta, float | None]]:
     """Consensus uptime per endpoint over each span, time-weighted from
     ``aggregated_results`` change rows: the share of time the consensus was
     UP or PARTIAL (reachable by the rule) of the time it was decided (UP,
@@ -1003,7 +1004,7 @@ def uptimes(endpoint_ids: list[int], now: datetime | None = None,
                   .order_by(table.endpoint_id, table.computed_at, table.id))
         for endpoint_id, computed_at, consensus in db.session.execute(within):
             timelines.setdefault(endpoint_id, []).append((computed_at, consensus))
-    held = maintenance.covered_spans(list(endpoint_ids), start, now)
+    held = maintenance.covered_spans(list(endpoint_ids), start, now, coverage=coverage)
     out = {}
     for endpoint_id in endpoint_ids:
         timeline = timelines.get(endpoint_id, [])

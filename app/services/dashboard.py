@@ -424,10 +424,11 @@ def add_details(rows: list[EndpointRow], now: datetime) -> None:
     if not rows:
         return
     ids = [r.id for r in rows]
-    uptime = consensus.uptimes(ids, now)
+    coverage = maintenance.Coverage()  # the windows, read once for both
+    uptime = consensus.uptimes(ids, now, coverage=coverage)
     beats = heartbeats(rows, now)
     certificates = certificate_days(ids)
-    held = maintenance.endpoints_in_maintenance({r.id: r.group for r in rows}, now)
+    held = maintenance.endpoints_in_maintenance({r.id: r.group for r in rows}, now, coverage=coverage)
     for row in rows:
         row.maintenance = held[row.id].title if row.id in held else None
         row.uptime_24h = uptime.get(row.id, {}).get(timedelta(hours=24))

@@ -504,11 +504,13 @@ def in_maintenance(endpoint: Endpoint, moment: datetime | None = None) -> Mainte
     return Coverage().window_for(endpoint.id, endpoint.group_name, moment or utcnow())
 
 
-def endpoints_in_maintenance(groups: dict[int, str | None], moment: datetime | None = None) -> dict[int, MaintenanceWindow]:
+def endpoints_in_maintenance(groups: dict[int, str | None], moment: datetime | None = None, *,
+                             coverage: Coverage | None = None) -> dict[int, MaintenanceWindow]:
     """Of the endpoints in ``groups`` (each endpoint id with its group), those
-    in a window at ``moment`` (default now), with the window."""
+    in a window at ``moment`` (default now), with the window. ``coverage``:
+    windows already read for the same request."""
     moment = moment or utcnow()
-    coverage = Coverage()
+    coverage = coverage or Coverage()
     if not coverage.windows:
         return {}
     out = {}
@@ -567,10 +569,11 @@ def notices(groups: dict[int, str | None], moment: datetime | None = None,
     return sorted(found, key=lambda notice: (not notice.in_progress, notice.starts_at))
 
 
-def covered_spans(endpoint_ids: list[int], start: datetime, end: datetime) -> dict[int, list[tuple[datetime, datetime]]]:
+def covered_spans(endpoint_ids: list[int], start: datetime, end: datetime, *,
+                  coverage: Coverage | None = None) -> dict[int, list[tuple[datetime, datetime]]]:
     """Per endpoint, the spans between ``start`` and ``end`` it spent in
     maintenance, merged and clipped; endpoints never in one are left out."""
-    coverage = Coverage()
+    coverage = coverage or Coverage()
     if not coverage.windows or not endpoint_ids:
         return {}
     groups = dict(db.session.execute(
