@@ -64,3 +64,33 @@ def test_a_recurring_window_is_added_and_shown_in_progress(browser, live_app, ap
     if datetime.now(timezone.utc).minute < 58:
         expect(row.locator(".badge.maintenance")).to_have_text("in progress")
     screenshot(page, tmp_path, "maintenance.png")
+
+
+def test_the_dashboard_and_the_status_page_show_maintenance(browser, live_app, app, tmp_path):  # noqa: F811
+    from datetime import timedelta
+
+    from playwright.sync_api import expect
+
+    from app.services import maintenance, status_pages
+    from tests.ui.conftest import add_result
+
+    orders = make_endpoint(app, name="Orders DB", group="Databases")
+    make_endpoint(app, name="Stock DB", group="Databases")
+    add_result(app, orders, ok=False, reason="connection refused")
+    now = datetime.now(timezone.utc)
+    with app.app_context():
+        status_pages.set_published("Databases", True)
+        maintenance.create_window({"title": "Storage migration", "description": "Writes may be slow for a while.",
+                                   "groups": ["Databases"], "startsAt": (now - timedelta(minutes=5)).isoformat(),
+                                   "endsAt": (now + timedelta(hours=1)).isoformat()})
+    page = new_page(browser)
+    page.goto(f"{live_app}/login")
+    page.fill("input[name=email]", EMAIL)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"{live_app}/")
+    expect(page.locator(f"#endpoint-{orders} .badge.maintenance")).to_have_text("Maintenance")
+    page.goto(f"{live_app}/status/databases")
+    expect(page.locator(".maintenance-notice")).to_contain_text("Maintenance in progress: Storage migration")
+    expect(page.locator(".overall")).to_contain_text("Maintenance in progress")
+    screenshot(page, tmp_path, "status-page-maintenance.png")
