@@ -181,7 +181,8 @@ class PublicEndpoint:
 
 def overall_status(endpoints: list[PublicEndpoint]) -> str:
     """A page's headline: DOWN if any endpoint's consensus is DOWN, PARTIAL
-    (degraded) if any is PARTIAL, UP when all are up (or paused)."""
+    (degraded) if any is PARTIAL, MAINTENANCE if the only ones down or
+    degraded are in a maintenance window, UP when all are up (or paused)."""
     # Down or degraded in a maintenance window is maintenance, not an outage.
     statuses = {"MAINTENANCE" if e.in_maintenance and e.status in ("DOWN", "PARTIAL") else e.status
                 for e in endpoints}
