@@ -35,10 +35,10 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterError, croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 from sqlalchemy import select, update
@@ -86,7 +86,7 @@ class MaintenanceWindowInput(BaseModel):
     cron_expression: str | None = Field(default=None, max_length=100)
     time_zone: str | None = Field(default=None, max_length=64)
     duration_minutes: int | None = Field(default=None, ge=1, le=MAX_DURATION_MINUTES)
-    endpoint_ids: list[int] = Field(default_factory=list, max_length=10_000)
+    endpoint_ids: list[Annotated[int, Field(ge=1, le=2**31 - 1)]] = Field(default_factory=list, max_length=10_000)
     groups: list[str] = Field(default_factory=list, max_length=1000)
     is_active: bool = True
 
@@ -98,6 +98,10 @@ class MaintenanceWindowInput(BaseModel):
         value = " ".join(value.split())
         if len(value.split(" ")) != 5 or not croniter.is_valid(value):
             raise ValueError(BAD_CRON)
+        try:
+            croniter(value, datetime(2000, 1, 1)).get_next(datetime)
+        except CroniterError:  # valid fields that name no date, such as day 30 of February
+            raise ValueError("is a cron expression that matches no date") from None
         return value
 
     @field_validator("time_zone")
@@ -408,7 +412,10 @@ class Schedule:
         local = _wall_clock(moment, self.zone) + max(back, timedelta(0)) + timedelta(minutes=1)
         found = croniter(self.cron, local)
         for _ in range(_MAX_STEPS):
-            start = to_utc(found.get_prev(datetime), self.zone)
+            try:
+                start = to_utc(found.get_prev(datetime), self.zone)
+            except CroniterError:  # no earlier date matches
+                return
             if start <= moment:
                 yield start
 
@@ -416,7 +423,10 @@ class Schedule:
         """Starts after ``moment``, oldest first."""
         found = croniter(self.cron, _wall_clock(moment, self.zone))
         for _ in range(_MAX_STEPS):
-            start = to_utc(found.get_next(datetime), self.zone)
+            try:
+                start = to_utc(found.get_next(datetime), self.zone)
+            except CroniterError:  # no later date matches
+                return
             if start > moment:
                 yield start
 

@@ -123,6 +123,10 @@ def test_it_refuses_an_end_before_the_start_and_mixed_kinds(api, api_app):
                                              "endsAt": "must be text"}
     seconds = api.post(BASE, json={**NIGHTLY, "cronExpression": "0 0 2 * * *"}, headers=ADMIN_HEADERS)
     assert "cronExpression" in seconds.get_json()["fields"]
+    never = api.post(BASE, json={**NIGHTLY, "cronExpression": "0 0 30 2 *"}, headers=ADMIN_HEADERS)
+    assert never.get_json()["fields"] == {"cronExpression": "is a cron expression that matches no date"}
+    huge = api.post(BASE, json={**ONE_OFF, "endpointIds": [2**63]}, headers=ADMIN_HEADERS)
+    assert huge.status_code == 400 and "endpointIds.0" in huge.get_json()["fields"]
     strict = api.post(BASE, json={**ONE_OFF, "endpointIds": ["1"], "isActive": 1}, headers=ADMIN_HEADERS)
     assert set(strict.get_json()["fields"]) == {"endpointIds.0", "isActive"}
     assert _count(api_app) == 0
