@@ -1,7 +1,7 @@
 """Command line: ``python -m app <command>`` (or ``flask --app wsgi <command>``).
 
-``start`` runs the whole monitor; the other commands manage endpoints, users
-and API keys, and show results. ``db upgrade`` comes from Flask-Migrate.
+``start`` runs the whole monitor; the other commands manage endpoints, users,
+API keys and maintenance windows, and show results. ``db upgrade`` comes from Flask-Migrate.
 """
 from __future__ import annotations
 
@@ -47,6 +47,7 @@ def register_cli(app) -> None:
     app.cli.add_command(init_command)
     app.cli.add_command(cluster_group)
     app.cli.add_command(secrets_group)
+    app.cli.add_command(maintenance_group)
 
 
 def _fail(message: str) -> None:
@@ -394,6 +395,80 @@ def secrets_rotate():
 
 
 cli.add_command(secrets_group)
+# --- maintenance windows --------------------------------------------------------
+
+@click.group("maintenance")
+def maintenance_group():
+    """List, add and remove maintenance windows (no alerts while one is on)."""
+
+
+@maintenance_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def maintenance_list(as_json):
+    """List maintenance windows, with the one in progress and the next."""
+    from app.services import maintenance
+
+    found = [maintenance.to_dict(w) for w in maintenance.list_windows()]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("no maintenance windows")
+        return
+    click.echo(f"{'ID':>5}  {'STATE':<12} {'TITLE':<24} {'SCHEDULE':<44} COVERS")
+    for w in found:
+        state = ("in progress" if w["inProgress"] else "scheduled" if w["nextStartsAt"]
+                 else "over" if w["isActive"] else "off")
+        schedule = (f"cron {w['cronExpression']} {w['timeZone']} {w['durationMinutes']} min"
+                    if w["kind"] == "recurring" else f"{w['startsAt'][:16]} to {w['endsAt'][:16]} UTC")
+        covers = ", ".join([f"#{i}" for i in w["endpointIds"]] + [f"group {g}" for g in w["groups"]])
+        click.echo(f"{w['id']:>5}  {state:<12} {w['title'][:24]:<24} {schedule:<44} {covers}")
+
+
+@maintenance_group.command("add")
+@click.option("--title", required=True)
+@click.option("--description", default=None)
+@click.option("--start", "starts_at", default=None, metavar="TIME",
+              help="One-off: ISO 8601 start, e.g. 2026-12-24T22:00 (read in --time-zone when it has no zone).")
+@click.option("--end", "ends_at", default=None, metavar="TIME", help="One-off: ISO 8601 end.")
+@click.option("--cron", "cron_expression", default=None, metavar="EXPR",
+              help="Recurring: five cron fields, e.g. '0 2 * * 0' (Sundays at 02:00).")
+@click.option("--duration", "duration_minutes", type=int, default=None, help="Recurring: minutes each lasts.")
+@click.option("--time-zone", default=None, help="IANA zone the times are read in (default UTC).")
+@click.option("--endpoint", "endpoint_ids", multiple=True, type=int, metavar="ID", help="Repeatable.")
+@click.option("--group", "groups", multiple=True, metavar="NAME", help="Repeatable: every endpoint of the group.")
+@click.option("--inactive", is_flag=True, help="Store it switched off.")
+@with_appcontext
+def maintenance_add(title, description, starts_at, ends_at, cron_expression, duration_minutes, time_zone,
+                    endpoint_ids, groups, inactive):
+    """Add a one-off (--start, --end) or recurring (--cron, --duration) window."""
+    from app.services import maintenance
+
+    _refuse_on_dependent()
+    data = {"title": title, "description": description, "startsAt": starts_at, "endsAt": ends_at,
+            "cronExpression": cron_expression, "durationMinutes": duration_minutes, "timeZone": time_zone,
+            "endpointIds": list(endpoint_ids), "groups": list(groups), "isActive": not inactive}
+    try:
+        window = maintenance.create_window({k: v for k, v in data.items() if v is not None})
+    except maintenance.InvalidMaintenanceWindow as exc:
+        _fail(str(exc))
+    click.echo(f"added maintenance window {window.id}: {window.title} ({maintenance.describe(window)})")
+
+
+@maintenance_group.command("remove")
+@click.argument("window_id", type=int)
+@with_appcontext
+def maintenance_remove(window_id):
+    """Delete a maintenance window."""
+    from app.services import maintenance
+
+    _refuse_on_dependent()
+    window = maintenance.get_window(window_id)
+    if window is None:
+        _fail(f"no maintenance window with id {window_id}")
+    maintenance.delete_window(window)
+    click.echo(f"removed maintenance window {window_id}")
 
 
 # --- demo -------------------------------------------------------------------

@@ -161,6 +161,10 @@ class StatusChange(db.Model):
     # The alert this change raises (down, up, partial), decided with the
     # change itself; None: it alerts nobody.
     alert_event: Mapped[str | None] = mapped_column(String(16))
+    # The alert a maintenance window held back (down, up, partial), and
+    # which window: such a change alerts nobody (alert_event is None).
+    suppressed_alert: Mapped[str | None] = mapped_column(String(16))
+    suppressed_by: Mapped[str | None] = mapped_column(Text)
 
 
 def consensus_rule_text(rule: str, min_down: int | None) -> str:

@@ -354,13 +354,13 @@ def instance_identity() -> tuple[str, str]:
 
 # --- configuration version -------------------------------------------------
 # Every change to configuration (endpoints, notification services, users,
-# API keys, settings, membership) bumps config_version in the same
+# API keys, settings, membership, maintenance windows) bumps config_version in the same
 # transaction, so dependents can pull with If-None-Match and never miss a
 # change, and failover candidates hold what the primary holds.
 
-from app.models import ApiKey, MonitoringInstance  # noqa: E402  (only the version rules below use them)
+from app.models import ApiKey, MaintenanceWindow, MonitoringInstance  # noqa: E402  (only the version rules below use them)
 
-_CONFIG_MODELS = (Endpoint, NotificationService, User, Setting, ApiKey, MonitoringInstance)
+_CONFIG_MODELS = (Endpoint, NotificationService, User, Setting, ApiKey, MonitoringInstance, MaintenanceWindow)
 # Columns written in the course of running, not configuration: an
 # endpoint's runtime state, when a key was last used.
 _RUNTIME_COLUMNS = {Endpoint: Endpoint.RUNTIME_FIELDS | {"updated_at"}, ApiKey: frozenset({"last_used_at"})}

@@ -37,7 +37,7 @@ from app.models import (
     ResponseTime,
     utcnow,
 )
-from app.services import configuration, consensus, endpoints
+from app.services import configuration, consensus, endpoints, maintenance
 
 STATUS_PAUSED = "PAUSED"
 # What the consensus filter takes: the status a row's badge shows.
@@ -190,6 +190,8 @@ class EndpointRow:
     cells: list[Cell] = field(default_factory=list)
     heartbeats: list[Heartbeat] = field(default_factory=list)
     cert_days: int | None = None
+    # The maintenance window it is in (its title), None when in none.
+    maintenance: str | None = None
 
     @property
     def shown_status(self) -> str:
@@ -203,7 +205,8 @@ class EndpointRow:
         uptime = None if self.uptime_24h is None else f"{self.uptime_24h:.2f}"
         data = (self.name, self.check_type, self.target, self.port, self.group, self.shown_status,
                 self.last_checked_at, self.last_response_time_ms, self.last_failure_reason,
-                self.locations_voting, self.locations_up, uptime, self.cells, beats, self.cert_days)
+                self.locations_voting, self.locations_up, uptime, self.cells, beats, self.cert_days,
+                self.maintenance)
         return hashlib.blake2s(repr(data).encode(), digest_size=6).hexdigest()
 
 
@@ -415,15 +418,19 @@ def add_cells(rows: list[EndpointRow], location_columns: list[Location], now: da
 
 
 def add_details(rows: list[EndpointRow], now: datetime) -> None:
-    """Fill in consensus uptime over 24 h, heartbeats and certificate days
-    (after ``add_cells``: the heartbeat range depends on the locations)."""
+    """Fill in consensus uptime over 24 h, heartbeats, certificate days and
+    the maintenance window each is in (after ``add_cells``: the heartbeat
+    range depends on the locations)."""
     if not rows:
         return
     ids = [r.id for r in rows]
-    uptime = consensus.uptimes(ids, now)
+    coverage = maintenance.Coverage()  # the windows, read once for both
+    uptime = consensus.uptimes(ids, now, coverage=coverage)
     beats = heartbeats(rows, now)
     certificates = certificate_days(ids)
+    held = maintenance.endpoints_in_maintenance({r.id: r.group for r in rows}, now, coverage=coverage)
     for row in rows:
+        row.maintenance = held[row.id].title if row.id in held else None
         row.uptime_24h = uptime.get(row.id, {}).get(timedelta(hours=24))
         row.heartbeats = beats.get(row.id, [])
         row.cert_days = certificates.get(row.id)

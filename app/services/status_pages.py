@@ -18,6 +18,8 @@ from sqlalchemy import func, select
 
 from app.extensions import db
 from app.models import Endpoint, Setting, utcnow
+from app.services import maintenance
+from app.services.maintenance import Notice
 from app.services.rollups import Tally, hourly_tallies
 
 logger = logging.getLogger(__name__)
@@ -174,16 +176,22 @@ class PublicEndpoint:
     status: str
     bars: list[DayBar] = field(default_factory=list)
     uptime: float | None = None
+    in_maintenance: bool = False
 
 
 def overall_status(endpoints: list[PublicEndpoint]) -> str:
     """A page's headline: DOWN if any endpoint's consensus is DOWN, PARTIAL
-    (degraded) if any is PARTIAL, UP when all are up (or paused)."""
-    statuses = {e.status for e in endpoints}
+    (degraded) if any is PARTIAL, MAINTENANCE if the only ones down or
+    degraded are in a maintenance window, UP when all are up (or paused)."""
+    # Down or degraded in a maintenance window is maintenance, not an outage.
+    statuses = {"MAINTENANCE" if e.in_maintenance and e.status in ("DOWN", "PARTIAL") else e.status
+                for e in endpoints}
     if "DOWN" in statuses:
         return "DOWN"
     if "PARTIAL" in statuses:
         return "PARTIAL"
+    if "MAINTENANCE" in statuses:
+        return "MAINTENANCE"
     if endpoints and statuses <= {"UP", "PAUSED"}:
         return "UP"
     return "PENDING"
@@ -198,6 +206,7 @@ def page(group: str, now: datetime | None = None) -> list[PublicEndpoint]:
     first_day = (now - timedelta(days=DAYS - 1)).date()
     start = datetime.combine(first_day, datetime.min.time(), tzinfo=now.tzinfo)
     tallies = hourly_tallies(start, now, endpoint_ids=[e.id for e in endpoints])
+    held = maintenance.endpoints_in_maintenance({e.id: e.group_name for e in endpoints}, now)
     out = []
     for endpoint in endpoints:
         per_day: dict[date, Tally] = {}
@@ -211,7 +220,7 @@ def page(group: str, now: datetime | None = None) -> list[PublicEndpoint]:
             total.add(tally)
             bars.append(DayBar(day, tally.uptime, tally.checks, tally.ok_checks))
         status = "PAUSED" if endpoint.is_paused else endpoint.status
-        out.append(PublicEndpoint(endpoint.name, status, bars, total.uptime))
+        out.append(PublicEndpoint(endpoint.name, status, bars, total.uptime, endpoint.id in held))
     return out
 
 
@@ -226,6 +235,8 @@ class StatusPage:
     updated_at: datetime
     days: int = DAYS
     refresh_seconds: int = REFRESH_SECONDS
+    # Maintenance windows in progress or coming within a week.
+    maintenance: list[Notice] = field(default_factory=list)
 
 
 def status_page(group: str, now: datetime | None = None) -> StatusPage:
@@ -233,4 +244,10 @@ def status_page(group: str, now: datetime | None = None) -> StatusPage:
     now = now or utcnow()
     endpoints = page(group, now)
     return StatusPage(group=group, title=title_for(group), endpoints=endpoints,
-                      overall=overall_status(endpoints), updated_at=now)
+                      overall=overall_status(endpoints), updated_at=now,
+                      maintenance=maintenance.notices(_members(group), now))
+
+
+def _members(group: str) -> dict[int, str]:
+    return {endpoint_id: group for endpoint_id in db.session.execute(
+        select(Endpoint.id).where(Endpoint.group_name == group)).scalars()}

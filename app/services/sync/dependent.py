@@ -272,6 +272,8 @@ def apply_configuration(config: dict) -> dict:
         replication.apply_snapshot(config["replica"])
     elif config.get("members") is not None:  # any other member: the membership alone
         replication.apply_membership(config["members"])
+    if config.get("maintenanceWindows") is not None:  # absent from a primary without them: keep ours
+        replication.apply_maintenance_windows(config["maintenanceWindows"])
     configuration.set_config_version(version)  # after the flush's own bump
     db.session.commit()
     logger.info("configuration %d applied: %d added, %d updated, %d removed, %d skipped",
