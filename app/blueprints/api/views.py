@@ -3,6 +3,7 @@ service, answer."""
 from datetime import datetime
 
 from flask import jsonify, request, url_for
+from pydantic import AwareDatetime, BaseModel, Field
 
 from app.blueprints.api import bp
 from app.blueprints.errors import json_body, json_error
@@ -15,12 +16,28 @@ from app.services.input_errors import InvalidInput
 from app.services.validation_messages import whole_number_error
 
 MAX_RESULTS = 1000
+# Routes open to all: the description holds no data.
+OPEN_ROUTES = frozenset({"api.openapi"})
+
+
+class ResultsQuery(BaseModel):
+    """The query of an endpoint's results."""
+
+    limit: int = Field(default=100, ge=1, le=MAX_RESULTS, description="How many, newest first")
+    since: AwareDatetime | None = Field(default=None, description="Only results checked at or after this time")
 
 
 @bp.before_request
-@api_auth.login_required
 def _require_auth():
-    """Every API route needs a signed-in user or an API key."""
+    """Every API route but the description needs a signed-in user or an API key."""
+    if request.endpoint in OPEN_ROUTES:
+        return None
+    return _authenticated()
+
+
+@api_auth.login_required
+def _authenticated():
+    return None
 
 
 def _payload():

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
+from app.services.openapi import Answer
 from app.services.results import MAX_REASON_LENGTH  # noqa: E402
 
 # Headers of the sync API: the sender's cluster epoch, the join secret.
@@ -267,3 +268,196 @@ class Incidents(WireModel):
 
     alerted: dict[int, Literal["DOWN", "PARTIAL"]] = Field(max_length=MAX_REPLICATED_ROWS)
     open_deliveries: list[OpenDelivery] = Field(max_length=MAX_OPEN_DELIVERIES)
+
+
+# --- what the sync API answers ---------------------------------------------------
+# Described in its OpenAPI document (app/blueprints/sync_api/openapi.py).
+
+class HealthAnswer(Answer):
+    """Liveness for peers: who this is and whom it follows."""
+
+    status: Literal["ok"]
+    instance_id: str
+    instance_name: str
+    location: str
+    role: str
+    epoch: int
+    primary_url: str | None
+    version: str
+
+
+class ProbeAnswer(Answer):
+    status: Literal["ok"]
+
+
+class StatusAnswer(Answer):
+    """Who this instance is and whom it follows, for peers finding the primary."""
+
+    instance_id: str
+    instance_name: str
+    location: str
+    role: str
+    epoch: int
+    sync_url: str
+    primary_url: str | None
+    primary_id: str | None
+    failover_order: int
+    config_version: int
+    version: str
+
+
+class RegistrationReply(Answer):
+    """A registered instance's token, and what it needs to begin."""
+
+    instance_id: str
+    token: str
+    token_expires_at: datetime
+    config_version: int
+    epoch: int
+    primary_id: str
+    heartbeat_interval: int
+    # The newest result held from each member, by instance id.
+    holds: dict[str, str]
+
+
+class RejectedResult(Answer):
+    result_id: str
+    reason: str
+
+
+class HeartbeatReply(Answer):
+    """Results acknowledged (stored now or before) and rejected; a renewed
+    token when the old one nears expiry; incidents for a candidate."""
+
+    acknowledged: list[str]
+    rejected: list[RejectedResult]
+    config_version: int
+    epoch: int
+    incidents: Incidents | None = None
+    token: str | None = None
+    token_expires_at: datetime | None = None
+
+
+class InstanceAnswer(Answer):
+    """A member of the cluster as the primary's registry holds it."""
+
+    instance_id: str
+    instance_name: str
+    location: str
+    sync_url: str | None
+    role: str
+    failover_order: int
+    status: str
+    version: str | None
+    last_heartbeat_at: datetime | None
+    registered_at: datetime | None
+    config_version: int | None
+    system_info: dict[str, Any]
+    connection_info: dict[str, Any]
+
+
+class InstancesAnswer(Answer):
+    instances: list[InstanceAnswer]
+    epoch: int
+
+
+class EndpointConfig(Answer):
+    """An endpoint's configuration, without the primary's runtime state."""
+
+    id: int
+    name: str
+    check_type: str
+    target: str
+    port: int | None
+    options: dict[str, Any]
+    interval_seconds: int
+    timeout_seconds: float | None
+    failure_threshold: int
+    success_threshold: int
+    is_paused: bool
+    group: str | None
+    reminder_interval_minutes: int | None
+    locations: list[str] | None
+    consensus_rule: str
+    alert_on_partial: bool
+    cert_expiry_days: int
+
+
+class SyncConfiguration(Answer):
+    """What the asking instance checks; a candidate also gets ``replica``,
+    any other member ``members``."""
+
+    config_version: int
+    epoch: int
+    generated_at: datetime
+    endpoints: list[EndpointConfig]
+    replica: Replica | None = None
+    members: Membership | None = None
+
+
+class ServiceName(Answer):
+    id: int
+    name: str
+    kind: str
+    is_enabled: bool
+    is_default: bool
+
+
+class ServiceNamesAnswer(Answer):
+    """Notification services without their secrets (only the primary alerts)."""
+
+    notification_services: list[ServiceName]
+    config_version: int
+
+
+class FailoverPlace(Answer):
+    instance_id: str
+    instance_name: str
+    location: str
+    sync_url: str | None
+    failover_order: int
+    status: str
+    role: str
+
+
+class FailoverOrderAnswer(Answer):
+    failover_order: list[FailoverPlace]
+    epoch: int
+
+
+class VoteAnswer(Answer):
+    """Whether the vote was granted, and if not why."""
+
+    epoch: int
+    primary_url: str | None
+    granted: bool
+    reason: str | None = None
+    voted_epoch: int | None = None
+    voted_for: str | None = None
+
+
+class AnnouncementAnswer(Answer):
+    followed: bool
+    epoch: int
+
+
+class HandoverAnswer(Answer):
+    handed_over: bool
+    epoch: int
+    candidate_id: str
+
+
+class ElectionAnswer(Answer):
+    """The outcome of the election a handed-over candidate ran."""
+
+    elected: bool
+    epoch: int
+    election: int | None = None
+    outcome: str | None = None
+
+
+class PromotionAnswer(Answer):
+    """The epoch and primary after a promotion or demotion."""
+
+    epoch: int | None
+    primary_id: str
