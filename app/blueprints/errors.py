@@ -103,7 +103,12 @@ def register_error_handlers(app):
         if not wants_json():
             return exc
         code = (exc.name or "error").lower().replace(" ", "_")
-        return json_error(exc.code or 500, code, exc.description or exc.name)
+        response, status = json_error(exc.code or 500, code, exc.description or exc.name)
+        # The exception's own headers: Allow on a 405, as RFC 9110 asks.
+        for name, value in exc.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response, status
 
     @app.errorhandler(OverflowError)
     def _out_of_range(exc: OverflowError):

@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
+from pydantic import Field
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -1070,6 +1071,6 @@ class ConsensusAnswer(Answer):
     total_locations: int | None
     successful_locations: int | None
     average_response_time_ms: float | None
-    uptime24h: float | None
+    uptime24h: float | None = Field(alias="uptime24h")  # no camel hump before a digit
     rule: str
     locations: list[LocationAnswer]

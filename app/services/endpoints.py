@@ -497,14 +497,17 @@ def _any_case(word: str) -> str:
     return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
 
 
+# A status in any case, or nothing (a form's "any").
+_STATUS_FILTER = "^(" + "|".join(_any_case(s) for s in STATUSES) + ")?$"
+
+
 class EndpointFilters(BaseModel):
     """The filters of the endpoint list (query parameters)."""
 
     search: str | None = Field(default=None, description="Name, group or target contains this, in any case")
-    status: str | None = Field(default=None, description="One of " + ", ".join(STATUSES) + ", in any case",
-                               pattern="^(" + "|".join(_any_case(s) for s in STATUSES) + ")$")
-    consensus: str | None = Field(default=None, description="As status, and wins over it",
-                                  pattern="^(" + "|".join(_any_case(s) for s in STATUSES) + ")$")
+    status: str | None = Field(default=None, pattern=_STATUS_FILTER,
+                               description="One of " + ", ".join(STATUSES) + ", in any case; empty: any")
+    consensus: str | None = Field(default=None, pattern=_STATUS_FILTER, description="As status, and wins over it")
 
 
 class EndpointAnswer(Answer):

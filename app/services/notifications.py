@@ -93,7 +93,7 @@ def _validated(data: Any, strict: bool = False) -> tuple[ServiceInput, dict]:
         errors = _messages(exc, ServiceInput)
         # Report config problems too when the kind is known, so a form shows them all at once.
         kind = data.get("kind")
-        if kind in NOTIFIERS and isinstance(data.get("config"), dict):
+        if isinstance(kind, str) and kind in NOTIFIERS and isinstance(data.get("config"), dict):
             config_model = NOTIFIERS[kind].config_model
             try:
                 config_model.model_validate(data["config"], strict=strict)

@@ -30,7 +30,15 @@ class WireModel(BaseModel):
                               strict=False, str_max_length=10_000)
 
 
-class InstanceRegistration(WireModel):
+class PeerRequest(WireModel):
+    """What a peer sends: JSON's types are taken as they are (``true`` is not
+    1, ``"60"`` is not 60), as the JSON API takes them. Times come as ISO 8601
+    text, so time fields take text (``strict=False`` on each)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class InstanceRegistration(PeerRequest):
     """A dependent introducing itself to the primary."""
 
     instance_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -43,7 +51,7 @@ class InstanceRegistration(WireModel):
     epoch: int = Field(default=0, ge=0, le=BIGINT)
 
 
-class MonitoringResult(WireModel):
+class MonitoringResult(PeerRequest):
     """One check result as a dependent sends it."""
 
     result_id: str = Field(min_length=36, max_length=36,
@@ -55,7 +63,7 @@ class MonitoringResult(WireModel):
     failure_reason: str | None = Field(default=None, max_length=MAX_REASON_LENGTH)
     check_type: str = Field(min_length=1, max_length=32)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
-    checked_at: AwareDatetime
+    checked_at: AwareDatetime = Field(strict=False)
     # Set when the sender passes on another instance's result (catching a
     # new primary up after a failover); absent for the sender's own.
     instance_id: str | None = Field(default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -71,7 +79,7 @@ class MonitoringResult(WireModel):
         return utc
 
 
-class SystemInfo(WireModel):
+class SystemInfo(PeerRequest):
     # Fields a newer dependent adds are dropped, not stored: nothing a
     # dependent sends lands in the primary's records unchecked.
     model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
@@ -85,25 +93,25 @@ class SystemInfo(WireModel):
     python: str | None = Field(default=None, max_length=32)
 
 
-class ConnectionStatus(WireModel):
+class ConnectionStatus(PeerRequest):
     model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
     primary_reachable: bool = True
     consecutive_failures: int = Field(default=0, ge=0)
-    last_success_at: AwareDatetime | None = None
+    last_success_at: AwareDatetime | None = Field(default=None, strict=False)
     outbox_size: int = Field(default=0, ge=0)
     # The dependent's own check of CONNECTIVITY_CHECK_TARGET; None: not configured.
     connectivity_ok: bool | None = None
     connectivity_error: str | None = Field(default=None, max_length=500)
-    connectivity_checked_at: AwareDatetime | None = None
+    connectivity_checked_at: AwareDatetime | None = Field(default=None, strict=False)
     # Failed sync rounds since the member first started, and the newest
     # failure. Optional: a member of an older version does not send them.
     sync_errors: int | None = Field(default=None, ge=0, le=BIGINT)
     last_sync_error: str | None = Field(default=None, max_length=500)
-    last_sync_error_at: AwareDatetime | None = None
+    last_sync_error_at: AwareDatetime | None = Field(default=None, strict=False)
 
 
-class HeartbeatPayload(WireModel):
+class HeartbeatPayload(PeerRequest):
     """A dependent's periodic report: its state and results not yet acknowledged."""
 
     instance_id: str = Field(min_length=8, max_length=64)
@@ -123,7 +131,7 @@ class HeartbeatPayload(WireModel):
         return value
 
 
-class VoteRequest(WireModel):
+class VoteRequest(PeerRequest):
     """A candidate asking for this instance's vote for ``epoch``."""
 
     candidate_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -131,7 +139,7 @@ class VoteRequest(WireModel):
     sync_url: str = Field(max_length=2048, pattern=r"^https?://")
 
 
-class PrimaryAnnouncement(WireModel):
+class PrimaryAnnouncement(PeerRequest):
     """A new primary telling a member whom to follow from ``epoch`` on."""
 
     primary_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -139,7 +147,7 @@ class PrimaryAnnouncement(WireModel):
     sync_url: str = Field(max_length=2048, pattern=r"^https?://")
 
 
-class HandoverRequest(WireModel):
+class HandoverRequest(PeerRequest):
     """An instance asking the primary to hand over to it (manual promotion)."""
 
     candidate_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
