@@ -211,7 +211,7 @@ def _query_parameters(model: type[BaseModel], schemas: dict) -> list[dict]:
     required = set(schema.get("required", ()))
     parameters = []
     for name, prop in schema.get("properties", {}).items():
-        prop = dict(prop)
+        prop = _without_null(prop)
         description = prop.pop("description", None)
         prop.pop("title", None)
         parameter = {"name": name, "in": "query", "required": name in required, "schema": prop}
@@ -229,3 +229,16 @@ def _patch_ref(model: type[BaseModel], schemas: dict) -> dict:
         schema.pop("required", None)
         schemas[name] = {**schema, "title": name}
     return {"$ref": REF_TEMPLATE.format(model=name)}
+
+
+def _without_null(schema: dict) -> dict:
+    """A query parameter's schema without ``null``: a parameter is sent or not."""
+    schema = dict(schema)
+    options = [option for option in schema.pop("anyOf", []) if option != {"type": "null"}]
+    if len(options) == 1:
+        schema = {**options[0], **schema}
+    elif options:
+        schema["anyOf"] = options
+    if schema.get("default", ...) is None:
+        del schema["default"]
+    return schema

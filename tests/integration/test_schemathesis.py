@@ -39,10 +39,14 @@ DEPENDENT_ID = "0d5b1f4e-9a7c-4f55-8e0b-3b2f7b6c9a10"
 ADMIN_EMAIL = "admin@example.org"
 
 
+# Removed when the interpreter exits.
+_DESCRIBING = tempfile.TemporaryDirectory(prefix="openapi-")
+
+
 def _served_description(serve: str, path: str) -> schemathesis.BaseSchema:
     env = {"ENABLE_SYNC_API": "true", "SYNC_SHARED_SECRET": SECRET} if serve == "sync" else {}
     # This app serves the description only: each test passes its own app.
-    application = make_app(Path(tempfile.mkdtemp(prefix="openapi-")), env, serve=serve)
+    application = make_app(Path(_DESCRIBING.name) / serve, env, serve=serve)
     return schemathesis.openapi.from_wsgi(path, application)
 
 
