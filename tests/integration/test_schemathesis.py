@@ -19,6 +19,7 @@ from __future__ import annotations
 import ipaddress
 import socket
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,38 @@ EXCLUDED = [positive_data_acceptance]
 PROBE_EXCLUDED = [*EXCLUDED, not_a_server_error]
 RUN = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
                suppress_health_check=list(HealthCheck))
+
+
+# Status codes answered, per operation, across the module's tests.
+ANSWERED: dict[str, Counter] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def answered_summary(request):
+    """After the run, one line per API: operations, cases sent, and the
+    status codes answered (so a run that reached only 401s shows it)."""
+    yield
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.getplugin("terminalreporter"), plugins.getplugin("capturemanager")
+    if reporter is None or capture is None:
+        return
+    with capture.global_and_fixture_disabled():
+        for prefix in ("/api/v1", "/sync/api"):
+            counts = {label: c for label, c in ANSWERED.items() if label.split(" ", 1)[1].startswith(prefix)}
+            total = sum((c for c in counts.values()), Counter())
+            if counts:
+                codes = ", ".join(f"{code}: {n}" for code, n in sorted(total.items()))
+                reporter.write_line(f"\nschemathesis {prefix}: {len(counts)} operations, "
+                                    f"{sum(total.values())} cases ({codes})")
+                if request.config.getoption("verbose") > 0:
+                    for label, answered in sorted(counts.items()):
+                        reporter.write_line(f"  {label}: " + ", ".join(f"{code}: {n}" for code, n in
+                                                                        sorted(answered.items())))
+
+
+def _call(case, application, headers: dict) -> None:
+    response = case.call_and_validate(app=application, excluded_checks=_excluded(case), headers=headers)
+    ANSWERED.setdefault(case.operation.label, Counter())[response.status_code] += 1
 
 
 def _is_loopback(host) -> bool:
@@ -151,8 +184,7 @@ def _excluded(case) -> list:
 @RUN
 def test_json_api_matches_its_description(case, seeded_api):
     application, key = seeded_api
-    case.call_and_validate(app=application, excluded_checks=_excluded(case),
-                           headers={"Authorization": f"Bearer {key}"})
+    _call(case, application, {"Authorization": f"Bearer {key}"})
 
 
 def _sync_credentials(case, token: str, key: str) -> dict:
@@ -178,5 +210,4 @@ def test_sync_api_matches_its_description(case, seeded_primary):
     # The checks try wrong secrets on purpose: after ten in a minute the
     # address is refused (429), which a test of its own covers.
     views._failures.clear()
-    case.call_and_validate(app=application, excluded_checks=_excluded(case),
-                           headers=_sync_credentials(case, token, key))
+    _call(case, application, _sync_credentials(case, token, key))
