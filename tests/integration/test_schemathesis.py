@@ -17,6 +17,7 @@ loopback do not resolve and addresses other than loopback refuse (see
 from __future__ import annotations
 
 import ipaddress
+import os
 import socket
 import tempfile
 from collections import Counter
@@ -35,8 +36,10 @@ from app.extensions import db
 from tests.conftest import SECRET, make_app
 
 # Examples per operation in the fuzzing phase; the coverage phase adds its
-# own cases, one or a few per schema keyword.
-MAX_EXAMPLES = 25
+# own cases, one or a few per schema keyword. By hand, a longer run with
+# fresh data each time: SCHEMATHESIS_MAX_EXAMPLES=500 SCHEMATHESIS_RANDOM=1.
+MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "25"))
+RANDOM = os.environ.get("SCHEMATHESIS_RANDOM") == "1"
 DEPENDENT_ID = "0d5b1f4e-9a7c-4f55-8e0b-3b2f7b6c9a10"
 ADMIN_EMAIL = "admin@example.org"
 
@@ -64,7 +67,7 @@ EXCLUDED = [positive_data_acceptance]
 # /readyz answers 503 by design while Redis, the clock or a worker is away
 # (none runs here); its body is still checked against the description.
 PROBE_EXCLUDED = [*EXCLUDED, not_a_server_error]
-RUN = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
+RUN = settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=not RANDOM, database=None,
                suppress_health_check=list(HealthCheck))
 
 

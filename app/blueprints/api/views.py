@@ -3,7 +3,7 @@ service, answer."""
 from datetime import datetime
 
 from flask import jsonify, request, url_for
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
 from app.blueprints.api import bp
 from app.blueprints.errors import json_body, json_error
@@ -13,7 +13,7 @@ from app.services import consensus
 from app.services import results as result_service
 from app.services import configuration
 from app.services.input_errors import InvalidInput
-from app.services.validation_messages import whole_number_error
+from app.services.validation_messages import messages_of, whole_number_error
 
 MAX_RESULTS = 1000
 # Routes open to all: the description holds no data.
@@ -21,10 +21,28 @@ OPEN_ROUTES = frozenset({"api.openapi"})
 
 
 class ResultsQuery(BaseModel):
-    """The query of an endpoint's results."""
+    """The query of an endpoint's results (unknown parameters are ignored)."""
 
     limit: int = Field(default=100, ge=1, le=MAX_RESULTS, description="How many, newest first")
     since: AwareDatetime | None = Field(default=None, description="Only results checked at or after this time")
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _whole_number(cls, value):
+        if problem := whole_number_error(str(value), 1, MAX_RESULTS):
+            raise ValueError(problem)
+        return int(value)
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _time_with_zone(cls, value):
+        try:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise ValueError("must be an ISO 8601 time with a zone, such as 2026-01-31T12:00:00Z")
+        return moment
 
 
 @bp.before_request
@@ -148,20 +166,9 @@ def endpoint_results(endpoint_id):
     endpoint, error = _endpoint_or_404(endpoint_id)
     if error:
         return error
-    errors = {}
-    limit = request.args.get("limit", "100")
-    if problem := whole_number_error(limit, 1, MAX_RESULTS):
-        errors["limit"] = problem
-    since = request.args.get("since")
-    if since is not None:
-        try:
-            since = datetime.fromisoformat(since)
-            if since.tzinfo is None:
-                raise ValueError
-        except ValueError:
-            errors["since"] = "must be an ISO 8601 time with a zone, such as 2026-01-31T12:00:00Z"
-    if errors:
-        return _invalid(InvalidInput(errors))
-    limit = int(limit)
-    rows = result_service.recent_results(endpoint.id, limit=limit, since=since)
+    try:
+        query = ResultsQuery.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        return _invalid(InvalidInput(messages_of(exc, ResultsQuery)))
+    rows = result_service.recent_results(endpoint.id, limit=query.limit, since=query.since)
     return jsonify({"endpointId": endpoint.id, "results": [r.to_dict() for r in rows]})
