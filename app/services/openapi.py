@@ -69,7 +69,9 @@ class Operation:
     ``answers`` maps each success status to its model (None: no body);
     ``errors`` lists the error statuses it can answer, each with
     ``ErrorAnswer``. ``query`` is a model whose fields are the query
-    parameters; ``headers`` maps request header names to their schemas.
+    parameters; ``headers`` maps request header names to their schemas,
+    ``answer_headers`` the headers of its success answers to OpenAPI
+    header objects (``{"required": ..., "schema": ...}``).
     """
 
     summary: str
@@ -78,6 +80,7 @@ class Operation:
     body: type[BaseModel] | Patch | None = None
     query: type[BaseModel] | None = None
     headers: dict[str, dict] = field(default_factory=dict)
+    answer_headers: dict[str, dict] = field(default_factory=dict)
     security: tuple[tuple[str, ...], ...] | None = None
     tag: str | None = None
     description: str | None = None
@@ -154,6 +157,8 @@ class Description:
         responses: dict[str, dict] = {}
         for status, model in operation.answers.items():
             answer: dict[str, Any] = {"description": _status_text(status)}
+            if operation.answer_headers:
+                answer["headers"] = dict(operation.answer_headers)
             if model is not None:
                 schema = model if isinstance(model, dict) else _ref(model, schemas, mode="serialization")
                 answer["content"] = {"application/json": {"schema": schema}}

@@ -136,6 +136,9 @@ def test_each_sync_route_names_how_it_authenticates(sync_app):
         "type": "apiKey", "in": "header", "name": "X-Cluster-Secret",
         "description": "The cluster's SYNC_SHARED_SECRET"}
     assert set(operations["GET /sync/api/readyz"]["responses"]) == {"200", "503"}
+    assert operations["GET /sync/api/endpoints"]["responses"]["304"]["headers"]["ETag"]["required"] is True
+    assert "X-Cluster-Epoch" in operations["GET /sync/api/status"]["responses"]["200"]["headers"]
+    assert "headers" not in operations["GET /sync/api/healthz"]["responses"]["200"]
     assert "429" in operations["POST /sync/api/register"]["responses"]
 
 

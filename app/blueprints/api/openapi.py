@@ -37,6 +37,7 @@ DESCRIPTION = Description(
 )
 # Errors any route can answer: credentials; a number too large for the database.
 _READ = (400, 401)
+CREATED = {"Location": {"required": True, "description": "The new resource's path", "schema": {"type": "string"}}}
 _CHANGE = (400, 401, 403, 409, 413, 415)
 
 DESCRIPTION.describe("openapi", "GET", Operation(
@@ -46,7 +47,8 @@ DESCRIPTION.describe("openapi", "GET", Operation(
 DESCRIPTION.describe("list_endpoints", "GET", Operation(
     "List endpoints, by name", {200: EndpointListAnswer}, _READ, query=EndpointFilters, tag="endpoints"))
 DESCRIPTION.describe("create_endpoint", "POST", Operation(
-    "Create an endpoint", {201: EndpointAnswer}, _CHANGE, body=EndpointInput, tag="endpoints",
+    "Create an endpoint", {201: EndpointAnswer}, _CHANGE, body=EndpointInput, answer_headers=CREATED,
+    tag="endpoints",
     description="Without `notificationServiceIds` the endpoint alerts through the default services."))
 DESCRIPTION.describe("get_endpoint", "GET", Operation(
     "An endpoint with its consensus", {200: EndpointAnswer}, (*_READ, 404), tag="endpoints"))
@@ -65,7 +67,7 @@ DESCRIPTION.describe("endpoint_results", "GET", Operation(
 DESCRIPTION.describe("list_notification_services", "GET", Operation(
     "List notification services, secrets masked", {200: ServiceListAnswer}, _READ, tag="notification services"))
 DESCRIPTION.describe("create_notification_service", "POST", Operation(
-    "Create a notification service", {201: ServiceAnswer}, _CHANGE, body=ServiceInput,
+    "Create a notification service", {201: ServiceAnswer}, _CHANGE, body=ServiceInput, answer_headers=CREATED,
     tag="notification services"))
 DESCRIPTION.describe("get_notification_service", "GET", Operation(
     "A notification service, secrets masked", {200: ServiceAnswer}, (*_READ, 404), tag="notification services"))

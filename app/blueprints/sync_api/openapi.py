@@ -57,12 +57,19 @@ TOKEN = (("instanceToken",),)
 SECRET = (("joinSecret",),)
 ADMIN = (("adminBasic",), ("adminKey",))
 EPOCH = {EPOCH_HEADER: {"type": "integer", "description": "The sender's cluster epoch"}}
+# Every answer but the load balancer's probes carries this instance's epoch
+# (absent only while the database is out of reach).
+STAMPED = {EPOCH_HEADER: {"description": "This instance's cluster epoch",
+                          "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+ETAG = {"ETag": {"required": True, "description": "The configuration version, quoted",
+                 "schema": {"type": "string", "pattern": '^"[0-9]+"$'}}}
 # Routes of the primary alone: refused elsewhere or for a stale epoch (409).
 _PRIMARY = (400, 401, 409)
 _PEER = (400, 401, 413, 415, 429, 503)
 
 
 def _describe(view, method, *args, **kwargs):
+    kwargs.setdefault("answer_headers", STAMPED)
     DESCRIPTION.describe(view, method, Operation(*args, **kwargs))
 
 
@@ -70,10 +77,10 @@ _describe("openapi", "GET", "This description", {200: {"type": "object"}}, secur
 _describe("health", "GET", "Liveness for peers: who this is and whom it follows", {200: HealthAnswer},
           security=OPEN, tag="probes")
 _describe("healthz", "GET", "Alive (no database, no Redis), for a load balancer", {200: ProbeAnswer},
-          security=OPEN, tag="probes")
+          security=OPEN, tag="probes", answer_headers={})
 _describe("readyz", "GET", "Ready: database, Redis, clock lease, a worker", {200: ReadinessAnswer,
                                                                            503: ReadinessAnswer},
-          security=OPEN, tag="probes")
+          security=OPEN, tag="probes", answer_headers={})
 _describe("status", "GET", "Who this is, whom it follows, its failover order", {200: StatusAnswer},
           security=OPEN, tag="probes")
 
@@ -89,7 +96,7 @@ _describe("delete_instance", "DELETE", "Leave the cluster (an instance deletes o
           (*_PRIMARY, 403, 404), headers=EPOCH, security=TOKEN, tag="membership")
 _describe("endpoints", "GET", "The configuration the asking instance checks", {200: SyncConfiguration, 304: None},
           _PRIMARY, headers={**EPOCH, "If-None-Match": {"type": "string", "description": "An ETag answered before"}},
-          security=TOKEN, tag="configuration")
+          answer_headers={**STAMPED, **ETAG}, security=TOKEN, tag="configuration")
 _describe("endpoint", "GET", "One endpoint's configuration", {200: EndpointConfig}, (*_PRIMARY, 404),
           headers=EPOCH, security=TOKEN, tag="configuration")
 _describe("notification_services", "GET", "Notification services, without secrets", {200: ServiceNamesAnswer},
