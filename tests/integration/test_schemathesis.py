@@ -236,3 +236,28 @@ def test_sync_api_matches_its_description(case, seeded_primary):
     _aim_at_seeded(case, {"endpoint_id": 1, "instance_id": DEPENDENT_ID if case.method == "DELETE" else own_id},
                    {"instanceId": DEPENDENT_ID} if case.path.endswith("/heartbeat") else None)
     _call(case, application, _sync_credentials(case, token, key))
+
+
+# --- what the runs above found, each pinned by a plain test --------------------
+
+@pytest.mark.parametrize("kind", [{"a": 1}, ["webhook"]])
+def test_a_kind_that_is_not_text_is_a_400_naming_it(seeded_api, kind):
+    application, key = seeded_api
+    reply = application.test_client().post("/api/v1/notification-services", headers={"Authorization": f"Bearer {key}"},
+                                           json={"name": "x", "kind": kind, "config": {}})
+    assert reply.status_code == 400 and "kind" in reply.get_json()["fields"]
+
+
+def test_a_405_names_the_methods_allowed(app):
+    reply = app.test_client().open("/api/v1/endpoints", method="TRACE")
+    assert reply.status_code == 405 and reply.get_json()["error"] == "method_not_allowed"
+    assert set(reply.headers["Allow"].replace(" ", "").split(",")) >= {"GET", "POST"}
+
+
+@pytest.mark.parametrize("epoch", [True, "2", 1.5])
+def test_a_peer_payload_takes_json_types_as_they_are(seeded_primary, epoch):
+    application, _, _ = seeded_primary
+    reply = application.test_client().post("/sync/api/vote", headers={"X-Cluster-Secret": SECRET},
+                                           json={"candidateId": DEPENDENT_ID, "epoch": epoch,
+                                                 "syncUrl": "http://127.0.0.1:9"})
+    assert reply.status_code == 400 and "epoch" in reply.get_json()["fields"]
