@@ -154,7 +154,12 @@ def register_error_handlers(app):
         status = exc.code or 500
         if wants_json():
             code = (exc.name or "error").lower().replace(" ", "_")
-            return json_error(status, code, exc.description or exc.name)
+            response, status = json_error(status, code, exc.description or exc.name)
+            # The exception's own headers: Allow on a 405, as RFC 9110 asks.
+            for name, value in exc.get_headers():
+                if name.lower() != "content-type":
+                    response.headers[name] = value
+            return response, status
         if status < 400:
             return exc
         if status >= 500:

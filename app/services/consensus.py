@@ -40,11 +40,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from flask import current_app
+from pydantic import Field
 from sqlalchemy import bindparam, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
+from app.services.openapi import Answer
 from app.models import (
     STATUS_DOWN,
     STATUS_PARTIAL,
@@ -1064,3 +1066,30 @@ def api_answers(endpoints: list, now: datetime | None = None) -> dict[int, dict]
             ],
         }
     return out
+
+
+# --- what the JSON API answers ---------------------------------------------------
+
+class LocationAnswer(Answer):
+    """One location's latest view of an endpoint, as the vote sees it."""
+
+    instance_id: str
+    instance_name: str | None
+    location: str | None
+    status: str | None
+    response_time_ms: float | None
+    checked_at: datetime | None
+    fresh: bool
+    probe_offline: bool
+
+
+class ConsensusAnswer(Answer):
+    """The ``consensus`` of an endpoint's answer (see ``api_answers``)."""
+
+    status: str
+    total_locations: int | None
+    successful_locations: int | None
+    average_response_time_ms: float | None
+    uptime24h: float | None = Field(alias="uptime24h")  # no camel hump before a digit
+    rule: str
+    locations: list[LocationAnswer]

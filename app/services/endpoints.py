@@ -10,7 +10,8 @@ import ipaddress
 import logging
 import re
 import time
-from typing import Any
+from datetime import datetime
+from typing import Any, Literal
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -22,8 +23,9 @@ from app.extensions import db
 from app.models import STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP, Endpoint
 from app.models.endpoint import consensus_rule_text
 from app.services import configuration
-from app.services.consensus import Rule
+from app.services.consensus import ConsensusAnswer, Rule
 from app.services.input_errors import InvalidInput
+from app.services.openapi import Answer
 from app.services.validation_messages import choice_error, messages_of
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ class EndpointInput(BaseModel):
                               str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=MAX_NAME_LENGTH)
-    check_type: str
+    check_type: str = Field(json_schema_extra={"enum": list(CHECK_TYPES)})
     target: str = Field(min_length=1, max_length=2048)
     port: int | None = Field(default=None, ge=1, le=65535)
     options: dict[str, Any] = Field(default_factory=dict)
@@ -68,7 +70,7 @@ class EndpointInput(BaseModel):
     # Which instances check it (their ids); None: every location.
     locations: list[str] | None = Field(default=None, min_length=1, max_length=100)
     # When the voting locations make it DOWN: "majority" or "atLeast:N".
-    consensus_rule: str = "majority"
+    consensus_rule: str = Field(default="majority", json_schema_extra={"pattern": r"^\s*(majority|atLeast:([1-9][0-9]?|100))\s*$"})
     # Alert when some locations see it DOWN but not enough for the rule.
     alert_on_partial: bool = False
     # Alert once when an HTTPS certificate has fewer days left than this.
@@ -487,3 +489,58 @@ def list_endpoints(*, search: str | None = None, status: str | None = None,
     if consensus or status:
         query = query.where(Endpoint.status == (consensus or status).upper())
     return list(db.session.execute(query).scalars())
+
+
+# --- what the JSON API answers ---------------------------------------------------
+
+def _any_case(word: str) -> str:
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+# A status in any case, or nothing (a form's "any").
+_STATUS_FILTER = "^(" + "|".join(_any_case(s) for s in STATUSES) + ")?$"
+
+
+class EndpointFilters(BaseModel):
+    """The filters of the endpoint list (query parameters)."""
+
+    search: str | None = Field(default=None, description="Name, group or target contains this, in any case")
+    status: str | None = Field(default=None, pattern=_STATUS_FILTER,
+                               description="One of " + ", ".join(STATUSES) + ", in any case; empty: any")
+    consensus: str | None = Field(default=None, pattern=_STATUS_FILTER, description="As status, and wins over it")
+
+
+class EndpointAnswer(Answer):
+    """An endpoint as the API shows it: credentials out of the target,
+    secret options and headers masked, with its consensus."""
+
+    id: int
+    name: str
+    check_type: str
+    target: str
+    port: int | None
+    options: dict[str, Any]
+    interval_seconds: int
+    timeout_seconds: float | None
+    failure_threshold: int
+    success_threshold: int
+    is_paused: bool
+    group: str | None
+    reminder_interval_minutes: int | None
+    locations: list[str] | None
+    consensus_rule: str
+    alert_on_partial: bool
+    cert_expiry_days: int
+    notification_service_ids: list[int]
+    status: Literal[STATUSES]
+    status_changed_at: datetime | None
+    last_checked_at: datetime | None
+    last_response_time_ms: float | None
+    last_failure_reason: str | None
+    created_at: datetime | None
+    updated_at: datetime | None
+    consensus: ConsensusAnswer
+
+
+class EndpointListAnswer(Answer):
+    endpoints: list[EndpointAnswer]

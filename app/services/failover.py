@@ -27,6 +27,8 @@ from datetime import datetime, timedelta
 
 import requests
 from flask import current_app
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
 from sqlalchemy import func, select, text, update
 
 from app.config import ROLE_DEPENDENT, ROLE_FENCED, ROLE_PRIMARY
@@ -34,7 +36,8 @@ from app.extensions import db
 from app.models import MonitoringInstance, ResponseTime, utcnow
 from app.services import configuration
 from app.services.configuration import ClusterState
-from app.services.sync.schemas import EPOCH_HEADER, SECRET_HEADER
+from app.services.openapi import Answer
+from app.services.sync.schemas import EPOCH_HEADER, SECRET_HEADER, InstanceAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -630,3 +633,35 @@ def newest_held() -> dict[str, str]:
         if newest is not None:
             held[member.id] = newest.isoformat()
     return held
+
+
+# --- the JSON API's membership -----------------------------------------------------
+
+class FailoverOrderChange(BaseModel):
+    """The one field of a member an administrator changes."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True)
+
+    failover_order: int = Field(ge=0, le=10_000)
+
+
+class ClusterEventAnswer(Answer):
+    """A transition seen here: an election, a promotion, a fencing."""
+
+    at: datetime
+    epoch: int
+    kind: str
+    instance_id: str | None
+    detail: str | None
+
+
+class ClusterAnswer(Answer):
+    """This instance's role and epoch, the membership in failover order, and
+    the newest transitions."""
+
+    role: str
+    epoch: int
+    instance_id: str
+    primary_url: str | None
+    instances: list[InstanceAnswer]
+    events: list[ClusterEventAnswer]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import uuid
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -28,6 +29,7 @@ from app.models import (
 from app.notifiers import EVENT_TEST, NOTIFIERS, AlertMessage, DeliveryError, notifier_for
 from app.services.alerts import failed_deliveries, instance_fields, recent_deliveries, retry_delivery
 from app.services.input_errors import InvalidInput
+from app.services.openapi import Answer
 from app.services.validation_messages import messages_of
 
 logger = logging.getLogger(__name__)
@@ -50,7 +52,7 @@ class ServiceInput(BaseModel):
                               str_strip_whitespace=True)
 
     name: str = Field(min_length=1, max_length=200)
-    kind: str
+    kind: str = Field(json_schema_extra={"enum": list(NOTIFIERS)})
     config: dict[str, Any] = Field(default_factory=dict)
     is_enabled: bool = True
     is_default: bool = False
@@ -91,7 +93,7 @@ def _validated(data: Any, strict: bool = False) -> tuple[ServiceInput, dict]:
         errors = _messages(exc, ServiceInput)
         # Report config problems too when the kind is known, so a form shows them all at once.
         kind = data.get("kind")
-        if kind in NOTIFIERS and isinstance(data.get("config"), dict):
+        if isinstance(kind, str) and kind in NOTIFIERS and isinstance(data.get("config"), dict):
             config_model = NOTIFIERS[kind].config_model
             try:
                 config_model.model_validate(data["config"], strict=strict)
@@ -268,3 +270,48 @@ def send_test(service_id: int) -> NotificationDelivery:
     logger.info("test notification through service %s (%s): %s%s", service.id, service.name,
                 delivery.status, f" ({delivery.last_error})" if delivery.last_error else "")
     return delivery
+
+
+# --- what the JSON API answers ---------------------------------------------------
+
+class ServiceAnswer(Answer):
+    """A notification service as ``public_view`` shows it: secrets masked."""
+
+    id: int
+    name: str
+    kind: str
+    kind_label: str
+    config: dict[str, Any]
+    secrets_set: list[str]
+    is_enabled: bool
+    is_default: bool
+    endpoint_count: int
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class ServiceListAnswer(Answer):
+    notification_services: list[ServiceAnswer]
+
+
+class TestRequest(BaseModel):
+    """The body of a test notification: ``{}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class DeliveryAnswer(Answer):
+    """A delivery of an alert (or a test) through one service."""
+
+    id: int
+    service_id: int | None
+    service_name: str | None
+    endpoint_id: int | None
+    endpoint_name: str | None
+    event: str
+    status: str
+    attempts: int
+    next_attempt_at: datetime | None
+    last_error: str | None
+    created_at: datetime | None
+    sent_at: datetime | None

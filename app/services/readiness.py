@@ -21,6 +21,7 @@ import threading
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 from flask import current_app
 from redis import Redis
@@ -31,6 +32,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.pool import NullPool
 
 from app.services import queues
+from app.services.openapi import Answer
 
 logger = logging.getLogger(__name__)
 
@@ -239,3 +241,20 @@ def readiness() -> Readiness:
                            _skipped(WORKERS, "Redis is unreachable")))
     _changes.note(state)
     return state
+
+
+# --- what /readyz answers --------------------------------------------------------
+
+class OutcomeAnswer(Answer):
+    ok: bool
+    detail: str
+    elapsed_ms: float
+
+
+class ReadinessAnswer(Answer):
+    """Ready (200) or not (503, naming what failed)."""
+
+    status: Literal["ready", "not_ready"]
+    checks: dict[str, OutcomeAnswer]
+    failing: list[str] | None = None
+    message: str | None = None

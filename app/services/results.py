@@ -8,6 +8,8 @@ against the endpoint's thresholds) and votes again on the endpoints.
 from __future__ import annotations
 
 import logging
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -15,6 +17,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.checks import CheckResult
 from app.extensions import db
+from app.services.openapi import Answer
 from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, utcnow
 from app.services.rollups import noting_late_hours
 
@@ -111,3 +114,28 @@ def recent_results(endpoint_id: int, *, limit: int = 100, since=None) -> list[Re
     if since is not None:
         query = query.where(ResponseTime.checked_at >= since)
     return list(db.session.execute(query).scalars())
+
+
+# --- what the JSON API answers ---------------------------------------------------
+
+class ResultAnswer(Answer):
+    """One check result from one location."""
+
+    result_id: str
+    endpoint_id: int
+    instance_id: str | None
+    location: str | None
+    checked_at: datetime
+    is_ok: bool
+    status: str
+    response_time: float | None
+    failure_reason: str | None
+    check_type: str | None
+    metadata: dict[str, Any]
+
+
+class ResultsAnswer(Answer):
+    """An endpoint's newest results, newest first."""
+
+    endpoint_id: int
+    results: list[ResultAnswer]

@@ -3,12 +3,14 @@ order, and the transitions seen here. An administrator changes a member's
 failover order on the primary; it reaches every member with the
 configuration."""
 from flask import jsonify
+from pydantic import ValidationError
 
 from app.blueprints.api import bp
 from app.blueprints.api.views import _refuse_change
 from app.blueprints.errors import json_body, json_error
 from app.services import configuration, failover
 from app.services.sync import primary
+from app.services.validation_messages import messages_of
 
 
 def _event_view(event) -> dict:
@@ -35,16 +37,14 @@ def update_instance(instance_id):
     data, error = json_body()
     if error:
         return error
-    unknown = sorted(set(data) - {"failoverOrder"})
-    if unknown:
-        return json_error(400, "validation_error", f"only failoverOrder can be changed; not {', '.join(unknown)}",
-                          fields={name: "cannot be changed" for name in unknown})
-    order = data.get("failoverOrder")
-    if not isinstance(order, int) or isinstance(order, bool) or not 0 <= order <= 10_000:
-        return json_error(400, "validation_error", "failoverOrder must be an integer from 0 to 10000",
-                          fields={"failoverOrder": "must be an integer from 0 to 10000"})
     try:
-        member = failover.set_failover_order(instance_id, order)
+        change = failover.FailoverOrderChange.model_validate(data, strict=True)
+    except ValidationError as exc:
+        fields = messages_of(exc, failover.FailoverOrderChange,
+                             unknown_field="cannot be changed: only failoverOrder can")
+        return json_error(400, "validation_error", "; ".join(f"{k}: {v}" for k, v in fields.items()), fields=fields)
+    try:
+        member = failover.set_failover_order(instance_id, change.failover_order)
     except LookupError as exc:
         return json_error(404, "not_found", str(exc))
     except failover.FailoverRefused as exc:

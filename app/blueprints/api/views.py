@@ -3,6 +3,7 @@ service, answer."""
 from datetime import datetime
 
 from flask import jsonify, request, url_for
+from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
 from app.blueprints.api import bp
 from app.blueprints.errors import json_body, json_error
@@ -12,15 +13,49 @@ from app.services import consensus
 from app.services import results as result_service
 from app.services import configuration, maintenance
 from app.services.input_errors import InvalidInput
-from app.services.validation_messages import whole_number_error
+from app.services.validation_messages import messages_of, whole_number_error
 
 MAX_RESULTS = 1000
+# Routes open to all: the description holds no data.
+OPEN_ROUTES = frozenset({"api.openapi"})
+
+
+class ResultsQuery(BaseModel):
+    """The query of an endpoint's results (unknown parameters are ignored)."""
+
+    limit: int = Field(default=100, ge=1, le=MAX_RESULTS, description="How many, newest first")
+    since: AwareDatetime | None = Field(default=None, description="Only results checked at or after this time")
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _whole_number(cls, value):
+        if problem := whole_number_error(str(value), 1, MAX_RESULTS):
+            raise ValueError(problem)
+        return int(value)
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _time_with_zone(cls, value):
+        try:
+            moment = datetime.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            moment = None
+        if moment is None or moment.tzinfo is None:
+            raise ValueError("must be an ISO 8601 time with a zone, such as 2026-01-31T12:00:00Z")
+        return moment
 
 
 @bp.before_request
-@api_auth.login_required
 def _require_auth():
-    """Every API route needs a signed-in user or an API key."""
+    """Every API route but the description needs a signed-in user or an API key."""
+    if request.endpoint in OPEN_ROUTES:
+        return None
+    return _authenticated()
+
+
+@api_auth.login_required
+def _authenticated():
+    return None
 
 
 def _payload():
@@ -133,22 +168,11 @@ def endpoint_results(endpoint_id):
     endpoint, error = _endpoint_or_404(endpoint_id)
     if error:
         return error
-    errors = {}
-    limit = request.args.get("limit", "100")
-    if problem := whole_number_error(limit, 1, MAX_RESULTS):
-        errors["limit"] = problem
-    since = request.args.get("since")
-    if since is not None:
-        try:
-            since = datetime.fromisoformat(since)
-            if since.tzinfo is None:
-                raise ValueError
-        except ValueError:
-            errors["since"] = "must be an ISO 8601 time with a zone, such as 2026-01-31T12:00:00Z"
-    if errors:
-        return _invalid(InvalidInput(errors))
-    limit = int(limit)
-    rows = result_service.recent_results(endpoint.id, limit=limit, since=since)
+    try:
+        query = ResultsQuery.model_validate(request.args.to_dict())
+    except ValidationError as exc:
+        return _invalid(InvalidInput(messages_of(exc, ResultsQuery)))
+    rows = result_service.recent_results(endpoint.id, limit=query.limit, since=query.since)
     marks = maintenance.marks(endpoint.id, [r.checked_at for r in rows])
     return jsonify({"endpointId": endpoint.id,
                     "results": [{**r.to_dict(), "inMaintenance": mark} for r, mark in zip(rows, marks)]})

@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("sync_api", __name__, url_prefix="/sync/api")
 
-from app.blueprints.sync_api import views  # noqa: E402,F401
+from app.blueprints.sync_api import openapi, views  # noqa: E402,F401

@@ -56,7 +56,8 @@ def _stamp_epoch(response):
 # Routes between peers, authenticated by the cluster's join secret.
 PEER_ROUTES = frozenset({"sync_api.vote", "sync_api.announce", "sync_api.handover", "sync_api.elect"})
 # Routes every instance answers, whatever its role.
-OPEN_ROUTES = frozenset({"sync_api.health", "sync_api.status", "sync_api.promote", "sync_api.demote"}) | PROBES
+OPEN_ROUTES = frozenset({"sync_api.health", "sync_api.status", "sync_api.promote", "sync_api.demote",
+                         "sync_api.openapi"}) | PROBES
 
 
 @bp.before_request

@@ -11,6 +11,7 @@ from typing import Any, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from app.services.openapi import Answer
 from app.services.results import MAX_REASON_LENGTH  # noqa: E402
 
 # Headers of the sync API: the sender's cluster epoch, the join secret.
@@ -29,7 +30,15 @@ class WireModel(BaseModel):
                               strict=False, str_max_length=10_000)
 
 
-class InstanceRegistration(WireModel):
+class PeerRequest(WireModel):
+    """What a peer sends: JSON's types are taken as they are (``true`` is not
+    1, ``"60"`` is not 60), as the JSON API takes them. Times come as ISO 8601
+    text, so time fields take text (``strict=False`` on each)."""
+
+    model_config = ConfigDict(strict=True)
+
+
+class InstanceRegistration(PeerRequest):
     """A dependent introducing itself to the primary."""
 
     instance_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -42,7 +51,7 @@ class InstanceRegistration(WireModel):
     epoch: int = Field(default=0, ge=0, le=BIGINT)
 
 
-class MonitoringResult(WireModel):
+class MonitoringResult(PeerRequest):
     """One check result as a dependent sends it."""
 
     result_id: str = Field(min_length=36, max_length=36,
@@ -54,7 +63,7 @@ class MonitoringResult(WireModel):
     failure_reason: str | None = Field(default=None, max_length=MAX_REASON_LENGTH)
     check_type: str = Field(min_length=1, max_length=32)
     metadata: dict[str, Any] = Field(default_factory=dict, max_length=MAX_METADATA_KEYS)
-    checked_at: AwareDatetime
+    checked_at: AwareDatetime = Field(strict=False)
     # Set when the sender passes on another instance's result (catching a
     # new primary up after a failover); absent for the sender's own.
     instance_id: str | None = Field(default=None, min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -70,7 +79,7 @@ class MonitoringResult(WireModel):
         return utc
 
 
-class SystemInfo(WireModel):
+class SystemInfo(PeerRequest):
     # Fields a newer dependent adds are dropped, not stored: nothing a
     # dependent sends lands in the primary's records unchecked.
     model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
@@ -96,25 +105,25 @@ class SystemInfo(WireModel):
         return self
 
 
-class ConnectionStatus(WireModel):
+class ConnectionStatus(PeerRequest):
     model_config = ConfigDict(extra="ignore", alias_generator=to_camel, populate_by_name=True)
 
     primary_reachable: bool = True
     consecutive_failures: int = Field(default=0, ge=0)
-    last_success_at: AwareDatetime | None = None
+    last_success_at: AwareDatetime | None = Field(default=None, strict=False)
     outbox_size: int = Field(default=0, ge=0)
     # The dependent's own check of CONNECTIVITY_CHECK_TARGET; None: not configured.
     connectivity_ok: bool | None = None
     connectivity_error: str | None = Field(default=None, max_length=500)
-    connectivity_checked_at: AwareDatetime | None = None
+    connectivity_checked_at: AwareDatetime | None = Field(default=None, strict=False)
     # Failed sync rounds since the member first started, and the newest
     # failure. Optional: a member of an older version does not send them.
     sync_errors: int | None = Field(default=None, ge=0, le=BIGINT)
     last_sync_error: str | None = Field(default=None, max_length=500)
-    last_sync_error_at: AwareDatetime | None = None
+    last_sync_error_at: AwareDatetime | None = Field(default=None, strict=False)
 
 
-class HeartbeatPayload(WireModel):
+class HeartbeatPayload(PeerRequest):
     """A dependent's periodic report: its state and results not yet acknowledged."""
 
     instance_id: str = Field(min_length=8, max_length=64)
@@ -134,7 +143,7 @@ class HeartbeatPayload(WireModel):
         return value
 
 
-class VoteRequest(WireModel):
+class VoteRequest(PeerRequest):
     """A candidate asking for this instance's vote for ``epoch``."""
 
     candidate_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -142,7 +151,7 @@ class VoteRequest(WireModel):
     sync_url: str = Field(max_length=2048, pattern=r"^https?://")
 
 
-class PrimaryAnnouncement(WireModel):
+class PrimaryAnnouncement(PeerRequest):
     """A new primary telling a member whom to follow from ``epoch`` on."""
 
     primary_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -150,7 +159,7 @@ class PrimaryAnnouncement(WireModel):
     sync_url: str = Field(max_length=2048, pattern=r"^https?://")
 
 
-class HandoverRequest(WireModel):
+class HandoverRequest(PeerRequest):
     """An instance asking the primary to hand over to it (manual promotion)."""
 
     candidate_id: str = Field(min_length=8, max_length=64, pattern=r"^[A-Za-z0-9-]+$")
@@ -302,3 +311,196 @@ class Incidents(WireModel):
 
     alerted: dict[int, Literal["DOWN", "PARTIAL"]] = Field(max_length=MAX_REPLICATED_ROWS)
     open_deliveries: list[OpenDelivery] = Field(max_length=MAX_OPEN_DELIVERIES)
+
+
+# --- what the sync API answers ---------------------------------------------------
+# Described in its OpenAPI document (app/blueprints/sync_api/openapi.py).
+
+class HealthAnswer(Answer):
+    """Liveness for peers: who this is and whom it follows."""
+
+    status: Literal["ok"]
+    instance_id: str
+    instance_name: str
+    location: str
+    role: str
+    epoch: int
+    primary_url: str | None
+    version: str
+
+
+class ProbeAnswer(Answer):
+    status: Literal["ok"]
+
+
+class StatusAnswer(Answer):
+    """Who this instance is and whom it follows, for peers finding the primary."""
+
+    instance_id: str
+    instance_name: str
+    location: str
+    role: str
+    epoch: int
+    sync_url: str
+    primary_url: str | None
+    primary_id: str | None
+    failover_order: int
+    config_version: int
+    version: str
+
+
+class RegistrationReply(Answer):
+    """A registered instance's token, and what it needs to begin."""
+
+    instance_id: str
+    token: str
+    token_expires_at: datetime
+    config_version: int
+    epoch: int
+    primary_id: str
+    heartbeat_interval: int
+    # The newest result held from each member, by instance id.
+    holds: dict[str, str]
+
+
+class RejectedResult(Answer):
+    result_id: str
+    reason: str
+
+
+class HeartbeatReply(Answer):
+    """Results acknowledged (stored now or before) and rejected; a renewed
+    token when the old one nears expiry; incidents for a candidate."""
+
+    acknowledged: list[str]
+    rejected: list[RejectedResult]
+    config_version: int
+    epoch: int
+    incidents: Incidents | None = None
+    token: str | None = None
+    token_expires_at: datetime | None = None
+
+
+class InstanceAnswer(Answer):
+    """A member of the cluster as the primary's registry holds it."""
+
+    instance_id: str
+    instance_name: str
+    location: str
+    sync_url: str | None
+    role: str
+    failover_order: int
+    status: str
+    version: str | None
+    last_heartbeat_at: datetime | None
+    registered_at: datetime | None
+    config_version: int | None
+    system_info: dict[str, Any]
+    connection_info: dict[str, Any]
+
+
+class InstancesAnswer(Answer):
+    instances: list[InstanceAnswer]
+    epoch: int
+
+
+class EndpointConfig(Answer):
+    """An endpoint's configuration, without the primary's runtime state."""
+
+    id: int
+    name: str
+    check_type: str
+    target: str
+    port: int | None
+    options: dict[str, Any]
+    interval_seconds: int
+    timeout_seconds: float | None
+    failure_threshold: int
+    success_threshold: int
+    is_paused: bool
+    group: str | None
+    reminder_interval_minutes: int | None
+    locations: list[str] | None
+    consensus_rule: str
+    alert_on_partial: bool
+    cert_expiry_days: int
+
+
+class SyncConfiguration(Answer):
+    """What the asking instance checks; a candidate also gets ``replica``,
+    any other member ``members``."""
+
+    config_version: int
+    epoch: int
+    generated_at: datetime
+    endpoints: list[EndpointConfig]
+    replica: Replica | None = None
+    members: Membership | None = None
+
+
+class ServiceName(Answer):
+    id: int
+    name: str
+    kind: str
+    is_enabled: bool
+    is_default: bool
+
+
+class ServiceNamesAnswer(Answer):
+    """Notification services without their secrets (only the primary alerts)."""
+
+    notification_services: list[ServiceName]
+    config_version: int
+
+
+class FailoverPlace(Answer):
+    instance_id: str
+    instance_name: str
+    location: str
+    sync_url: str | None
+    failover_order: int
+    status: str
+    role: str
+
+
+class FailoverOrderAnswer(Answer):
+    failover_order: list[FailoverPlace]
+    epoch: int
+
+
+class VoteAnswer(Answer):
+    """Whether the vote was granted, and if not why."""
+
+    epoch: int
+    primary_url: str | None
+    granted: bool
+    reason: str | None = None
+    voted_epoch: int | None = None
+    voted_for: str | None = None
+
+
+class AnnouncementAnswer(Answer):
+    followed: bool
+    epoch: int
+
+
+class HandoverAnswer(Answer):
+    handed_over: bool
+    epoch: int
+    candidate_id: str
+
+
+class ElectionAnswer(Answer):
+    """The outcome of the election a handed-over candidate ran."""
+
+    elected: bool
+    epoch: int
+    election: int | None = None
+    outcome: str | None = None
+
+
+class PromotionAnswer(Answer):
+    """The epoch and primary after a promotion or demotion."""
+
+    epoch: int | None
+    primary_id: str

@@ -1,0 +1,100 @@
+"""The JSON API's OpenAPI description, served at /api/v1/openapi.json.
+
+Each route of the blueprint is described here with the models that validate
+its input and describe its answers; ``app.services.openapi`` builds the
+document from these and the app's URL map.
+"""
+from flask import current_app, jsonify
+
+from app import __version__
+from app.blueprints.api import bp
+from app.blueprints.api.views import ResultsQuery
+from app.services.endpoints import EndpointAnswer, EndpointFilters, EndpointInput, EndpointListAnswer
+from app.services.failover import ClusterAnswer, FailoverOrderChange
+from app.services.notifications import (
+    DeliveryAnswer,
+    ServiceAnswer,
+    ServiceInput,
+    ServiceListAnswer,
+    TestRequest,
+)
+from app.services.openapi import Description, Operation, Patch
+from app.services.results import ResultsAnswer
+from app.services.sync.schemas import InstanceAnswer
+
+DESCRIPTION = Description(
+    "Endpoint monitor JSON API", "api",
+    description=("Endpoints, their results and consensus, notification services and the cluster's membership. "
+                 "Every route needs a user's HTTP basic credentials or an API key (`Authorization: Bearer epm_...`); "
+                 "changes need an administrator, and are refused (409) on an instance that is not the primary. "
+                 "Bodies are JSON objects sent as `application/json`, at most 1 MiB, validated strictly (`\"60\"` "
+                 "is not a number); an error names each bad field under `fields`."),
+    security_schemes={
+        "basicAuth": {"type": "http", "scheme": "basic", "description": "A user's email and password"},
+        "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key made on the API keys page"},
+    },
+    security=(("basicAuth",), ("apiKey",)),
+)
+# Errors any route can answer: credentials; a number too large for the database.
+_READ = (400, 401)
+CREATED = {"Location": {"required": True, "description": "The new resource's path", "schema": {"type": "string"}}}
+_CHANGE = (400, 401, 403, 409, 413, 415)
+
+DESCRIPTION.describe("openapi", "GET", Operation(
+    "This description", {200: {"type": "object"}}, security=(), tag="meta",
+    description="Open to all: the description holds no data."))
+
+DESCRIPTION.describe("list_endpoints", "GET", Operation(
+    "List endpoints, by name", {200: EndpointListAnswer}, _READ, query=EndpointFilters, tag="endpoints"))
+DESCRIPTION.describe("create_endpoint", "POST", Operation(
+    "Create an endpoint", {201: EndpointAnswer}, _CHANGE, body=EndpointInput, answer_headers=CREATED,
+    tag="endpoints",
+    description="Without `notificationServiceIds` the endpoint alerts through the default services."))
+DESCRIPTION.describe("get_endpoint", "GET", Operation(
+    "An endpoint with its consensus", {200: EndpointAnswer}, (*_READ, 404), tag="endpoints"))
+DESCRIPTION.describe("update_endpoint", "PUT", Operation(
+    "Replace an endpoint's settings", {200: EndpointAnswer}, (*_CHANGE, 404), body=EndpointInput, tag="endpoints",
+    description="Omitted fields take their defaults. A masked secret sent back as shown keeps the stored one."))
+DESCRIPTION.describe("update_endpoint", "PATCH", Operation(
+    "Change some of an endpoint's settings", {200: EndpointAnswer}, (*_CHANGE, 404), body=Patch(EndpointInput),
+    tag="endpoints"))
+DESCRIPTION.describe("delete_endpoint", "DELETE", Operation(
+    "Delete an endpoint with its results", {204: None}, (400, 401, 403, 404, 409), tag="endpoints"))
+DESCRIPTION.describe("endpoint_results", "GET", Operation(
+    "An endpoint's newest results, newest first", {200: ResultsAnswer}, (*_READ, 404), query=ResultsQuery,
+    tag="endpoints"))
+
+DESCRIPTION.describe("list_notification_services", "GET", Operation(
+    "List notification services, secrets masked", {200: ServiceListAnswer}, _READ, tag="notification services"))
+DESCRIPTION.describe("create_notification_service", "POST", Operation(
+    "Create a notification service", {201: ServiceAnswer}, _CHANGE, body=ServiceInput, answer_headers=CREATED,
+    tag="notification services"))
+DESCRIPTION.describe("get_notification_service", "GET", Operation(
+    "A notification service, secrets masked", {200: ServiceAnswer}, (*_READ, 404), tag="notification services"))
+DESCRIPTION.describe("update_notification_service", "PUT", Operation(
+    "Replace a notification service", {200: ServiceAnswer}, (*_CHANGE, 404), body=ServiceInput,
+    tag="notification services",
+    description="Secrets omitted, empty or sent back masked keep the stored values while the kind stays."))
+DESCRIPTION.describe("update_notification_service", "PATCH", Operation(
+    "Change some of a notification service's fields", {200: ServiceAnswer}, (*_CHANGE, 404),
+    body=Patch(ServiceInput), tag="notification services"))
+DESCRIPTION.describe("delete_notification_service", "DELETE", Operation(
+    "Delete a notification service with its deliveries", {204: None}, (400, 401, 403, 404, 409),
+    tag="notification services"))
+DESCRIPTION.describe("test_notification_service", "POST", Operation(
+    "Send a test message now", {200: DeliveryAnswer}, (*_CHANGE, 404), body=TestRequest,
+    tag="notification services",
+    description="Answers the delivery: `status` is `sent`, or `failed` with the reason in `lastError`."))
+
+DESCRIPTION.describe("list_instances", "GET", Operation(
+    "The cluster: role, epoch, members in failover order, transitions", {200: ClusterAnswer}, _READ,
+    tag="cluster"))
+DESCRIPTION.describe("update_instance", "PATCH", Operation(
+    "Change a member's failover order (on the primary)", {200: InstanceAnswer}, (*_CHANGE, 404),
+    body=FailoverOrderChange, tag="cluster"))
+
+
+@bp.get("/openapi.json")
+def openapi():
+    """The OpenAPI 3.1 description of this API."""
+    return jsonify(DESCRIPTION.document(current_app, __version__))
