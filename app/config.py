@@ -157,10 +157,14 @@ def _sync_tls(env) -> tuple[Path | None, Path | None, Path | None]:
         try:
             context.load_cert_chain(cert, key, password=_no_passphrase)
         except ssl.SSLError as exc:
-            named = "SYNC_CLIENT_CERT and SYNC_CLIENT_KEY" if key else "SYNC_CLIENT_CERT"
-            raise ConfigError(f"{named} must be a PEM certificate and its private key"
-                              f"{'' if key else ' in one file (or set SYNC_CLIENT_KEY)'}, which match: "
-                              f"{exc.reason or exc}") from None
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise ConfigError(f"SYNC_CLIENT_KEY {str(key)!r} is not the private key of the certificate "
+                                  f"in SYNC_CLIENT_CERT {str(cert)!r}") from None
+            where = (f"SYNC_CLIENT_CERT {str(cert)!r} and SYNC_CLIENT_KEY {str(key)!r} must be a PEM "
+                     "certificate and its PEM private key" if key else
+                     f"SYNC_CLIENT_CERT {str(cert)!r} must hold a PEM certificate and its private key "
+                     "(or set SYNC_CLIENT_KEY to the key's file)")
+            raise ConfigError(f"{where}: OpenSSL could not read them ({exc.reason or exc})") from None
     if bundle:
         try:
             ssl.create_default_context(cafile=str(bundle))

@@ -48,8 +48,11 @@ def test_it_leaves_the_session_plain_when_unset():
     (lambda p: {"SYNC_CLIENT_CERT": str(p["cert"].parent)}, "SYNC_CLIENT_CERT must be a file"),
     (lambda p: {"SYNC_CLIENT_KEY": str(p["key"])}, "SYNC_CLIENT_KEY is set but SYNC_CLIENT_CERT is not"),
     (lambda p: {"SYNC_CLIENT_CERT": str(p["cert"]), "SYNC_CLIENT_KEY": str(p["other_key"])},
-     "SYNC_CLIENT_CERT and SYNC_CLIENT_KEY must be a PEM certificate and its private key"),
-    (lambda p: {"SYNC_CLIENT_CERT": str(p["cert"])}, "SYNC_CLIENT_CERT must be a PEM certificate and its private key in one file"),
+     "SYNC_CLIENT_KEY '.*other.key' is not the private key of the certificate in SYNC_CLIENT_CERT"),
+    (lambda p: {"SYNC_CLIENT_CERT": str(p["cert"])},
+     r"SYNC_CLIENT_CERT '.*client.pem' must hold a PEM certificate and its private key \(or set SYNC_CLIENT_KEY"),
+    (lambda p: {"SYNC_CLIENT_CERT": str(p["key"]), "SYNC_CLIENT_KEY": str(p["key"])},
+     "SYNC_CLIENT_CERT '.*client.key' and SYNC_CLIENT_KEY '.*client.key' must be a PEM certificate and its PEM private key: OpenSSL could not read them"),
     (lambda p: {"SYNC_CA_BUNDLE": str(p["key"])}, "SYNC_CA_BUNDLE must hold PEM CA certificates"),
     (lambda p: {"SYNC_CA_BUNDLE": "/nonexistent/ca.pem"}, "SYNC_CA_BUNDLE cannot be read"),
 ])
