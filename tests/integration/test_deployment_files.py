@@ -4,10 +4,12 @@ example by ``nginx -t``, and the Dockerfile read here: what it copies
 exists, what its healthcheck asks is a real route, and it runs as no root."""
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from app.config import load_settings
 from tests.conftest import ROOT, make_app
 from tests.peers.nginx import EXAMPLE_PORTS, EXAMPLE_UPSTREAMS, Nginx, make_certificates, nginx_binary, render_example
 from tests.peers.ports import reserve_port
+from tests.peers.process import MONITOR_SETTINGS
 
 COMPOSE = ROOT / "deploy" / "compose"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -157,3 +160,33 @@ def test_nginx_refuses_a_broken_example(tmp_path):
     (tmp_path / "tls" / "instances-ca.pem").unlink()
     done = Nginx(tmp_path / "nginx", site).test_config()
     assert done.returncode != 0 and "instances-ca.pem" in done.stderr
+
+
+def test_the_files_the_image_copies_are_enough_to_run(tmp_path):
+    """Laid out as the Dockerfile copies them (nothing else of the checkout),
+    the app migrates a database and both WSGI apps load."""
+    image = tmp_path / "app-root"
+    image.mkdir()
+    # What .dockerignore leaves out of the context (the fetched vendor/ is made at build time).
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc", "vendor")
+    for arguments in (args for instruction, args in dockerfile_instructions() if instruction == "COPY"):
+        *sources, target = [word for word in shlex.split(arguments) if not word.startswith("--")]
+        into_directory = target.endswith("/") or target == "."
+        for source in sources:
+            if (ROOT / source).is_dir():  # a directory's contents go into the target
+                shutil.copytree(ROOT / source, image / target, ignore=skip, dirs_exist_ok=True)
+            else:
+                destination = image / target / Path(source).name if into_directory else image / target
+                destination.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(ROOT / source, destination)
+    assert not (image / "tests").exists() and (image / "app" / "static" / "vendor.py").exists()
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONPATH" and key not in MONITOR_SETTINGS}
+    env.update(DATA_DIR=str(tmp_path / "data"), HOST="0.0.0.0")
+    init = subprocess.run([sys.executable, "-m", "app", "init"], cwd=image, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    assert "database ready" in init.stdout
+    loaded = subprocess.run([sys.executable, "-c", "import app, wsgi; print(app.__file__)"], cwd=image, env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert loaded.returncode == 0, loaded.stderr
+    assert loaded.stdout.strip().startswith(str(image))
