@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from pathlib import Path
 from types import SimpleNamespace
 
 import click
@@ -492,6 +493,45 @@ def demo_command(first_port):
 
 
 cli.add_command(demo_command)
+
+
+# --- backup and restore ---------------------------------------------------------
+# On the group itself: they read the settings alone and load no app, so a
+# restore works on a database the app could not open.
+
+@click.command("backup")
+@click.argument("destination", type=click.Path(dir_okay=False, path_type=Path))
+def backup_command(destination):
+    """Write a consistent backup of the database to DESTINATION while the
+    instance runs (SQLite: online backup; PostgreSQL: pg_dump custom format)."""
+    from app.backups import BackupError, backup
+    from app.config import load_settings
+
+    try:
+        summary = backup(load_settings(), destination)
+    except BackupError as exc:
+        _fail(str(exc))
+    click.echo(f"backup written: {summary.describe()}")
+
+
+@click.command("restore")
+@click.argument("source", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--force", is_flag=True, help="Restore even while an instance runs on the data directory.")
+def restore_command(source, force):
+    """Replace the database with the backup SOURCE, after checking it;
+    refused while the instance runs unless --force."""
+    from app.backups import BackupError, restore
+    from app.config import load_settings
+
+    try:
+        summary = restore(load_settings(), source, force=force)
+    except BackupError as exc:
+        _fail(str(exc))
+    click.echo(f"restored from {summary.describe()}; start the instance to apply any newer migrations")
+
+
+cli.add_command(backup_command)
+cli.add_command(restore_command)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ import os
 import re
 import secrets
 import socket
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
@@ -123,6 +124,57 @@ def _coordinates(env) -> tuple[float, float] | None:
     return (values["INSTANCE_LATITUDE"], values["INSTANCE_LONGITUDE"]) if values else None
 
 
+def _readable_file(env, name) -> Path | None:
+    raw = (env.get(name) or "").strip()
+    if not raw:
+        return None
+    path = Path(raw).expanduser().resolve()
+    try:
+        with open(path, "rb"):
+            pass
+    except IsADirectoryError:
+        raise ConfigError(f"{name} must be a file, got the directory {raw!r}") from None
+    except OSError as exc:
+        raise ConfigError(f"{name} cannot be read: {raw!r}: {exc.strerror or exc}") from None
+    return path
+
+
+def _no_passphrase():
+    # Called by OpenSSL for an encrypted key: no process here could type it.
+    raise ConfigError("SYNC_CLIENT_KEY is encrypted: give the key without a passphrase "
+                      "(and keep the file readable by the monitor's user alone)")
+
+
+def _sync_tls(env) -> tuple[Path | None, Path | None, Path | None]:
+    """SYNC_CLIENT_CERT, SYNC_CLIENT_KEY and SYNC_CA_BUNDLE, each a readable
+    PEM file, checked as TLS will use them: a certificate that does not
+    match its key fails here, at start, not at every sync round."""
+    cert, key = _readable_file(env, "SYNC_CLIENT_CERT"), _readable_file(env, "SYNC_CLIENT_KEY")
+    bundle = _readable_file(env, "SYNC_CA_BUNDLE")
+    if key and not cert:
+        raise ConfigError("SYNC_CLIENT_KEY is set but SYNC_CLIENT_CERT is not: set the client "
+                          "certificate too (or only SYNC_CLIENT_CERT, to a file holding both)")
+    if cert:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            context.load_cert_chain(cert, key, password=_no_passphrase)
+        except ssl.SSLError as exc:
+            if exc.reason == "KEY_VALUES_MISMATCH":
+                raise ConfigError(f"SYNC_CLIENT_KEY {str(key)!r} is not the private key of the certificate "
+                                  f"in SYNC_CLIENT_CERT {str(cert)!r}") from None
+            where = (f"SYNC_CLIENT_CERT {str(cert)!r} and SYNC_CLIENT_KEY {str(key)!r} must be a PEM "
+                     "certificate and its PEM private key" if key else
+                     f"SYNC_CLIENT_CERT {str(cert)!r} must hold a PEM certificate and its private key "
+                     "(or set SYNC_CLIENT_KEY to the key's file)")
+            raise ConfigError(f"{where}: OpenSSL could not read them ({exc.reason or exc})") from None
+    if bundle:
+        try:
+            ssl.create_default_context(cafile=str(bundle))
+        except ssl.SSLError as exc:
+            raise ConfigError(f"SYNC_CA_BUNDLE must hold PEM CA certificates: {exc.reason or exc}") from None
+    return cert, key, bundle
+
+
 @dataclass(frozen=True)
 class Settings:
     """Validated process settings; see README.md for what each one does."""
@@ -169,6 +221,12 @@ class Settings:
     # users and, when set, this bearer token.
     metrics_public: bool = False
     metrics_token: str | None = None
+    # TLS towards the primary and the other members' sync APIs: a client
+    # certificate (and its key) for a proxy that verifies them, and the CAs
+    # to trust instead of the system's.
+    sync_client_cert: Path | None = None
+    sync_client_key: Path | None = None
+    sync_ca_bundle: Path | None = None
 
     @property
     def embedded_redis(self) -> bool:
@@ -257,6 +315,8 @@ def load_settings(env=None) -> Settings:
             "(METRICS_PUBLIC) or needs a token, not both"
         )
 
+    sync_client_cert, sync_client_key, sync_ca_bundle = _sync_tls(env)
+
     return Settings(
         role=role,
         enable_sync_api=enable_sync_api,
@@ -289,6 +349,9 @@ def load_settings(env=None) -> Settings:
         connectivity_check_target=_host_port(env, "CONNECTIVITY_CHECK_TARGET"),
         metrics_public=metrics_public,
         metrics_token=metrics_token,
+        sync_client_cert=sync_client_cert,
+        sync_client_key=sync_client_key,
+        sync_ca_bundle=sync_ca_bundle,
     )
 
 

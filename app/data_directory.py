@@ -159,3 +159,26 @@ def _in_use(data_dir: Path, held_by: dict, holder: dict) -> str:
             f"this instance ({_describe({k: v for k, v in holder.items() if k != 'startedAt'})}) "
             "cannot share it: give each instance a DATA_DIR of its own (with DATA_DIR unset it is "
             "the directory of DATABASE_PATH, or ./data)")
+
+
+def holder(data_dir: Path) -> dict | None:
+    """Who holds ``data_dir``'s lock (pid, ports, start time), or None when
+    no instance runs on it. Takes the lock for a moment only to ask."""
+    try:
+        fd = os.open(data_dir / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return _read_holder(fd) or {"pid": None}
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
+def describe_holder(held_by: dict) -> str:
+    """The holder as the in-use message names it: pid, ports, start time."""
+    return _describe(held_by)

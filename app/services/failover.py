@@ -37,6 +37,7 @@ from app.models import MonitoringInstance, ResponseTime, utcnow
 from app.services import configuration
 from app.services.configuration import ClusterState
 from app.services.openapi import Answer
+from app.services.sync.peer_session import new_session
 from app.services.sync.schemas import EPOCH_HEADER, SECRET_HEADER, InstanceAnswer
 
 logger = logging.getLogger(__name__)
@@ -104,7 +105,8 @@ def own_url() -> str:
 def peer_status(instance_id: str, sync_url: str, *, timeout: float | None = None) -> PeerStatus:
     """One member's status, or unreachable. Never raises."""
     try:
-        response = requests.get(f"{sync_url}/sync/api/status", timeout=timeout or probe_timeout())
+        with new_session(_settings()) as session:
+            response = session.get(f"{sync_url}/sync/api/status", timeout=timeout or probe_timeout())
         body = response.json() if response.status_code == 200 else None
         if not isinstance(body, dict):
             return PeerStatus(instance_id, sync_url, False)
@@ -118,8 +120,9 @@ def _post(sync_url: str, path: str, body: dict, *, epoch: int, timeout: float | 
     """POST to a peer with the join secret; its JSON answer, or None."""
     secret = _settings().sync_shared_secret or ""
     try:
-        response = requests.post(f"{sync_url}/sync/api{path}", json=body, timeout=timeout or probe_timeout() + 2,
-                                 headers={SECRET_HEADER: secret, EPOCH_HEADER: str(epoch)})
+        with new_session(_settings()) as session:
+            response = session.post(f"{sync_url}/sync/api{path}", json=body, timeout=timeout or probe_timeout() + 2,
+                                    headers={SECRET_HEADER: secret, EPOCH_HEADER: str(epoch)})
         answer = response.json()
     except (requests.RequestException, ValueError):
         return None

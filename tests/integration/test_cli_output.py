@@ -12,7 +12,8 @@ from tests.conftest import ROOT
 from tests.peers.process import MONITOR_SETTINGS
 
 FLASK_OWN = ("--app", "--debug", "--env-file", "Show the Flask version", "routes", "shell", " run ")
-OUR_COMMANDS = ("start", "init", "endpoints", "results", "users", "api-keys", "cluster", "db")
+OUR_COMMANDS = ("start", "init", "endpoints", "results", "users", "api-keys", "cluster", "db", "demo",
+                "backup", "restore")
 
 
 def monitor(data_dir, *args, merged=False, **settings) -> subprocess.CompletedProcess:

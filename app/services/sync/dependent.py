@@ -29,6 +29,7 @@ from app.services import configuration, failover
 from app.services.endpoints import InvalidEndpoint, apply_input, parse_input
 from app.services.sync import replication
 from app.services.sync.host_metrics import system_info
+from app.services.sync.peer_session import new_session
 from app.services.sync.primary import public_sync_url
 from app.services.sync.schemas import EPOCH_HEADER, MAX_RESULTS_PER_HEARTBEAT, SECRET_HEADER
 
@@ -184,7 +185,8 @@ def _is_loopback(host: str) -> bool:
 def client() -> PrimaryClient:
     settings = current_app.config["SETTINGS"]
     return PrimaryClient(configuration.primary_url() or settings.primary_sync_url,
-                         float(settings.connection_timeout), epoch=configuration.epoch())
+                         float(settings.connection_timeout), epoch=configuration.epoch(),
+                         session=new_session(settings))
 
 
 def registration() -> dict:
