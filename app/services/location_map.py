@@ -186,15 +186,18 @@ def _raw(instance_ids: tuple[str, ...], starts: dict[str, datetime], now: dateti
 def figures_by_instance(instance_ids: Iterable[str], now: datetime) -> dict[str, tuple[Figures, Figures]]:
     """Each instance's figures over the last hour and the last day (see
     the module's docstring for their edges); instances without a check in
-    the day are left out. Two queries for any number of instances."""
+    the day are left out. Two queries (after the watermark's) for any
+    number of instances and endpoints."""
     ids = tuple(sorted(set(instance_ids)))
     if not ids:
         return {}
     day_start = hour_floor(now - DAY)
     # Readers never roll up (rollups.roll_up is the clock's job): what is
     # past the watermark comes from raw results, so the figures are the
-    # same before and after a roll-up.
-    mark = rollups.watermark() or day_start
+    # same before and after a roll-up. Not past the current hour: a
+    # rolled-up hour counts results until its end, which is after ``now``
+    # only when asked about a moment before the last roll-up.
+    mark = min(rollups.watermark() or day_start, hour_floor(now))
     rolled_up = _rolled_up(ids, day_start, mark) if mark > day_start else {}
     raw = _raw(ids, {"hour": now - HOUR, "tail": max(day_start, mark)}, now)
     figures = {}

@@ -376,3 +376,17 @@ def test_a_result_that_arrives_late_counts_in_the_hour_at_once_and_in_the_day_af
     with app.app_context():
         assert not rollups.late_hours_waiting()
     assert _shown(app, ["a" * 8], now) == {"a" * 8: [(2, 0, 40.0), (4, 1, 30.0)]}
+
+
+def test_figures_as_of_a_moment_before_the_last_roll_up_leave_out_what_came_after(app):
+    endpoint_id = make_endpoint(app)
+    now = utcnow()
+    earlier = now - timedelta(hours=2)
+    results = [("a" * 8, earlier - timedelta(minutes=m), True, float(m)) for m in (10, 70, 300)]
+    results += [("a" * 8, now - timedelta(minutes=m), False, None) for m in (20, 100)]  # after ``earlier``
+    _store(app, endpoint_id, results)
+    _roll_up(app, now)
+    # The hour ``earlier`` falls in is rolled up with a result after it: counted from raw results instead.
+    expected = [_counted(results, "a" * 8, earlier - timedelta(hours=1), earlier),
+                _counted(results, "a" * 8, rollups.hour_floor(earlier - timedelta(days=1)), earlier)]
+    assert _shown(app, ["a" * 8], earlier) == {"a" * 8: expected}
