@@ -41,7 +41,7 @@ from datetime import datetime, timedelta, timezone
 
 from flask import current_app
 from pydantic import Field
-from sqlalchemy import bindparam, func, select, update
+from sqlalchemy import bindparam, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -992,17 +992,14 @@ def uptimes(endpoint_ids: list[int], now: datetime | None = None,
     table = AggregatedResult.__table__.c
     timelines: dict[int, list[tuple[datetime, str]]] = {}
     for chunk in _chunks(sorted(endpoint_ids)):
-        # The status at the window's start: the newest change before it.
-        before = (select(table.endpoint_id, table.computed_at, table.consensus)
-                  .where(table.endpoint_id.in_(chunk), table.is_change.is_(True), table.computed_at < start)
-                  .order_by(table.endpoint_id, table.computed_at.desc(), table.id.desc()))
-        seen_before = set()
-        for endpoint_id, computed_at, consensus in db.session.execute(before):
-            if endpoint_id not in seen_before:
-                seen_before.add(endpoint_id)
+        # The status at the window's start: each endpoint's newest change
+        # before it, one row each from the index of change rows (the history
+        # is never pruned, and a regular row is written every CADENCE).
+        for endpoint_id, consensus in db.session.execute(_status_before(chunk, start)):
+            if consensus is not None:
                 timelines.setdefault(endpoint_id, []).append((start, consensus))
         within = (select(table.endpoint_id, table.computed_at, table.consensus)
-                  .where(table.endpoint_id.in_(chunk), table.is_change.is_(True), table.computed_at >= start)
+                  .where(table.endpoint_id.in_(chunk), table.is_change == true(), table.computed_at >= start)
                   .order_by(table.endpoint_id, table.computed_at, table.id))
         for endpoint_id, computed_at, consensus in db.session.execute(within):
             timelines.setdefault(endpoint_id, []).append((computed_at, consensus))
@@ -1013,6 +1010,18 @@ def uptimes(endpoint_ids: list[int], now: datetime | None = None,
         out[endpoint_id] = {span: _weighted(timeline, now - span, now, held.get(endpoint_id, ()))
                             for span in spans}
     return out
+
+
+def _status_before(endpoint_ids: list[int], start: datetime):
+    """A query of (endpoint id, the consensus of its newest change row
+    before ``start``, or None): a correlated subquery with LIMIT 1 per
+    endpoint, which ``ix_aggregated_results_changes`` answers in one seek."""
+    table = AggregatedResult.__table__.c
+    endpoints = Endpoint.__table__.c
+    newest = (select(table.consensus)
+              .where(table.endpoint_id == endpoints.id, table.is_change == true(), table.computed_at < start)
+              .order_by(table.computed_at.desc(), table.id.desc()).limit(1).scalar_subquery())
+    return select(endpoints.id, newest).where(endpoints.id.in_(endpoint_ids))
 
 
 def _weighted(timeline: list[tuple[datetime, str]], start: datetime, end: datetime,

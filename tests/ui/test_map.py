@@ -13,7 +13,7 @@ from werkzeug.serving import make_server
 from app.checks import CheckResult
 from app.extensions import db
 from app.models import MonitoringInstance, ProbeState, utcnow
-from app.services import configuration, world_map
+from app.services import configuration, rollups, world_map
 from app.services.location_map import figures_by_instance
 from app.services.results import record_results
 from app.services.sync import dependent
@@ -304,48 +304,89 @@ def _store(application, endpoint_id, results):
             record_results([(endpoint_id, result)], instance_id=instance_id, location="lab")
 
 
+def _roll_up(application, now):
+    """Every finished hour rolled up, as the clock's job does it, in turns."""
+    with application.app_context():
+        while rollups.roll_up(now) < rollups.hour_floor(now - rollups.ROLLUP_DELAY):
+            pass
+        db.session.remove()
+
+
+def _counted(results, instance_id, start, now):
+    """(checks, failures, average ms) of ``results`` by ``instance_id`` checked in [start, now]."""
+    mine = [(ok, ms) for i, at, ok, ms in results if i == instance_id and start <= at <= now]
+    measured = [ms for _, ms in mine if ms is not None]
+    return len(mine), sum(1 for ok, _ in mine if not ok), pytest.approx(sum(measured) / len(measured))
+
+
+def _shown(application, instance_ids, now):
+    with application.app_context():
+        figures = figures_by_instance(instance_ids, now)
+        db.session.remove()
+    return {instance_id: [(f.checks, f.failures, f.average_ms) for f in pair] for instance_id, pair in figures.items()}
+
+
 @pytest.mark.parametrize("database", ["app", "pg_app"])
-def test_the_hour_and_day_are_counted_exactly_from_buckets_and_edges(database, request):
+def test_the_hour_is_counted_exactly_and_the_day_from_the_hour_it_starts_in(database, request):
     application = request.getfixturevalue(database)
     endpoint_id = make_endpoint(application)
     now = utcnow()
     rng = random.Random(9)
     results = [(rng.choice(["a" * 8, "b" * 8]), now - timedelta(seconds=rng.uniform(-30, 26 * 3600)),
                 rng.random() > 0.2, round(rng.uniform(1, 500), 1)) for _ in range(600)]
-    # On the edges of the spans, to the microsecond.
+    # On the edges of the spans, to the microsecond, and in the day's first hour before its 24 hours;
+    # just before that hour to the millisecond (SQLite's strftime, which the roll-up buckets hours
+    # by, rounds to milliseconds).
+    day_start = rollups.hour_floor(now - timedelta(days=1))
     results += [("a" * 8, now - timedelta(hours=1), True, 7.0), ("a" * 8, now - timedelta(days=1), False, None),
-                ("b" * 8, now, True, 3.0)]
+                ("b" * 8, now, True, 3.0), ("b" * 8, day_start, True, 11.0),
+                ("b" * 8, day_start - timedelta(milliseconds=1), True, 13.0)]
     _store(application, endpoint_id, results)
-
-    def expected(instance_id, span):
-        mine = [(ok, ms) for i, at, ok, ms in results if i == instance_id and now - span <= at <= now]
-        measured = [ms for _, ms in mine if ms is not None]
-        return len(mine), sum(1 for ok, _ in mine if not ok), pytest.approx(sum(measured) / len(measured))
-
+    # The last hour exactly; the last day from the start of the hour it starts in (24 to 25 hours).
+    expected = {instance_id: [_counted(results, instance_id, now - timedelta(hours=1), now),
+                              _counted(results, instance_id, day_start, now)] for instance_id in ("a" * 8, "b" * 8)}
+    # Raw results alone (never rolled up), then rolled-up hours plus the raw tail: the same figures.
+    assert _shown(application, ["a" * 8, "b" * 8, "c" * 8], now) == expected
+    _roll_up(application, now)
     with application.app_context():
-        figures = figures_by_instance(["a" * 8, "b" * 8, "c" * 8], now)
-        again = figures_by_instance(["a" * 8, "b" * 8, "c" * 8], now)  # from the kept buckets
-    assert "c" * 8 not in figures
-    for instance_id in ("a" * 8, "b" * 8):
-        for index, span in ((0, timedelta(hours=1)), (1, timedelta(days=1))):
-            for counted in (figures, again):
-                tally = counted[instance_id][index]
-                assert (tally.checks, tally.failures, tally.average_ms) == expected(instance_id, span)
+        assert rollups.watermark() > now - timedelta(hours=2)
+    assert _shown(application, ["a" * 8, "b" * 8, "c" * 8], now) == expected
 
 
-def test_a_result_that_arrives_late_counts_once_its_bucket_is_counted_again(app):
-    from app.services import location_map
-
+def test_a_result_that_arrives_late_counts_in_the_hour_at_once_and_in_the_day_after_the_roll_up(app):
     endpoint_id = make_endpoint(app)
     now = utcnow()
-    _store(app, endpoint_id, [("a" * 8, now - timedelta(hours=3), True, 10.0)])
+    results = [("a" * 8, now - timedelta(hours=3), True, 10.0), ("a" * 8, now - timedelta(minutes=50), True, 30.0)]
+    _store(app, endpoint_id, results)
+    _roll_up(app, now)
+    assert _shown(app, ["a" * 8], now) == {"a" * 8: [(1, 0, 30.0), (2, 0, 20.0)]}
+    # A dependent's outbox delivered after an outage: results checked three hours and 55 minutes
+    # ago, in hours already rolled up (55 minutes ago is before the watermark only past hh:10).
+    late = [("a" * 8, now - timedelta(hours=3, minutes=1), False, None), ("a" * 8, now - timedelta(minutes=55), True, 50.0)]
+    _store(app, endpoint_id, late)
+    before = _shown(app, ["a" * 8], now)
+    # The hour reads raw results: the late one counts at once.
+    assert before["a" * 8][0] == (2, 0, 40.0)
     with app.app_context():
-        assert figures_by_instance(["a" * 8], now)["a" * 8][1].checks == 1
-    # A dependent's outbox delivered after an outage: a result checked three hours ago.
-    _store(app, endpoint_id, [("a" * 8, now - timedelta(hours=3, minutes=1), False, None)])
-    later = now + location_map.RECOUNT_AFTER + timedelta(seconds=1)
+        mark = rollups.watermark()
+        assert rollups.late_hours_waiting()
+    # The day counts the three-hour-old one once its hour is rolled up again (the clock's next run).
+    assert before["a" * 8][1] == ((3, 0, 30.0) if now - timedelta(minutes=55) >= mark else (2, 0, 20.0))
+    _roll_up(app, now)
     with app.app_context():
-        counts = [figures_by_instance(["a" * 8], later + timedelta(seconds=i))["a" * 8][1].checks
-                  for i in range(location_map.DAY // (location_map.MAX_RECOUNTED * location_map.BUCKET_SECONDS
-                                                      * timedelta(seconds=1)) + 1)]
-    assert counts[-1] == 2  # every bucket was counted again within a day's worth of polls
+        assert not rollups.late_hours_waiting()
+    assert _shown(app, ["a" * 8], now) == {"a" * 8: [(2, 0, 40.0), (4, 1, 30.0)]}
+
+
+def test_figures_as_of_a_moment_before_the_last_roll_up_leave_out_what_came_after(app):
+    endpoint_id = make_endpoint(app)
+    now = utcnow()
+    earlier = now - timedelta(hours=2)
+    results = [("a" * 8, earlier - timedelta(minutes=m), True, float(m)) for m in (10, 70, 300)]
+    results += [("a" * 8, now - timedelta(minutes=m), False, None) for m in (20, 100)]  # after ``earlier``
+    _store(app, endpoint_id, results)
+    _roll_up(app, now)
+    # The hour ``earlier`` falls in is rolled up with a result after it: counted from raw results instead.
+    expected = [_counted(results, "a" * 8, earlier - timedelta(hours=1), earlier),
+                _counted(results, "a" * 8, rollups.hour_floor(earlier - timedelta(days=1)), earlier)]
+    assert _shown(app, ["a" * 8], earlier) == {"a" * 8: expected}
