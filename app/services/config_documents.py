@@ -218,8 +218,10 @@ def _check_shape(parsed: ParsedDocument) -> None:
                 problem = f"is nested more than {MAX_DEPTH} levels deep"
             else:
                 seen.add(id(value))
-                items = value.items() if isinstance(value, dict) else enumerate(value)
-                for key, item in items:
+                items = list(value.items() if isinstance(value, dict) else enumerate(value))
+                # Reversed onto the stack: visited in the file's order, so a
+                # repeat is reported where the alias is, not the anchor.
+                for key, item in reversed(items):
                     if isinstance(key, str) and "\x00" in key:
                         problem = "holds a NUL character"
                         break
@@ -557,7 +559,7 @@ def _apply_endpoints(run: _ImportRun, section: str) -> None:
     stored = _stored_by_name(endpoints.list_endpoints())
     db.session.flush()  # new services get their ids, for the endpoints that name them
     defaults = None
-    added: list[Endpoint] = []
+    added: list[tuple[Endpoint, list]] = []
     named = set()
     for path, item, name in run.keyed(section, items, "an endpoint"):
         named.add(name)
@@ -594,9 +596,8 @@ def _apply_endpoints(run: _ImportRun, section: str) -> None:
             endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
             if services is None:
                 defaults = notifications.default_services() if defaults is None else defaults
-            endpoint.notification_services = services if services is not None else list(defaults)
             endpoints.apply_input(endpoint, spec)
-            added.append(endpoint)
+            added.append((endpoint, services if services is not None else list(defaults)))
             changes.added.append(name)
             continue
         before = {**endpoints.configuration_fields(endpoint),
@@ -611,7 +612,11 @@ def _apply_endpoints(run: _ImportRun, section: str) -> None:
         endpoints.apply_update(endpoint, spec, services)
         changes.changed.append((name, fields))
     # One flush for every new endpoint: the ORM sends them as batched inserts.
-    db.session.add_all(added)
+    # Services are set once they are in the session, so that no query
+    # before then flushes a service holding an endpoint the session lacks.
+    db.session.add_all([endpoint for endpoint, _ in added])
+    for endpoint, services in added:
+        endpoint.notification_services = services
     if run.prune:
         for name in stored:
             if name not in named:
