@@ -575,18 +575,19 @@ def _apply_endpoints(run: _ImportRun, section: str) -> None:
             errors["notificationServiceIds"] = ("is not a field of a document: name the services under "
                                                 "notificationServices (ids differ between databases)")
             data.pop("notificationServiceIds")
+        # Services are named, and resolved here from the names; the
+        # endpoint's own checks see no ids, so that they query nothing per endpoint.
+        services = None
         if service_names is not _ABSENT:
-            ids, problem = _service_ids(run, service_names)
+            services, problem = _named_services(run, service_names)
             if problem:
                 errors["notificationServices"] = problem
-            else:
-                data["notificationServiceIds"] = ids
         data["target"], problem = _stored_target(data.get("target"), endpoint)
         if problem:
             errors["target"] = problem
         try:
             data = endpoints.with_stored_secrets(data, endpoint)
-            spec, services = endpoints.checked_input(data, strict=True)
+            spec, _ = endpoints.checked_input(data, strict=True)
         except endpoints.InvalidEndpoint as exc:
             errors.update(exc.errors)
         if errors:
@@ -626,16 +627,17 @@ def _apply_endpoints(run: _ImportRun, section: str) -> None:
     db.session.flush()
 
 
-def _service_ids(run: _ImportRun, names: Any) -> tuple[list[int], str | None]:
+def _named_services(run: _ImportRun, names: Any) -> tuple[list[NotificationService] | None, str | None]:
+    """The services an endpoint names, or the problem with the names."""
     if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-        return [], "must be a list of notification service names"
+        return None, "must be a list of notification service names"
     missing = [n for n in names if n not in run.services]
     if missing:
-        return [], "names no notification service called " + ", ".join(repr(n) for n in missing)
+        return None, "names no notification service called " + ", ".join(repr(n) for n in missing)
     ambiguous = [n for n in names if run.services[n] is None]
     if ambiguous:
-        return [], "names " + ", ".join(repr(n) for n in ambiguous) + ", which several services are called"
-    return sorted({run.services[n].id for n in names}), None
+        return None, "names " + ", ".join(repr(n) for n in ambiguous) + ", which several services are called"
+    return sorted({run.services[n] for n in names}, key=lambda s: s.id), None
 
 
 def _apply_status_pages(run: _ImportRun, section: str) -> None:

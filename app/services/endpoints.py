@@ -330,9 +330,11 @@ def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.consensus_rule, endpoint.consensus_min_down = rule.kind, rule.count
     endpoint.alert_on_partial = spec.alert_on_partial
     endpoint.cert_expiry_days = spec.cert_expiry_days
-    with db.session.no_autoflush:  # a new endpoint is not in the session yet
-        own_id = configuration.instance_id()
-    endpoint.checked_here = spec.locations is None or own_id in spec.locations
+    if spec.locations is None:
+        endpoint.checked_here = True  # every location: no need to ask which one this is
+    else:
+        with db.session.no_autoflush:  # a new endpoint is not in the session yet
+            endpoint.checked_here = configuration.instance_id() in spec.locations
 
 
 def _unknown_locations(locations: Any) -> str | None:
