@@ -691,9 +691,9 @@ SECTIONS = (
 _TOP_LEVEL = ("version",) + tuple(section.name for section in SECTIONS)
 
 
-def refusal() -> str | None:
+def refusal(state: configuration.ClusterState | None = None) -> str | None:
     """Why this instance takes no import (None: it does)."""
-    state = configuration.snapshot()
+    state = state or configuration.snapshot()
     if state.accepts_configuration:
         return None
     where = f" at {state.primary_url}" if state.is_dependent and state.primary_url else ""
@@ -725,6 +725,13 @@ def import_document(parsed: ParsedDocument, *, prune: bool = False, dry_run: boo
     if run.problems:
         raise InvalidDocument(run.problems)
     try:
+        # 1. One import at a time: two at once would each add the endpoints
+        #    the other is adding (names are not unique in the database).
+        configuration.lock_instance()
+        # 2. The role is read under a lock, so that no failover changes it
+        #    while the import is being applied.
+        if reason := refusal(configuration.locked_snapshot()):
+            raise ImportRefused(reason)
         for section in SECTIONS:
             section.apply(run, section.name)
         if run.problems:
