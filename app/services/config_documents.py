@@ -322,10 +322,7 @@ def _stored_target(target: Any, stored: Endpoint | None) -> tuple[Any, str | Non
     marker = f"://{MASK}@"
     if not isinstance(target, str) or marker not in target:
         return target, None
-    bare = target.replace(marker, "://", 1)
     if stored is not None and masked_target(stored.target) == target:
-        return stored.target, None
-    if stored is not None and public_target(stored.target) == bare and stored.target != bare:
         return stored.target, None
     return target, (f"has the credentials {MASK} but no stored endpoint of this name has any to keep; "
                     "write them out (export with --with-secrets)")
@@ -430,7 +427,7 @@ class _ImportRun:
                 self.problem((section, index), "must be a mapping of fields and values")
         return out
 
-    def keyed(self, section: str, items: list[tuple[tuple, dict]], what: str) -> list[tuple[tuple, dict, str]]:
+    def keyed(self, items: list[tuple[tuple, dict]], what: str) -> list[tuple[tuple, dict, str]]:
         """Items with their names; a missing or repeated name is a problem."""
         first: dict[str, tuple] = {}
         out = []
@@ -438,7 +435,8 @@ class _ImportRun:
             name = item.get("name")
             if not isinstance(name, str) or not name.strip():
                 self.problem(path + ("name",) if "name" in item else path,
-                             f"is required: {what} is matched by its name")
+                             ("must be text" if isinstance(name, (int, float, bool, list, dict)) else "is required")
+                             + f": {what} is matched by its name")
                 continue
             name = name.strip()
             if name in first:
@@ -468,7 +466,7 @@ def _apply_services(run: _ImportRun, section: str) -> None:
     if items is None:
         return
     named = set()
-    for path, item, name in run.keyed(section, items, "a notification service"):
+    for path, item, name in run.keyed(items, "a notification service"):
         named.add(name)
         if name in stored and stored[name] is None:
             run.problem(path + ("name",), f"{name!r} is the name of several stored notification services; "
@@ -561,7 +559,7 @@ def _apply_endpoints(run: _ImportRun, section: str) -> None:
     defaults = None
     added: list[tuple[Endpoint, list]] = []
     named = set()
-    for path, item, name in run.keyed(section, items, "an endpoint"):
+    for path, item, name in run.keyed(items, "an endpoint"):
         named.add(name)
         if name in stored and stored[name] is None:
             run.problem(path + ("name",), f"{name!r} is the name of several stored endpoints; "

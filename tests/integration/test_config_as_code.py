@@ -279,6 +279,7 @@ def test_an_export_without_secrets_shows_none_and_importing_it_keeps_them(store)
     for secret in SECRETS:
         assert secret not in text
     assert f"https://{MASK}@shop.example.org/health" in text
+    assert f"Authorization: {SECRET_MASK}" in text
     with_secrets = exported(store)
     outcome = apply(store, text)
     assert not outcome.changed_anything
