@@ -3,6 +3,8 @@ by ``Accept``) and apply one (YAML or JSON by ``Content-Type``). Views are
 thin: ``app.services.config_documents`` does the work. Administrators only,
 and at most ``CONFIG_REQUESTS_PER_MINUTE`` a minute each: an import of
 thousands of endpoints is heavy."""
+import json
+
 from flask import current_app, jsonify, request
 
 from app.blueprints.api import bp
@@ -62,7 +64,9 @@ def export_config():
     if wanted in config_documents.YAML_MEDIA_TYPES:
         text = config_documents.to_yaml(document, header=config_documents.export_header(with_secrets=with_secrets))
         return current_app.response_class(text, mimetype=_YAML_ANSWER)
-    return jsonify(document)
+    # In the document's own order (version first), not sorted as other answers are.
+    return current_app.response_class(json.dumps(document, indent=2, ensure_ascii=False) + "\n",
+                                      mimetype="application/json")
 
 
 @bp.post("/config")
