@@ -7,8 +7,9 @@ from flask import Flask
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
-from app.config import ConfigError, Settings, load_settings, secret_key_for
+from app.config import ConfigError, Settings, load_settings, secret_key_for, secrets_keys_for
 from app.extensions import db, migrate
+from app.secret_box import init_app as init_secret_box
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ def create_app(config: dict | None = None, *, serve: str = "web", settings: Sett
     )
     if config:
         app.config.update(config)
+    init_secret_box(app, *secrets_keys_for(settings))
     if settings.trusted_proxies:
         # Behind nginx: take the client address and scheme from the proxy's
         # headers (only from as many proxies as configured), so rate limits
@@ -126,6 +128,9 @@ def _configure_logging(level: str) -> None:
             level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
         )
     root.setLevel(level)
+    # urllib3 logs every request's path at DEBUG, and a webhook's or a
+    # target's token is often in it: that logger never goes below INFO.
+    logging.getLogger("urllib3.connectionpool").setLevel(max(root.level, logging.INFO))
 
 
 __all__ = ["ConfigError", "create_app", "__version__"]

@@ -1,17 +1,18 @@
 """Command line: ``python -m app <command>`` (or ``flask --app wsgi <command>``).
 
-``start`` runs the whole monitor; the other commands manage endpoints, users
-and API keys, and show results. ``db upgrade`` comes from Flask-Migrate.
+``start`` runs the whole monitor; the other commands manage endpoints, users,
+API keys and maintenance windows, and show results. ``db upgrade`` comes from Flask-Migrate.
 """
 from __future__ import annotations
 
 import json
 import os
 import sys
+from types import SimpleNamespace
 
 import click
 from flask import current_app
-from flask.cli import FlaskGroup, with_appcontext
+from flask.cli import ScriptInfo, with_appcontext
 from sqlalchemy import select
 
 from app.config import ConfigError
@@ -23,8 +24,17 @@ def _create_app():
     return create_app()
 
 
-cli = FlaskGroup(create_app=_create_app, add_default_commands=False,
-                 help="Distributed endpoint monitor.")
+@click.group(help="Distributed endpoint monitor.")
+@click.pass_context
+def cli(ctx):
+    """The monitor's own commands (a plain click group: Flask's options and
+    commands, --app, --debug, run, shell, routes, are not the product's)."""
+    if ctx.invoked_subcommand != "start":
+        # A command prints its output alone: log lines go to stderr, and
+        # only warnings unless LOG_LEVEL asks for more. ``start`` is a
+        # server: its log is its output.
+        os.environ.setdefault("LOG_LEVEL", "WARNING")
+    ctx.obj = ScriptInfo(create_app=_create_app, set_debug_flag=False)
 
 
 def register_cli(app) -> None:
@@ -37,6 +47,8 @@ def register_cli(app) -> None:
     app.cli.add_command(init_command)
     app.cli.add_command(cluster_group)
     app.cli.add_command(config_group)
+    app.cli.add_command(secrets_group)
+    app.cli.add_command(maintenance_group)
 
 
 def _fail(message: str) -> None:
@@ -405,6 +417,120 @@ def config_import(file, dry_run, prune):
         click.echo(f"applied; configuration version {outcome.config_version}")
     else:
         click.echo("nothing to change")
+# --- secrets at rest -----------------------------------------------------------
+# On the group itself too, like the demo: generate-key needs no app (and so
+# no valid SECRETS_KEY); rotate loads one through with_appcontext.
+
+@click.group("secrets")
+def secrets_group():
+    """Encryption of the secrets stored in the database (SECRETS_KEY)."""
+
+
+@secrets_group.command("generate-key")
+def secrets_generate_key():
+    """Print a new key for SECRETS_KEY (nothing is changed)."""
+    from app.secret_box import generate_key
+
+    click.echo(generate_key())
+
+
+@secrets_group.command("rotate")
+@with_appcontext
+def secrets_rotate():
+    """Re-encrypt every stored secret under the first key of SECRETS_KEY, in
+    one transaction. Start every process with SECRETS_KEY=NEW,OLD first;
+    afterwards OLD can be dropped."""
+    from app.extensions import db
+    from app.secret_box import SecretUnreadable, current_box
+    from app.services import secrets_at_rest
+
+    box = current_box()
+    click.echo(f"re-encrypting every secret under the first of {len(box.keys)} keys from {box.source}")
+    try:
+        report = secrets_at_rest.rotate(db.session.connection(), progress=click.echo)
+        db.session.commit()
+    except SecretUnreadable as exc:
+        db.session.rollback()
+        _fail(f"{exc}; nothing was changed")
+    click.echo(f"done: {report.secrets} secrets in {report.rewritten} rows re-encrypted"
+               + (f", {report.plaintext} of them were plain text" if report.plaintext else ""))
+
+
+cli.add_command(secrets_group)
+# --- maintenance windows --------------------------------------------------------
+
+@click.group("maintenance")
+def maintenance_group():
+    """List, add and remove maintenance windows (no alerts while one is on)."""
+
+
+@maintenance_group.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@with_appcontext
+def maintenance_list(as_json):
+    """List maintenance windows, with the one in progress and the next."""
+    from app.services import maintenance
+
+    found = [maintenance.to_dict(w) for w in maintenance.list_windows()]
+    if as_json:
+        click.echo(json.dumps(found, indent=2))
+        return
+    if not found:
+        click.echo("no maintenance windows")
+        return
+    click.echo(f"{'ID':>5}  {'STATE':<12} {'TITLE':<24} {'SCHEDULE':<44} COVERS")
+    for w in found:
+        state = ("in progress" if w["inProgress"] else "scheduled" if w["nextStartsAt"]
+                 else "over" if w["isActive"] else "off")
+        schedule = (f"cron {w['cronExpression']} {w['timeZone']} {w['durationMinutes']} min"
+                    if w["kind"] == "recurring" else f"{w['startsAt'][:16]} to {w['endsAt'][:16]} UTC")
+        covers = ", ".join([f"#{i}" for i in w["endpointIds"]] + [f"group {g}" for g in w["groups"]])
+        click.echo(f"{w['id']:>5}  {state:<12} {w['title'][:24]:<24} {schedule:<44} {covers}")
+
+
+@maintenance_group.command("add")
+@click.option("--title", required=True)
+@click.option("--description", default=None)
+@click.option("--start", "starts_at", default=None, metavar="TIME",
+              help="One-off: ISO 8601 start, e.g. 2026-12-24T22:00 (read in --time-zone when it has no zone).")
+@click.option("--end", "ends_at", default=None, metavar="TIME", help="One-off: ISO 8601 end.")
+@click.option("--cron", "cron_expression", default=None, metavar="EXPR",
+              help="Recurring: five cron fields, e.g. '0 2 * * 0' (Sundays at 02:00).")
+@click.option("--duration", "duration_minutes", type=int, default=None, help="Recurring: minutes each lasts.")
+@click.option("--time-zone", default=None, help="IANA zone the times are read in (default UTC).")
+@click.option("--endpoint", "endpoint_ids", multiple=True, type=int, metavar="ID", help="Repeatable.")
+@click.option("--group", "groups", multiple=True, metavar="NAME", help="Repeatable: every endpoint of the group.")
+@click.option("--inactive", is_flag=True, help="Store it switched off.")
+@with_appcontext
+def maintenance_add(title, description, starts_at, ends_at, cron_expression, duration_minutes, time_zone,
+                    endpoint_ids, groups, inactive):
+    """Add a one-off (--start, --end) or recurring (--cron, --duration) window."""
+    from app.services import maintenance
+
+    _refuse_on_dependent()
+    data = {"title": title, "description": description, "startsAt": starts_at, "endsAt": ends_at,
+            "cronExpression": cron_expression, "durationMinutes": duration_minutes, "timeZone": time_zone,
+            "endpointIds": list(endpoint_ids), "groups": list(groups), "isActive": not inactive}
+    try:
+        window = maintenance.create_window({k: v for k, v in data.items() if v is not None})
+    except maintenance.InvalidMaintenanceWindow as exc:
+        _fail(str(exc))
+    click.echo(f"added maintenance window {window.id}: {window.title} ({maintenance.describe(window)})")
+
+
+@maintenance_group.command("remove")
+@click.argument("window_id", type=int)
+@with_appcontext
+def maintenance_remove(window_id):
+    """Delete a maintenance window."""
+    from app.services import maintenance
+
+    _refuse_on_dependent()
+    window = maintenance.get_window(window_id)
+    if window is None:
+        _fail(f"no maintenance window with id {window_id}")
+    maintenance.delete_window(window)
+    click.echo(f"removed maintenance window {window_id}")
 
 
 # --- demo -------------------------------------------------------------------
@@ -432,8 +558,28 @@ cli.add_command(demo_command)
 
 def main() -> None:
     """Entry point of ``python -m app``; configuration errors exit with 2."""
+    from flask_migrate.cli import db as db_group
+
+    # The same commands as ``flask --app wsgi``, plus Flask-Migrate's ``db``.
+    register_cli(SimpleNamespace(cli=cli))
+    cli.add_command(db_group)
+    from sqlalchemy.exc import OperationalError, ProgrammingError
+
     try:
         cli.main(prog_name="python -m app")
     except ConfigError as exc:
         click.echo(f"configuration error: {exc}", err=True)
         sys.exit(2)
+    except (OperationalError, ProgrammingError) as exc:
+        if not _no_tables_yet(exc):
+            raise
+        click.echo("error: the database has no tables yet; run `python -m app init` (or `start`) first", err=True)
+        sys.exit(2)
+
+
+def _no_tables_yet(exc) -> bool:
+    """Whether a database error is a missing table (SQLite's words,
+    PostgreSQL's SQLSTATE 42P01): a command run before the first start."""
+    original = getattr(exc, "orig", None)
+    code = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+    return code == "42P01" or "no such table" in str(original)

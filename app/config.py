@@ -16,6 +16,8 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 from app.data_directory import problem as data_directory_problem
+from app.secret_box import generate_key as generate_secrets_key
+from app.secret_box import is_key as is_secrets_key
 
 ROLE_STANDALONE = "standalone"
 ROLE_PRIMARY = "primary"
@@ -151,6 +153,9 @@ class Settings:
     database_url: str = ""
     redis_url: str | None = None
     secret_key: str = ""
+    # SECRETS_KEY: Fernet keys for secrets at rest, the first encrypting;
+    # empty: one generated into the data directory.
+    secrets_keys: tuple[str, ...] = ()
     check_batch_size: int = 200
     check_concurrency: int = 64
     result_retention_days: int = 30
@@ -229,6 +234,7 @@ def load_settings(env=None) -> Settings:
     secret_key = env.get("SECRET_KEY") or ""
     if secret_key and len(secret_key) < 16:
         raise ConfigError("SECRET_KEY must be at least 16 characters (or unset, to have one generated)")
+    secrets_keys = _secrets_keys(env)
     host = _host(env)
     log_level = (env.get("LOG_LEVEL") or "INFO").upper()
     if log_level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
@@ -273,6 +279,7 @@ def load_settings(env=None) -> Settings:
         database_url=database_url,
         redis_url=_url(env, "REDIS_URL", {"redis", "rediss", "unix"}),
         secret_key=secret_key,
+        secrets_keys=secrets_keys,
         check_batch_size=_number(env, "CHECK_BATCH_SIZE", 200, minimum=1, maximum=5000),
         check_concurrency=_number(env, "CHECK_CONCURRENCY", 64, minimum=1, maximum=1024),
         result_retention_days=_number(env, "RESULT_RETENTION_DAYS", 30, minimum=1, maximum=3650),
@@ -283,6 +290,25 @@ def load_settings(env=None) -> Settings:
         metrics_public=metrics_public,
         metrics_token=metrics_token,
     )
+
+
+SECRETS_KEY_FILE = "secrets_key"
+_SECRETS_KEY_FORMAT = ("one or more Fernet keys separated by commas, each 44 characters of url-safe base64 "
+                       "(`./monitor secrets generate-key` prints one)")
+
+
+def _secrets_keys(env) -> tuple[str, ...]:
+    # The message never repeats the value: it is a secret.
+    raw = env.get("SECRETS_KEY")
+    if raw is None or raw.strip() == "":
+        return ()
+    keys = tuple(key.strip() for key in raw.split(","))
+    for number, key in enumerate(keys, 1):
+        if not is_secrets_key(key):
+            which = f"key {number} of {len(keys)}" if len(keys) > 1 else "the value given"
+            raise ConfigError(f"SECRETS_KEY must be {_SECRETS_KEY_FORMAT}; {which} is "
+                              + ("empty" if not key else "not a Fernet key"))
+    return keys
 
 
 def secret_key_for(settings: Settings) -> str:
@@ -297,15 +323,39 @@ def secret_key_for(settings: Settings) -> str:
     """
     if settings.secret_key:
         return settings.secret_key
-    path = settings.data_dir / "secret_key"
+    return _key_file(settings, "secret_key", lambda: secrets.token_urlsafe(48))
+
+
+def secrets_keys_for(settings: Settings) -> tuple[tuple[str, ...], str]:
+    """The keys secrets are encrypted under, and where they came from.
+
+    ``SECRETS_KEY`` when set; otherwise one Fernet key generated at first
+    start into ``<data_dir>/secrets_key`` (mode 0600), as the secret key
+    is, so a fresh machine needs no set-up. A key file that holds no valid
+    key is a ``ConfigError`` naming the file.
+    """
+    if settings.secrets_keys:
+        return settings.secrets_keys, "SECRETS_KEY"
+    path = settings.data_dir / SECRETS_KEY_FILE
+    raw = _key_file(settings, SECRETS_KEY_FILE, generate_secrets_key)
+    keys = tuple(key.strip() for key in raw.split(","))
+    if not all(is_secrets_key(key) for key in keys):
+        raise ConfigError(f"the key file {path} must hold {_SECRETS_KEY_FORMAT}; restore it from the "
+                          "backup it was saved with, or set SECRETS_KEY")
+    return keys, f"the key file {path} (SECRETS_KEY is unset)"
+
+
+def _key_file(settings: Settings, name: str, generate) -> str:
+    """The key kept in ``<data_dir>/<name>``, generated (mode 0600) if missing."""
+    path = settings.data_dir / name
     try:
         return path.read_text().strip()
     except FileNotFoundError:
         pass
     except OSError as exc:
         raise ConfigError(data_directory_problem(settings.data_dir, exc)) from None
-    key = secrets.token_urlsafe(48)
-    aside = settings.data_dir / f".secret_key.{os.getpid()}"
+    key = generate()
+    aside = settings.data_dir / f".{name}.{os.getpid()}"
     try:
         settings.data_dir.mkdir(parents=True, exist_ok=True)
         fd = os.open(aside, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

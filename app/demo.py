@@ -297,6 +297,7 @@ def instance_env(place: Location, ports: tuple[int, int], data_dir: Path, *, mar
     env.update({
         MARKER: marker,
         "DATA_DIR": str(data_dir), "DATABASE_URL": "", "DATABASE_PATH": "", "REDIS_URL": "", "SECRET_KEY": "",
+        "SECRETS_KEY": "",
         "HOST": HOST, "PORT": str(ports[0]), "SYNC_API_PORT": str(ports[1]),
         "PUBLIC_SYNC_URL": f"http://{HOST}:{ports[1]}",
         "INSTANCE_NAME": place.name, "INSTANCE_LOCATION": place.location,

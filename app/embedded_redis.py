@@ -8,7 +8,7 @@ the data directory, so every start and every restart uses the same paths:
 - ``redis.sock``: the unix socket children reach it at (when the data
   directory's path is too long for a socket address, a directory of this
   user's own under the system's temporary folder, named after the data
-  directory, holds it instead);
+  directory, holds it instead, and a graceful stop removes it);
 - ``redis.pid``: its pid, for finding an orphan a crash left behind;
 - ``redis.conf``: its configuration, written at each start;
 - ``appendonly.aof``: its data. The append-only file is written before each
@@ -166,16 +166,21 @@ class EmbeddedRedis:
         return None if self.process is None else self.process.poll()
 
     def stop(self) -> None:
-        """SIGTERM (it writes out its append-only file and exits), then SIGKILL."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            logger.warning("embedded Redis did not stop in %.0f s; killing it", STOP_TIMEOUT_SECONDS)
-            self.process.kill()
-            self.process.wait()
+        """SIGTERM (it writes out its append-only file and exits), then
+        SIGKILL; then the socket's folder under the temporary folder, if it
+        has one, is removed (the next start makes it again)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=STOP_TIMEOUT_SECONDS)
+            except subprocess.TimeoutExpired:
+                logger.warning("embedded Redis did not stop in %.0f s; killing it", STOP_TIMEOUT_SECONDS)
+                self.process.kill()
+                self.process.wait()
+        if self.socket_file.parent != self.data_dir:
+            with contextlib.suppress(OSError):
+                self.socket_file.unlink(missing_ok=True)
+                self.socket_file.parent.rmdir()
 
 
 def _wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:

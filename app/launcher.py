@@ -49,6 +49,7 @@ def prepare_database(app) -> dict:
 
     with app.app_context():
         upgrade(directory=str(ROOT / "migrations"))
+        _check_secrets_readable()
         state = configuration.ensure_initialized()
         accounts.ensure_admin_from_env()
         followed = failover.rejoin_at_start()
@@ -59,11 +60,37 @@ def prepare_database(app) -> dict:
     return state
 
 
+def _check_secrets_readable() -> None:
+    """Stop the start when the stored secrets do not decrypt with this
+    instance's key (a wrong SECRETS_KEY, a database restored without its
+    key file), instead of failing every check and alert that needs one."""
+    from flask import current_app
+
+    from app.extensions import db
+    from app.config import SECRETS_KEY_FILE
+    from app.secret_box import SecretUnreadable
+    from app.services import secrets_at_rest
+
+    try:
+        secrets_at_rest.check_readable(db.session.connection())
+    except SecretUnreadable as exc:
+        raise ConfigError(str(exc)) from None
+    finally:
+        db.session.rollback()
+    settings = current_app.config["SETTINGS"]
+    if db.engine.dialect.name == "postgresql" and not settings.secrets_keys:
+        # Processes on other machines would generate keys of their own.
+        logger.warning("SECRETS_KEY is unset: secrets are encrypted under the key file %s; every process "
+                       "that shares this database from another machine needs that key in SECRETS_KEY",
+                       settings.data_dir / SECRETS_KEY_FILE)
+
+
 def process_commands(settings, worker_count: int) -> dict[str, list[str]]:
     """The Procfile's processes as argument lists for this Python."""
     python = sys.executable
-    gunicorn = [python, "-m", "gunicorn", "--worker-tmp-dir", "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp",
-                "--access-logfile", "-", "--graceful-timeout", "5", "--no-control-socket"]
+    gunicorn = [python, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
+                "--worker-tmp-dir", "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp",
+                "--access-logfile", "-", "--no-control-socket"]
     commands = {
         "web": gunicorn + ["--bind", f"{settings.host}:{settings.port}",
                            "--workers", os.environ.get("WEB_CONCURRENCY", "2"),

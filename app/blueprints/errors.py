@@ -1,12 +1,31 @@
-"""JSON errors for the APIs: ``{"error": code, "message": text}``."""
+"""Errors: JSON for the APIs (``{"error": code, "message": text}``), a page
+of the site for people (the site's layout and navigation, what went wrong,
+a way back), a fragment for HTMX requests."""
 import json
+import logging
 
-from flask import jsonify, request
+from flask import current_app, jsonify, make_response, render_template, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+logger = logging.getLogger(__name__)
+
+# What a person is told; werkzeug's names and descriptions are written for
+# developers.
+PAGE_TITLES = {404: "Page not found", 405: "Not allowed here", 500: "Server error"}
+PAGE_MESSAGES = {
+    404: "There is nothing at this address. It may have been removed, or the link may be mistyped.",
+    405: "This address does not take that kind of request.",
+    500: "Something went wrong on the server while answering this request. It has been logged; "
+         "try again in a moment.",
+}
 
 
 def wants_json() -> bool:
-    return request.path.startswith(("/api/", "/sync/api")) or request.accept_mimetypes.best == "application/json"
+    """Whether an error for this request is answered as JSON: the APIs, a
+    client that asks for JSON, and any surface without pages (the sync API)."""
+    return (request.path.startswith(("/api/", "/sync/api"))
+            or request.accept_mimetypes.best == "application/json"
+            or "ui" not in current_app.blueprints)
 
 
 def json_error(status: int, code: str, message: str, **extra):
@@ -97,13 +116,59 @@ def json_body():
     return data, None
 
 
+def error_page(status: int, title: str, message: str, headers=()):
+    """An error as a page of the site (with its navigation for a signed-in
+    user), or as a message fragment for an HTMX request."""
+    if request.headers.get("HX-Request"):
+        body = render_template("partials/message.html", message=message, kind="error")
+    else:
+        body = render_template("errors/error.html", status=status, title=title, message=message,
+                               **_signed_in_context(status))
+    response = make_response(body, status)
+    for name, value in headers:
+        if name.lower() not in ("content-type", "content-length"):
+            response.headers[name] = value
+    return response
+
+
+def _signed_in_context(status: int) -> dict:
+    """The navigation's context. Pages of the ui and admin blueprints get it
+    from their context processor; an address no route matched has no
+    blueprint, so it is asked for here."""
+    if request.blueprint in ("ui", "admin") or "admin" not in current_app.blueprints:
+        return {}
+    from app.blueprints.admin import signin
+
+    try:
+        return {"current_user": signin.current_user(), "read_only": signin.is_read_only()}
+    except Exception:  # the database may be what failed: the page still shows
+        if status < 500:
+            raise
+        logger.warning("no navigation on the error page: the signed-in user could not be read", exc_info=True)
+        return {}
+
+
 def register_error_handlers(app):
     @app.errorhandler(HTTPException)
     def _http_error(exc: HTTPException):
-        if not wants_json():
+        status = exc.code or 500
+        if wants_json():
+            code = (exc.name or "error").lower().replace(" ", "_")
+            return json_error(status, code, exc.description or exc.name)
+        if status < 400:
             return exc
-        code = (exc.name or "error").lower().replace(" ", "_")
-        return json_error(exc.code or 500, code, exc.description or exc.name)
+        if status >= 500:
+            # Whatever failed may have left the transaction broken; the
+            # page itself may need the database (the signed-in user).
+            from app.extensions import db
+
+            db.session.rollback()
+        # A description given with abort() is this site's own words; the
+        # default ones are werkzeug's, meant for developers.
+        default = type(exc).description
+        message = PAGE_MESSAGES.get(status) if exc.description == default or status >= 500 else exc.description
+        return error_page(status, PAGE_TITLES.get(status, exc.name), message or exc.description or exc.name,
+                          headers=exc.get_headers(request.environ))
 
     @app.errorhandler(OverflowError)
     def _out_of_range(exc: OverflowError):
@@ -115,4 +180,4 @@ def register_error_handlers(app):
         message = "a number or date in the request is out of range"
         if wants_json():
             return json_error(400, "out_of_range", message)
-        return message, 400
+        return error_page(400, "Bad Request", message[:1].upper() + message[1:] + ".")

@@ -10,6 +10,7 @@ from app.models.endpoint import (
 )
 from app.models.instance import ClusterEvent, InstanceConfig, InstanceToken, MonitoringInstance
 from app.models.location import LocationStatus, ProbeState
+from app.models.maintenance import MaintenanceWindow
 from app.models.notification import (
     DELIVERY_FAILED,
     DELIVERY_PENDING,
@@ -19,7 +20,7 @@ from app.models.notification import (
     NotificationService,
 )
 from app.models.result import AggregatedResult, ResponseTime
-from app.models.rollup import ResultHour, RolledUpHour, StaleHour
+from app.models.rollup import ResultHour, ResultLocationHour, RolledUpHour, StaleHour
 from app.models.login import LoginFailure
 from app.models.settings import Setting
 from app.models.types import UTCDateTime, utcnow
@@ -28,7 +29,7 @@ from app.models.user import API_KEY_PREFIX_LEN, ApiKey, User
 __all__ = [
     "API_KEY_PREFIX_LEN", "DELIVERY_FAILED", "DELIVERY_PENDING", "DELIVERY_SENDING", "DELIVERY_SENT",
     "NotificationDelivery", "STATUS_DOWN", "STATUS_PENDING", "STATUS_UP", "AggregatedResult", "ApiKey", "Endpoint",
-    "ClusterEvent", "InstanceConfig", "LocationStatus", "ProbeState", "STATUS_PARTIAL", "InstanceToken", "MonitoringInstance",
+    "ClusterEvent", "InstanceConfig", "LocationStatus", "MaintenanceWindow", "ProbeState", "STATUS_PARTIAL", "InstanceToken", "MonitoringInstance",
     "NotificationService", "ResponseTime", "Setting", "StatusChange", "UTCDateTime", "User",
     "endpoint_notifications", "utcnow",
 ]

@@ -3,6 +3,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Inte
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
+from app.models.encrypted import CredentialsURL, OptionsWithSecrets
 from app.models.types import UTCDateTime, utcnow
 
 STATUS_PENDING = "PENDING"
@@ -49,10 +50,13 @@ class Endpoint(db.Model):
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     check_type: Mapped[str] = mapped_column(String(32), nullable=False)
     # URL for http; host for tcp and ping; bootstrap servers for kafka.
-    target: Mapped[str] = mapped_column(String(2048), nullable=False)
+    # URL credentials are encrypted at rest (a token takes more room than
+    # the 2048 characters a target may have, hence the wider column).
+    target: Mapped[str] = mapped_column(CredentialsURL(4096), nullable=False)
     port: Mapped[int | None] = mapped_column(Integer)
-    # Type-specific options, validated by the check type's Options model.
-    options: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    # Type-specific options, validated by the check type's Options model;
+    # secret values (SASL password, credential headers) encrypted at rest.
+    options: Mapped[dict] = mapped_column(OptionsWithSecrets, nullable=False, default=dict)
     interval_seconds: Mapped[int] = mapped_column(Integer, nullable=False, default=60)
     timeout_seconds: Mapped[float] = mapped_column(Float, nullable=False, default=10.0)
     # Consecutive failures before DOWN, consecutive successes before UP again.
@@ -157,6 +161,10 @@ class StatusChange(db.Model):
     # The alert this change raises (down, up, partial), decided with the
     # change itself; None: it alerts nobody.
     alert_event: Mapped[str | None] = mapped_column(String(16))
+    # The alert a maintenance window held back (down, up, partial), and
+    # which window: such a change alerts nobody (alert_event is None).
+    suppressed_alert: Mapped[str | None] = mapped_column(String(16))
+    suppressed_by: Mapped[str | None] = mapped_column(Text)
 
 
 def consensus_rule_text(rule: str, min_down: int | None) -> str:

@@ -3,6 +3,7 @@ from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, St
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.extensions import db
+from app.models.encrypted import EncryptedJSON
 from app.models.endpoint import endpoint_notifications
 from app.models.types import UTCDateTime, utcnow
 
@@ -17,8 +18,9 @@ class NotificationService(db.Model):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200), nullable=False)
     kind: Mapped[str] = mapped_column(String(32), nullable=False)
-    # Secrets live here (URLs with tokens); never rendered back to the UI.
-    config: Mapped[dict] = mapped_column(JSON, nullable=False, default=dict)
+    # Secrets live here (URLs with tokens); never rendered back to the UI,
+    # and encrypted at rest as a whole.
+    config: Mapped[dict] = mapped_column(EncryptedJSON, nullable=False, default=dict)
     is_enabled: Mapped[bool] = mapped_column(Boolean, nullable=False, default=True)
     is_default: Mapped[bool] = mapped_column(Boolean, nullable=False, default=False)
     created_at = mapped_column(UTCDateTime, nullable=False, default=utcnow)

@@ -1,5 +1,5 @@
 """Check results (``response_times``) and per-location consensus."""
-from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, BigInteger, Boolean, Float, ForeignKey, Index, Integer, String, Text, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from app.extensions import db
@@ -20,6 +20,10 @@ class ResponseTime(db.Model):
         Index("ix_response_times_endpoint_checked", "endpoint_id", "checked_at"),
         Index("ix_response_times_outbox", "synced_at", "id"),
         Index("ix_response_times_instance_checked", "instance_id", "checked_at"),
+        # Failed results only: an endpoint's recent failures without reading
+        # every result it had (a healthy month from 3 locations is 130,000).
+        Index("ix_response_times_failed", "endpoint_id", "checked_at",
+              sqlite_where=text("is_ok = 0"), postgresql_where=text("NOT is_ok")),
     )
 
     id: Mapped[int] = mapped_column(BigInteger().with_variant(Integer, "sqlite"), primary_key=True)

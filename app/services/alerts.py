@@ -21,7 +21,9 @@
    claims left by a worker that died mid-send, raises alerts missed because
    a job died between storing results and raising them, raises reminders for
    endpoints still DOWN, raises certificate expiry alerts, and enqueues the
-   deliveries that are due.
+   deliveries that are due. Changes inside a maintenance window alert
+   nobody; the alert they held back is raised when it ends, if still owed
+   (``maintenance.release_held_alerts``).
 
 Delivery is at least once: a worker killed after the service accepted a
 message but before it recorded so sends it again once its claim goes stale.
@@ -64,6 +66,7 @@ from app.notifiers import (
     DeliveryError,
     notifier_for,
 )
+from app.services import maintenance
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +193,12 @@ def raise_reminders(*, now: datetime | None = None) -> list[int]:
     if not endpoints or not _alerts_here():
         db.session.commit()
         return []
+    # Reminders wait out a maintenance window; the next interval's comes after it.
+    for endpoint_id in maintenance.endpoints_in_maintenance(_with_groups(endpoints), now):
+        del endpoints[endpoint_id]
+    if not endpoints:
+        db.session.commit()
+        return []
     latest_down = (
         select(func.max(StatusChange.id))
         .where(StatusChange.endpoint_id.in_(endpoints), StatusChange.alert_event == EVENT_DOWN)
@@ -275,6 +284,9 @@ def raise_certificate_alerts(*, now: datetime | None = None) -> list[int]:
                Endpoint.certificate_alerted_expiry)
         .where(Endpoint.check_type == "http", Endpoint.is_paused.is_(False), Endpoint.target.ilike("https:%"))
     )}
+    # Certificate alerts wait out a maintenance window (a renewal may be the work).
+    for endpoint_id in maintenance.endpoints_in_maintenance(_with_groups(endpoints), now):
+        del endpoints[endpoint_id]
     if not endpoints:
         db.session.commit()
         return []
@@ -343,6 +355,12 @@ def _enabled_services(endpoint_ids: set[int]) -> dict[int, list[int]]:
     ):
         by_endpoint.setdefault(endpoint_id, []).append(service_id)
     return by_endpoint
+
+
+def _with_groups(endpoints: dict) -> dict[int, str | None]:
+    """The group of each of ``endpoints`` (by id), for maintenance lookups."""
+    return dict(db.session.execute(
+        select(Endpoint.id, Endpoint.group_name).where(Endpoint.id.in_(list(endpoints)))).all())
 
 
 def _endpoints(endpoint_ids: set[int]) -> dict:

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from flask import current_app
-from sqlalchemy import event, select, text, update
+from sqlalchemy import event, select, text, type_coerce, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 from app.config import ROLE_DEPENDENT, ROLE_FENCED, ROLE_PRIMARY, ROLE_STANDALONE
 from app.extensions import db
 from app.models import ClusterEvent, Endpoint, InstanceConfig, NotificationService, Setting, User, utcnow
+from app.models.encrypted import EncryptedText
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,10 @@ VOTE = "vote"
 # from then on, never for what it saw as a dependent.
 ALERTING_SINCE = "alerting_since"
 _OWN_KEYS = frozenset({INSTANCE_ID, ROLE, EPOCH, PRIMARY_URL, PRIMARY_ID, CONFIG_VERSION, VOTE, ALERTING_SINCE})
+# A dependent's access token, got with the join secret: the one copy of a
+# credential of the cluster kept here, so it is encrypted at rest.
+SYNC_TOKEN = "sync_token"
+SECRET_STATE_KEYS = frozenset({SYNC_TOKEN})
 
 
 @dataclass(frozen=True)
@@ -79,7 +84,7 @@ class ClusterState:
         return self.role in (ROLE_PRIMARY, ROLE_STANDALONE)
 
 
-def _insert_if_absent(key: str, value: str) -> None:
+def _insert_if_absent(key: str, value) -> None:
     """Insert one key unless present; safe when processes race at start."""
     insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     stmt = insert(InstanceConfig).values(key=key, value=value).on_conflict_do_nothing(
@@ -323,9 +328,8 @@ def lock_instance() -> None:
 
 def get_state(key: str, default: str | None = None) -> str | None:
     """A piece of sync state (token, connection counters) kept here too."""
-    value = db.session.execute(
-        select(InstanceConfig.value).where(InstanceConfig.key == key)
-    ).scalar_one_or_none()
+    column = type_coerce(InstanceConfig.value, EncryptedText) if key in SECRET_STATE_KEYS else InstanceConfig.value
+    value = db.session.execute(select(column).where(InstanceConfig.key == key)).scalar_one_or_none()
     return default if value is None else value
 
 
@@ -336,6 +340,8 @@ def set_state(key: str, value: str | None) -> None:
     if value is None:
         db.session.execute(InstanceConfig.__table__.delete().where(InstanceConfig.key == key))
         return
+    if key in SECRET_STATE_KEYS:
+        value = type_coerce(value, EncryptedText)
     if db.session.execute(update(InstanceConfig).where(InstanceConfig.key == key)
                           .values(value=value)).rowcount == 0:
         _insert_if_absent(key, value)
@@ -348,13 +354,13 @@ def instance_identity() -> tuple[str, str]:
 
 # --- configuration version -------------------------------------------------
 # Every change to configuration (endpoints, notification services, users,
-# API keys, settings, membership) bumps config_version in the same
+# API keys, settings, membership, maintenance windows) bumps config_version in the same
 # transaction, so dependents can pull with If-None-Match and never miss a
 # change, and failover candidates hold what the primary holds.
 
-from app.models import ApiKey, MonitoringInstance  # noqa: E402  (only the version rules below use them)
+from app.models import ApiKey, MaintenanceWindow, MonitoringInstance  # noqa: E402  (only the version rules below use them)
 
-_CONFIG_MODELS = (Endpoint, NotificationService, User, Setting, ApiKey, MonitoringInstance)
+_CONFIG_MODELS = (Endpoint, NotificationService, User, Setting, ApiKey, MonitoringInstance, MaintenanceWindow)
 # Columns written in the course of running, not configuration: an
 # endpoint's runtime state, when a key was last used.
 _RUNTIME_COLUMNS = {Endpoint: Endpoint.RUNTIME_FIELDS | {"updated_at"}, ApiKey: frozenset({"last_used_at"})}

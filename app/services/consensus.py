@@ -59,6 +59,7 @@ from app.models import (
 )
 from app.models.endpoint import CONSENSUS_AT_LEAST, CONSENSUS_MAJORITY
 from app.notifiers.base import EVENT_DOWN, EVENT_PARTIAL, EVENT_UP
+from app.services import maintenance
 
 logger = logging.getLogger(__name__)
 
@@ -311,7 +312,7 @@ _ENDPOINT_COLUMNS = (Endpoint.id, Endpoint.name, Endpoint.is_paused, Endpoint.st
                      Endpoint.locations_up, Endpoint.locations_down, Endpoint.last_checked_at,
                      Endpoint.last_response_time_ms, Endpoint.last_failure_reason,
                      Endpoint.consensus_recorded_at, Endpoint.consecutive_failures,
-                     Endpoint.consecutive_successes, Endpoint.created_at)
+                     Endpoint.consecutive_successes, Endpoint.created_at, Endpoint.group_name)
 
 
 def _chunks(ids: list) -> Iterable[list]:
@@ -621,6 +622,7 @@ def _settle(endpoints: dict, states: dict[int, dict[str, _State]], probes: dict[
     """Vote on ``endpoint_ids`` and write what changed: the endpoint's
     consensus columns, a status change with its alert, an aggregated row."""
     own_id, heartbeat, members = _own_id(), _default_heartbeat(), _members()
+    coverage = maintenance.Coverage()  # read only if a change would alert
     updates, transitions, aggregated, changes = [], [], [], []
     for endpoint_id in sorted(set(endpoint_ids)):
         endpoint = endpoints.get(endpoint_id)
@@ -653,12 +655,21 @@ def _settle(endpoints: dict, states: dict[int, dict[str, _State]], probes: dict[
         if consensus.status != endpoint.status:
             when = (changed_at or {}).get(endpoint_id) or now
             event, alerted = alert_for(consensus.status, endpoint.alerted_status, endpoint.alert_on_partial)
+            held = (coverage.window_for(endpoint_id, endpoint.group_name, when)
+                    if event is not None else None)
+            if held is not None:
+                # In maintenance: recorded, not alerted; what was alerted
+                # stays, so the window's end can tell what is still owed.
+                held_back = {"suppressed_alert": event, "suppressed_by": maintenance.reason_text(held)}
+                event, alerted = None, endpoint.alerted_status
+            else:
+                held_back = {"suppressed_alert": None, "suppressed_by": None}
             values["alerted_status"] = alerted
             values["status_changed_at"] = when
             values["consensus_recorded_at"] = now
             changes.append({"endpoint_id": endpoint_id, "from_status": endpoint.status,
                             "to_status": consensus.status, "changed_at": when, "reason": consensus.reason,
-                            "alert_event": event})
+                            "alert_event": event, **held_back})
             transitions.append(Transition(endpoint_id, endpoint.status, consensus.status, consensus.reason, event))
             aggregated.append(aggregated_row(endpoint_id, consensus, now, is_change=True))
             logger.info("endpoint %s (%s) is %s (was %s)%s", endpoint_id, endpoint.name, consensus.status,
@@ -964,11 +975,13 @@ def probe_states() -> dict[str, _Probe]:
 
 
 def uptimes(endpoint_ids: list[int], now: datetime | None = None,
-            spans: Iterable[timedelta] = (timedelta(hours=24),)) -> dict[int, dict[timedelta, float | None]]:
+            spans: Iterable[timedelta] = (timedelta(hours=24),), *,
+            coverage: maintenance.Coverage | None = None) -> dict[int, dict[timedelta, float | None]]:
     """Consensus uptime per endpoint over each span, time-weighted from
     ``aggregated_results`` change rows: the share of time the consensus was
     UP or PARTIAL (reachable by the rule) of the time it was decided (UP,
-    PARTIAL or DOWN). None where nothing was decided in the span."""
+    PARTIAL or DOWN), time in maintenance windows left out of both. None
+    where nothing was decided in the span."""
     now = now or utcnow()
     spans = list(spans)
     if not endpoint_ids or not spans:
@@ -991,21 +1004,27 @@ def uptimes(endpoint_ids: list[int], now: datetime | None = None,
                   .order_by(table.endpoint_id, table.computed_at, table.id))
         for endpoint_id, computed_at, consensus in db.session.execute(within):
             timelines.setdefault(endpoint_id, []).append((computed_at, consensus))
+    held = maintenance.covered_spans(list(endpoint_ids), start, now, coverage=coverage)
     out = {}
     for endpoint_id in endpoint_ids:
         timeline = timelines.get(endpoint_id, [])
-        out[endpoint_id] = {span: _weighted(timeline, now - span, now) for span in spans}
+        out[endpoint_id] = {span: _weighted(timeline, now - span, now, held.get(endpoint_id, ()))
+                            for span in spans}
     return out
 
 
-def _weighted(timeline: list[tuple[datetime, str]], start: datetime, end: datetime) -> float | None:
+def _weighted(timeline: list[tuple[datetime, str]], start: datetime, end: datetime,
+              excluded: Iterable[tuple[datetime, datetime]] = ()) -> float | None:
+    excluded = list(excluded)
     up = decided = 0.0
     for index, (moment, status) in enumerate(timeline):
         until = timeline[index + 1][0] if index + 1 < len(timeline) else end
         lo, hi = max(moment, start), min(until, end)
         if hi <= lo or status not in (STATUS_UP, STATUS_PARTIAL, STATUS_DOWN):
             continue
-        seconds = (hi - lo).total_seconds()
+        # Spans are merged, so their overlaps with this stretch never overlap each other.
+        seconds = (hi - lo).total_seconds() - sum(
+            max((min(hi, finish) - max(lo, begin)).total_seconds(), 0.0) for begin, finish in excluded)
         decided += seconds
         if status != STATUS_DOWN:
             up += seconds

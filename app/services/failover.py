@@ -580,7 +580,8 @@ def _handover_pending(now: datetime) -> bool:
 
 # Tables whose ids a candidate copied from the primary.
 _COPIED_ID_TABLES = ("endpoints", "notification_services", "users", "api_keys", "status_changes",
-                     "notification_deliveries", "response_times", "aggregated_results", "cluster_events")
+                     "notification_deliveries", "response_times", "aggregated_results", "cluster_events",
+                     "maintenance_windows")
 
 
 def _advance_sequences() -> None:

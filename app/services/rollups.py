@@ -4,7 +4,9 @@ Reading a day of raw results for 1,000 endpoints means aggregating 1.4
 million rows; reading 24 hourly rows per endpoint plus the last hour of raw
 results is a few milliseconds. So finished hours are rolled up into
 ``result_hours`` once, by the clock's ``roll-up-results`` job (``roll_up``,
-every 5 minutes; readers never roll up), and readers combine:
+every 5 minutes; readers never roll up), and per location into
+``result_location_hours`` in the same pass (for the endpoint page; kept
+``KEEP_LOCATION_ROLLUPS``), and readers combine:
 
     rolled-up hours before the watermark  +  raw results from it on
 
@@ -33,7 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.extensions import db
-from app.models import ResultHour, RolledUpHour, StaleHour, UTCDateTime, utcnow
+from app.models import ResultHour, ResultLocationHour, RolledUpHour, StaleHour, UTCDateTime, utcnow
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,8 @@ ROLLUP_DELAY = timedelta(minutes=10)
 MAX_HOURS_PER_CALL = 6
 # Long enough for the public status page's 90 days.
 KEEP_ROLLUPS = timedelta(days=100)
+# Per location: long enough for the endpoint page's 30 days.
+KEEP_LOCATION_ROLLUPS = timedelta(days=31)
 # Bounds the late hours one call recomputes (a day's outbox from 1,000
 # endpoints is 24,000), for the same reason; the rest wait for the next call.
 MAX_STALE_HOURS_PER_CALL = 1_000
@@ -104,13 +108,10 @@ def _per_endpoint_join() -> str:
     return "CROSS JOIN" if db.engine.dialect.name == "sqlite" else "JOIN"
 
 
-def raw_tallies(start: datetime, end: datetime | None, *, bucket_seconds: int | None = None,
-                endpoint_ids: list[int] | None = None) -> dict[tuple[int, int], Tally]:
-    """Aggregate raw results in [start, end) per endpoint (and time bucket).
-
-    Keys are (endpoint_id, bucket number) where bucket number is unix seconds
-    // ``bucket_seconds`` (0 without buckets). One query for all endpoints.
-    """
+def _raw_rows(start: datetime, end: datetime | None, *, bucket_seconds: int | None,
+              endpoint_ids: list[int] | None, per_location: bool):
+    """Rows of raw results in [start, end) aggregated per endpoint, time
+    bucket and, with ``per_location``, instance (one query for all endpoints)."""
     bucket = bucket_sql("r.checked_at", bucket_seconds) if bucket_seconds else "0"
     where = ["r.checked_at >= :start"]
     params = {"start": start}
@@ -119,27 +120,61 @@ def raw_tallies(start: datetime, end: datetime | None, *, bucket_seconds: int | 
         params["end"] = end
     if endpoint_ids is not None:
         if not endpoint_ids:
-            return {}
+            return []
         where.append("e.id IN :ids")
         params["ids"] = list(endpoint_ids)
+    location = ", r.instance_id AS instance_id, MAX(r.location) AS location" if per_location else ""
     sql = text(
-        f"SELECT e.id AS endpoint_id, {bucket} AS bucket, COUNT(*) AS checks, "
+        f"SELECT e.id AS endpoint_id, {bucket} AS bucket{location}, COUNT(*) AS checks, "
         "SUM(CASE WHEN r.is_ok THEN 1 ELSE 0 END) AS ok_checks, "
         "COALESCE(SUM(r.response_time_ms), 0) AS ms_sum, COUNT(r.response_time_ms) AS ms_count, "
         "MAX(r.response_time_ms) AS ms_max "
         f"FROM endpoints e {_per_endpoint_join()} response_times r ON r.endpoint_id = e.id "
-        f"WHERE {' AND '.join(where)} GROUP BY e.id, {bucket}"
+        # No "GROUP BY 0": PostgreSQL takes a number there for a column position.
+        f"WHERE {' AND '.join(where)} GROUP BY e.id{', ' + bucket if bucket_seconds else ''}"
+        f"{', r.instance_id' if per_location else ''}"
     ).bindparams(bindparam("start", type_=UTCDateTime()))
     if end is not None:
         sql = sql.bindparams(bindparam("end", type_=UTCDateTime()))
     if endpoint_ids is not None:
         sql = sql.bindparams(bindparam("ids", expanding=True))
-    out = {}
-    for row in db.session.execute(sql, params):
-        out[(row.endpoint_id, int(row.bucket))] = Tally(
-            int(row.checks), int(row.ok_checks or 0), float(row.ms_sum or 0.0), int(row.ms_count or 0),
-            float(row.ms_max) if row.ms_max is not None else None)
-    return out
+    return db.session.execute(sql, params)
+
+
+def _tally(row) -> Tally:
+    return Tally(int(row.checks), int(row.ok_checks or 0), float(row.ms_sum or 0.0), int(row.ms_count or 0),
+                 float(row.ms_max) if row.ms_max is not None else None)
+
+
+def raw_tallies(start: datetime, end: datetime | None, *, bucket_seconds: int | None = None,
+                endpoint_ids: list[int] | None = None) -> dict[tuple[int, int], Tally]:
+    """Aggregate raw results in [start, end) per endpoint (and time bucket).
+
+    Keys are (endpoint_id, bucket number) where bucket number is unix seconds
+    // ``bucket_seconds`` (0 without buckets). One query for all endpoints.
+    """
+    return {(row.endpoint_id, int(row.bucket)): _tally(row)
+            for row in _raw_rows(start, end, bucket_seconds=bucket_seconds, endpoint_ids=endpoint_ids,
+                                 per_location=False)}
+
+
+@dataclass(frozen=True)
+class LocationKey:
+    """Whose results a per-location tally counts: an endpoint, an instance
+    and the location it reported, in one time bucket."""
+
+    endpoint_id: int
+    instance_id: str
+    location: str
+    bucket: int
+
+
+def raw_location_tallies(start: datetime, end: datetime | None, *, bucket_seconds: int | None = None,
+                         endpoint_ids: list[int] | None = None) -> dict[LocationKey, Tally]:
+    """``raw_tallies`` per location (instance) as well: one query for all endpoints."""
+    return {LocationKey(row.endpoint_id, row.instance_id, row.location, int(row.bucket)): _tally(row)
+            for row in _raw_rows(start, end, bucket_seconds=bucket_seconds, endpoint_ids=endpoint_ids,
+                                 per_location=True)}
 
 
 def watermark() -> datetime | None:
@@ -227,8 +262,10 @@ def late_hours_waiting(mark: datetime | None = None) -> bool:
 
 
 def _roll_up_hours(start: datetime, end: datetime, now: datetime) -> None:
-    tallies = raw_tallies(start, end, bucket_seconds=3600)
-    rows = _result_hour_rows(tallies)
+    # One pass over the raw results gives both tables: the totals are the
+    # per-location tallies summed.
+    by_location = raw_location_tallies(start, end, bucket_seconds=3600)
+    rows, location_rows = _hour_rows(by_location, since=hour_floor(now - KEEP_LOCATION_ROLLUPS))
     hours = []
     hour = start
     while hour < end:
@@ -237,17 +274,32 @@ def _roll_up_hours(start: datetime, end: datetime, now: datetime) -> None:
     insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
     if rows:
         db.session.execute(insert(ResultHour).on_conflict_do_nothing(), rows)
+    if location_rows:
+        db.session.execute(insert(ResultLocationHour).on_conflict_do_nothing(), location_rows)
     db.session.execute(insert(RolledUpHour).on_conflict_do_nothing(), hours)
     logger.debug("rolled up %d hours from %s: %d endpoint-hours", len(hours), start, len(rows))
 
 
-def _result_hour_rows(tallies: dict[tuple[int, int], Tally]) -> list[dict]:
-    return [
-        {"endpoint_id": endpoint_id, "hour": datetime.fromtimestamp(bucket * 3600, timezone.utc),
-         "checks": t.checks, "ok_checks": t.ok_checks, "response_ms_sum": t.response_ms_sum,
-         "response_ms_count": t.response_ms_count, "response_ms_max": t.response_ms_max}
-        for (endpoint_id, bucket), t in tallies.items()
-    ]
+def _hour_rows(by_location: dict[LocationKey, Tally], *, since: datetime) -> tuple[list[dict], list[dict]]:
+    """``result_hours`` rows and ``result_location_hours`` rows (for hours
+    from ``since`` on) of hourly per-location tallies."""
+    totals: dict[tuple[int, int], Tally] = {}
+    location_rows = []
+    for key, tally in by_location.items():
+        totals.setdefault((key.endpoint_id, key.bucket), Tally()).add(tally)
+        hour = datetime.fromtimestamp(key.bucket * 3600, timezone.utc)
+        if hour >= since:
+            location_rows.append({"instance_id": key.instance_id, "location": key.location,
+                                  **_tally_columns(key.endpoint_id, hour, tally)})
+    rows = [_tally_columns(endpoint_id, datetime.fromtimestamp(bucket * 3600, timezone.utc), tally)
+            for (endpoint_id, bucket), tally in totals.items()]
+    return rows, location_rows
+
+
+def _tally_columns(endpoint_id: int, hour: datetime, t: Tally) -> dict:
+    return {"endpoint_id": endpoint_id, "hour": hour, "checks": t.checks, "ok_checks": t.ok_checks,
+            "response_ms_sum": t.response_ms_sum, "response_ms_count": t.response_ms_count,
+            "response_ms_max": t.response_ms_max}
 
 
 def _roll_up_late_hours(mark: datetime, now: datetime) -> None:
@@ -272,16 +324,22 @@ def _roll_up_late_hours(mark: datetime, now: datetime) -> None:
     for endpoint_id, hour in marks:
         if hour >= oldest:
             by_hour.setdefault(hour, []).append(endpoint_id)
-    rows = []
+    rows, location_rows = [], []
+    since = hour_floor(now - KEEP_LOCATION_ROLLUPS)
     for hour, endpoint_ids in by_hour.items():
-        rows += _result_hour_rows(raw_tallies(hour, hour + HOUR, bucket_seconds=3600, endpoint_ids=endpoint_ids))
+        totals, per_location = _hour_rows(
+            raw_location_tallies(hour, hour + HOUR, bucket_seconds=3600, endpoint_ids=endpoint_ids), since=since)
+        rows += totals
+        location_rows += per_location
     recomputed = [{"e": endpoint_id, "h": hour} for hour, ids in by_hour.items() for endpoint_id in ids]
     if recomputed:
-        hours = ResultHour.__table__
-        db.session.execute(hours.delete().where(hours.c.endpoint_id == bindparam("e"),
-                                                hours.c.hour == bindparam("h")), recomputed)
+        for table in (ResultHour.__table__, ResultLocationHour.__table__):
+            db.session.execute(table.delete().where(table.c.endpoint_id == bindparam("e"),
+                                                    table.c.hour == bindparam("h")), recomputed)
     if rows:
         db.session.execute(ResultHour.__table__.insert(), rows)
+    if location_rows:
+        db.session.execute(ResultLocationHour.__table__.insert(), location_rows)
     stale = StaleHour.__table__
     db.session.execute(stale.delete().where(stale.c.endpoint_id == bindparam("e"), stale.c.hour == bindparam("h")),
                        [{"e": endpoint_id, "h": hour} for endpoint_id, hour in marks])
@@ -312,6 +370,8 @@ def roll_up(now: datetime | None = None) -> datetime:
     cutoff = hour_floor(now - KEEP_ROLLUPS)
     db.session.execute(delete(ResultHour).where(ResultHour.hour < cutoff))
     db.session.execute(delete(RolledUpHour).where(RolledUpHour.hour < cutoff))
+    db.session.execute(delete(ResultLocationHour).where(
+        ResultLocationHour.hour < hour_floor(now - KEEP_LOCATION_ROLLUPS)))
     db.session.commit()
     return mark if mark is not None else hour_floor(now - ROLLUP_DELAY)
 
@@ -359,4 +419,73 @@ def hourly_tallies(start: datetime, now: datetime, *, endpoint_ids: list[int] | 
     for endpoint_id, bucket, tally in hourly_rows(start, now, endpoint_ids=endpoint_ids):
         hour = datetime.fromtimestamp(bucket * 3600, timezone.utc)
         out.setdefault(endpoint_id, {}).setdefault(hour, Tally()).add(tally)
+    return out
+
+
+def location_rows(start: datetime, now: datetime, *, endpoint_ids: list[int], bucket_seconds: int = 3600):
+    """(``LocationKey``, Tally) per endpoint, location and bucket of
+    ``bucket_seconds`` (whole hours) from ``start`` (an hour, at most
+    ``KEEP_LOCATION_ROLLUPS`` ago) up to now.
+
+    As ``hourly_rows``, per location: rolled-up hours from
+    ``result_location_hours``, summed per bucket in SQL, the rest from raw
+    results; two queries. A bucket the watermark cuts in two comes twice
+    (add them up).
+    """
+    if not endpoint_ids:
+        return
+    mark = watermark() or start
+    if mark > start:
+        bucket = bucket_sql("hour", bucket_seconds)
+        statement = text(
+            f"SELECT endpoint_id, instance_id, MAX(location) AS location, {bucket} AS bucket, SUM(checks), "
+            "SUM(ok_checks), SUM(response_ms_sum), SUM(response_ms_count), MAX(response_ms_max) "
+            "FROM result_location_hours WHERE endpoint_id IN :ids AND hour >= :start AND hour < :mark "
+            f"GROUP BY endpoint_id, instance_id, {bucket}"
+        ).bindparams(bindparam("start", type_=UTCDateTime()), bindparam("mark", type_=UTCDateTime()),
+                     bindparam("ids", expanding=True))
+        for endpoint_id, instance_id, location, number, checks, ok, ms_sum, ms_count, ms_max in db.session.execute(
+                statement, {"start": start, "mark": mark, "ids": list(endpoint_ids)}):
+            yield (LocationKey(endpoint_id, instance_id, location, int(number)),
+                   Tally(int(checks), int(ok), float(ms_sum or 0.0), int(ms_count or 0),
+                         float(ms_max) if ms_max is not None else None))
+    yield from raw_location_tallies(max(start, mark), hour_floor(now) + HOUR, bucket_seconds=bucket_seconds,
+                                    endpoint_ids=endpoint_ids).items()
+
+
+def location_checks_since(endpoint_id: int, starts: dict[str, datetime], now: datetime
+                          ) -> dict[str, tuple[str, dict[str, Tally]]]:
+    """Per instance: the location it reported and, for each of ``starts``
+    (name to an hour), its checks and successes from that hour up to now.
+
+    For uptimes over several spans in one pass: rolled-up hours summed in
+    SQL (a row per location), the rest from raw results.
+    """
+    first = min(starts.values())
+    mark = watermark() or first
+    out: dict[str, tuple[str, dict[str, Tally]]] = {}
+
+    def add(instance_id: str, location: str, name: str, tally: Tally) -> None:
+        out.setdefault(instance_id, (location, {n: Tally() for n in starts}))[1][name].add(tally)
+
+    if mark > first:
+        names = list(starts)
+        columns = ", ".join(f"SUM(CASE WHEN hour >= :s{i} THEN checks ELSE 0 END), "
+                            f"SUM(CASE WHEN hour >= :s{i} THEN ok_checks ELSE 0 END)" for i in range(len(names)))
+        statement = text(
+            f"SELECT instance_id, MAX(location), {columns} FROM result_location_hours "
+            "WHERE endpoint_id = :endpoint_id AND hour >= :start AND hour < :mark GROUP BY instance_id"
+        ).bindparams(*(bindparam(key, type_=UTCDateTime()) for key in
+                       ["start", "mark", *(f"s{i}" for i in range(len(names)))]))
+        params = {"endpoint_id": endpoint_id, "start": first, "mark": mark,
+                  **{f"s{i}": starts[name] for i, name in enumerate(names)}}
+        for instance_id, location, *numbers in db.session.execute(statement, params):
+            for i, name in enumerate(names):
+                add(instance_id, location, name, Tally(int(numbers[2 * i] or 0), int(numbers[2 * i + 1] or 0)))
+    for key, tally in raw_location_tallies(max(first, mark), hour_floor(now) + HOUR, bucket_seconds=3600,
+                                           endpoint_ids=[endpoint_id]).items():
+        hour = datetime.fromtimestamp(key.bucket * 3600, timezone.utc)
+        for name, since in starts.items():
+            if hour >= since:
+                add(key.instance_id, key.location, name, tally)
     return out

@@ -10,7 +10,9 @@ import threading
 
 import pytest
 import requests
+from cryptography.fernet import Fernet
 
+from app.secret_box import looks_encrypted
 from tests.peers.browser import browser, needs_chromium, new_page  # noqa: F401 - browser is a fixture
 from tests.peers.cluster import make_instance
 from tests.peers.process import ADMIN, wait_until
@@ -72,8 +74,13 @@ def instances_on(primary):
 
 
 def sync_token(dependent) -> str | None:
+    """The dependent's token: stored encrypted under the instance's own
+    generated key (secrets at rest), decrypted here with that key."""
     rows = dependent.query("SELECT value FROM instance_config WHERE key = 'sync_token'")
-    return rows[0][0] if rows else None
+    if not rows:
+        return None
+    assert looks_encrypted(rows[0][0])
+    return Fernet((dependent.data_dir / "secrets_key").read_text()).decrypt(rows[0][0].encode()).decode()
 
 
 def test_dependents_register_and_get_a_token(cluster):

@@ -13,4 +13,6 @@ def init_app(app) -> None:
     signin.init_app(app)
 
 
-from app.blueprints.admin import api_keys, endpoints, instances, notifications, signin, status_pages  # noqa: E402,F401
+from app.blueprints.admin import (  # noqa: E402,F401
+    api_keys, endpoints, instances, maintenance, notifications, signin, status_pages,
+)

@@ -60,13 +60,20 @@ def _messages(errors: dict[str, str]) -> dict[str, str]:
     return out
 
 
+RECENT_DELIVERIES = 30
+
+
+def _service_names(services: list[dict]) -> dict[int, str]:
+    return {s["id"]: s["name"] for s in services}
+
+
 @bp.get("/notifications")
 def notification_services():
     services = [notifications.public_view(s) for s in notifications.list_services()]
     return render_template("admin/notifications.html", services=services,
-                           deliveries=notifications.recent_deliveries(30),
+                           deliveries=notifications.recent_deliveries(RECENT_DELIVERIES),
                            failed=notifications.failed_deliveries(30),
-                           names={s["id"]: s["name"] for s in services})
+                           names=_service_names(services))
 
 
 @bp.route("/notifications/new", methods=["GET", "POST"])
@@ -132,7 +139,12 @@ def test_notification_service(service_id: int):
     ok = delivery.status == "sent"
     message = "Test message sent." if ok else f"Test failed: {delivery.last_error}"
     if request.headers.get("HX-Request"):
-        return render_template("partials/message.html", message=message, kind="info" if ok else "error")
+        # The outcome where the button is, and the deliveries table (out of
+        # band) with the test in it.
+        services = [notifications.public_view(s) for s in notifications.list_services()]
+        return (render_template("partials/message.html", message=message, kind="info" if ok else "error")
+                + render_template("partials/recent_deliveries.html", oob=True, names=_service_names(services),
+                                  deliveries=notifications.recent_deliveries(RECENT_DELIVERIES)))
     flash(message, "info" if ok else "error")
     return redirect(url_for("admin.notification_services"), code=303)
 

@@ -38,7 +38,7 @@ MAX_SESSION_AGE = timedelta(days=7)
 # session; the JSON API authenticates each request itself, and so does
 # /metrics (an API key, METRICS_TOKEN or a session; ui/operations.py).
 PUBLIC_ENDPOINTS = frozenset({"static", "ui.health", "ui.status_page", "admin.login", "admin.setup",
-                              "ui.healthz", "ui.readyz", "ui.prometheus_metrics"})
+                              "ui.healthz", "ui.readyz", "ui.prometheus_metrics", "ui.favicon"})
 # Pages that look the same to everyone (and may be cached as such): they
 # never show who is signed in.
 ANONYMOUS_PAGES = frozenset({"ui.status_page"})

@@ -3,5 +3,5 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from app.blueprints.api import auth, instances, notification_services, views  # noqa: E402,F401
+from app.blueprints.api import auth, instances, maintenance_windows, notification_services, views  # noqa: E402,F401
 from app.blueprints.api import config  # noqa: E402,F401  (configuration as code)

@@ -10,7 +10,7 @@ from app.extensions import api_auth
 from app.services import endpoints as endpoint_service
 from app.services import consensus
 from app.services import results as result_service
-from app.services import configuration
+from app.services import configuration, maintenance
 from app.services.input_errors import InvalidInput
 from app.services.validation_messages import whole_number_error
 
@@ -54,7 +54,9 @@ def _endpoint_or_404(endpoint_id):
 def _answers(endpoints) -> list[dict]:
     """Endpoints as the API answers them, each with its ``consensus``."""
     views = consensus.api_answers(endpoints)
-    return [{**e.to_dict(), "consensus": views[e.id]} for e in endpoints]
+    held = maintenance.endpoints_in_maintenance({e.id: e.group_name for e in endpoints})
+    return [{**e.to_dict(), "consensus": views[e.id],
+             "maintenanceWindowId": held[e.id].id if e.id in held else None} for e in endpoints]
 
 
 def _answer(endpoint):
@@ -147,4 +149,6 @@ def endpoint_results(endpoint_id):
         return _invalid(InvalidInput(errors))
     limit = int(limit)
     rows = result_service.recent_results(endpoint.id, limit=limit, since=since)
-    return jsonify({"endpointId": endpoint.id, "results": [r.to_dict() for r in rows]})
+    marks = maintenance.marks(endpoint.id, [r.checked_at for r in rows])
+    return jsonify({"endpointId": endpoint.id,
+                    "results": [{**r.to_dict(), "inMaintenance": mark} for r, mark in zip(rows, marks)]})

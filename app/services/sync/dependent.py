@@ -34,7 +34,7 @@ from app.services.sync.schemas import EPOCH_HEADER, MAX_RESULTS_PER_HEARTBEAT, S
 
 logger = logging.getLogger(__name__)
 
-TOKEN = "sync_token"
+TOKEN = configuration.SYNC_TOKEN
 FAILURES = "primary_failures"
 LAST_SUCCESS = "primary_last_success_at"
 LAST_CONFIG_PULL = "config_pulled_at"
@@ -272,6 +272,8 @@ def apply_configuration(config: dict) -> dict:
         replication.apply_snapshot(config["replica"])
     elif config.get("members") is not None:  # any other member: the membership alone
         replication.apply_membership(config["members"])
+    if config.get("maintenanceWindows") is not None:  # absent from a primary without them: keep ours
+        replication.apply_maintenance_windows(config["maintenanceWindows"])
     configuration.set_config_version(version)  # after the flush's own bump
     db.session.commit()
     logger.info("configuration %d applied: %d added, %d updated, %d removed, %d skipped",

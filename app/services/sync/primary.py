@@ -17,7 +17,7 @@ from app.models import (
     ResponseTime,
     utcnow,
 )
-from app.services import configuration, consensus, failover
+from app.services import configuration, consensus, failover, maintenance
 from app.services.endpoints import configuration_fields
 from app.services.results import store_results
 from app.services.sync import replication, tokens
@@ -234,7 +234,7 @@ def sync_configuration(instance_id: str | None = None) -> dict:
     endpoints it checks. Only a candidate gets ``replica``: services with
     their secrets, users, API keys, settings and membership
     (``replication.candidate_snapshot``); any other member gets ``members``,
-    the membership alone.
+    the membership alone. Every member gets ``maintenanceWindows``.
     """
     endpoints = list(db.session.execute(select(Endpoint).order_by(Endpoint.id)).scalars())
     member = db.session.get(MonitoringInstance, instance_id) if instance_id else None
@@ -252,6 +252,8 @@ def sync_configuration(instance_id: str | None = None) -> dict:
         # Names, places and the failover order, no secrets: every member's
         # instances page shows the order the primary keeps.
         config["members"] = replication.membership()
+    if member is not None:
+        config["maintenanceWindows"] = maintenance.replicated()
     return config
 
 

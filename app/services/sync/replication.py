@@ -5,7 +5,9 @@ read-only until a candidate is promoted (DESIGN.md, section 8.2).
    ``replica``: notification services with their secrets, which endpoints
    alert through which service, users, API keys (their hashes), settings
    (status pages among them) and the membership. Members with failover
-   order 0 never get any of it. ``apply_snapshot`` makes the candidate's
+   order 0 never get any of it. Every member gets the maintenance windows
+   (``apply_maintenance_windows``): no secrets, and a promoted candidate
+   must keep holding alerts back. ``apply_snapshot`` makes the candidate's
    rows match, keeping the primary's ids, in the pull's one transaction.
 2. With each heartbeat reply, a candidate gets ``incidents``: the status
    alerted for every endpoint that is not UP, and the alerts raised but not
@@ -46,6 +48,7 @@ from app.models.notification import DELIVERY_INHERITED
 from app.services.sync.schemas import (
     MAX_OPEN_DELIVERIES,
     Incidents,
+    MaintenanceWindows,
     Membership,
     Replica,
     iso,
@@ -199,6 +202,26 @@ def _mirror_members(instances: list) -> tuple[int, int, int]:
     ])
 
 
+def apply_maintenance_windows(windows: list) -> tuple[int, int, int]:
+    """Make this member's maintenance windows match the primary's (ids kept);
+    the caller commits. A malformed list raises ``InvalidReplica`` and
+    changes nothing."""
+    from app.models import MaintenanceWindow
+
+    spec = _parse(MaintenanceWindows, {"maintenanceWindows": windows}, "maintenanceWindows")
+    ids = [w.id for w in spec.maintenance_windows]
+    if len(set(ids)) != len(ids):
+        raise InvalidReplica("maintenanceWindows", {"maintenanceWindows": "lists a window id twice"})
+    now = utcnow()
+    return _mirror(MaintenanceWindow.__table__, "id", [
+        {"id": w.id, "title": w.title, "description": w.description, "starts_at": w.starts_at,
+         "ends_at": w.ends_at, "cron_expression": w.cron_expression, "time_zone": w.time_zone,
+         "duration_minutes": w.duration_minutes, "endpoint_ids": w.endpoint_ids, "group_names": w.groups,
+         "is_active": w.is_active, "created_at": w.created_at, "updated_at": now}
+        for w in spec.maintenance_windows
+    ], replace_when=None, ignore=("updated_at",))
+
+
 def apply_incidents(incidents: dict) -> dict:
     """Record the primary's ongoing incidents here; the caller commits.
 
@@ -340,20 +363,27 @@ def _delete(table, key: str, values: Iterable) -> int:
     return deleted
 
 
-def _mirror(table, key: str, remote_rows: list[dict], *, replace_when=None) -> tuple[int, int, int]:
+def _mirror(table, key: str, remote_rows: list[dict], *, replace_when=None,
+            ignore: Iterable[str] = ()) -> tuple[int, int, int]:
     """Make ``table`` hold exactly ``remote_rows`` (by ``key``, in the columns
     they name); returns (added, changed, removed).
 
     ``replace_when(local, remote)``: delete the local row and insert the
     remote one instead of updating (a unique column that moves between rows).
+    ``ignore``: columns written but not compared (a local ``updated_at``).
     """
     columns = [key] + [name for name in remote_rows[0] if name != key] if remote_rows else [key]
     local = _rows(table, columns)
     remote = {row[key]: row for row in remote_rows}
     replaced = {k for k in remote if k in local and replace_when is not None and replace_when(local[k], remote[k])}
     removed = _delete(table, key, (set(local) - set(remote)) | replaced)
+    ignore = set(ignore)
+
+    def differs(local_row: dict, remote_row: dict) -> bool:
+        return any(value != local_row.get(name) for name, value in remote_row.items() if name not in ignore)
+
     changed = [{"_key": k, **{c: v for c, v in row.items() if c != key}}
-               for k, row in remote.items() if k in local and k not in replaced and row != local[k]]
+               for k, row in remote.items() if k in local and k not in replaced and differs(local[k], row)]
     if changed:
         db.session.execute(update(table).where(table.c[key] == bindparam("_key"))
                            .values({c: bindparam(c) for c in changed[0] if c != "_key"}), changed)

@@ -262,6 +262,29 @@ class Membership(WireModel):
     instances: list[ReplicatedInstance] = Field(max_length=MAX_REPLICATED_ROWS)
 
 
+class ReplicatedMaintenanceWindow(WireModel):
+    """A maintenance window as the primary holds it; every member gets them
+    (a promoted candidate must keep holding alerts back, and dependents mark
+    the endpoints in maintenance). The primary validated it; this checks shape."""
+
+    id: int = Field(ge=1, le=INT32)
+    title: str = Field(min_length=1, max_length=200)
+    description: str | None = Field(default=None, max_length=2000)
+    starts_at: AwareDatetime | None = None
+    ends_at: AwareDatetime | None = None
+    cron_expression: str | None = Field(default=None, max_length=100)
+    time_zone: str | None = Field(default=None, max_length=64)
+    duration_minutes: int | None = Field(default=None, ge=1, le=INT32)
+    endpoint_ids: list[int] = Field(max_length=MAX_REPLICATED_ROWS)
+    groups: list[str] = Field(max_length=MAX_REPLICATED_ROWS)
+    is_active: bool
+    created_at: AwareDatetime
+
+
+class MaintenanceWindows(WireModel):
+    maintenance_windows: list[ReplicatedMaintenanceWindow] = Field(max_length=MAX_REPLICATED_ROWS)
+
+
 class OpenDelivery(WireModel):
     """An alert the primary has raised and not yet sent."""
 

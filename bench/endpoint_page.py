@@ -1,0 +1,243 @@
+"""Endpoint page server time with 30 days of history from 3 locations, after roll-up.
+
+    .venv/bin/python -m bench.endpoint_page
+    .venv/bin/python -m bench.endpoint_page --database-url postgresql://postgres@127.0.0.1:5432/bench
+
+1. Creates a fresh database (SQLite in a temporary ``DATA_DIR`` unless
+   ``--database-url`` names a PostgreSQL database, whose public schema is
+   dropped and re-created) and migrates it.
+2. Bulk-inserts ``--endpoints`` endpoints (60 s interval, created 31 days
+   ago), each with 30 days of results from 3 locations (this instance,
+   "virginia" and "singapore"): 129,600 per endpoint. Singapore fails 1 %
+   of its checks at random and for 2 hours 10 days ago; virginia and
+   singapore both for 20 minutes 3 days ago. The consensus history that
+   goes with it: a status change (and an ``aggregated_results`` change
+   row) for each PARTIAL and DOWN stretch, about 900 per endpoint and
+   month, and the regular ``aggregated_results`` row every 5 minutes.
+3. Rolls every finished hour up as the clock's job does (in its steps of
+   6 hours; timed and reported, not part of the page figures).
+4. Signs in with Flask's test client (in process: server time, without
+   network or a browser) and times ``--requests`` GETs of the page of
+   endpoint 1 in each range (``?range=1h`` to ``30d``), of the chart panel
+   alone for 30 days (the HTMX range switch), and of the live status poll
+   when nothing changed (204). Counts the SQL statements of one 30-day page.
+5. Prints median and p95 of each and writes them as JSON to ``bench/results/``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import random
+import re
+import shutil
+import sys
+import tempfile
+import time
+import uuid
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+from bench.dashboard import RESULTS_DIR, ROOT, build_app, signed_in_client, summary, timed_get
+
+INTERVAL_SECONDS = 60
+DAYS = 30
+LOCATIONS = {"virginia": "5f0c2a6e-0d7a-4c47-9d54-6a1f3a0b7c11", "singapore": "7d1e3b7f-1e8b-4d58-8e65-7b2f4b1c8d22"}
+TYPICAL_MS = {"frankfurt": 35.0, "virginia": 110.0, "singapore": 230.0}
+
+
+def _changes(endpoint_id: int, stretches: list[tuple[datetime, datetime, str]], start: datetime) -> tuple[list, list]:
+    """Status changes and aggregated change rows for PARTIAL / DOWN stretches
+    between UP (the first change: PENDING to UP at ``start``)."""
+    changes, aggregated = [], []
+    previous = "PENDING"
+    moments = [(start, "UP")]
+    for begin, end, status in stretches:
+        moments += [(begin, status), (end, "UP")]
+    for at, status in moments:
+        changes.append({"endpoint_id": endpoint_id, "from_status": previous, "to_status": status, "changed_at": at,
+                        "reason": None, "alert_event": None})
+        aggregated.append({"endpoint_id": endpoint_id, "computed_at": at, "consensus": status, "locations_up": 3,
+                           "locations_down": 0, "locations_total": 3, "is_change": True, "details": {}})
+        previous = status
+    return changes, aggregated
+
+
+def seed(app, endpoints: int, now: datetime) -> dict:
+    """Bulk-insert endpoints, results from 3 locations, location states and
+    the consensus history; returns counts and seconds taken."""
+    from sqlalchemy import insert
+
+    from app.extensions import db
+    from app.models import AggregatedResult, Endpoint, LocationStatus, ResponseTime, StatusChange
+    from app.services import configuration
+
+    started = time.perf_counter()
+    rng = random.Random(7)
+    start = now - timedelta(days=DAYS)
+    steps = DAYS * 86400 // INTERVAL_SECONDS
+    counts = {"results": 0, "status_changes": 0, "aggregated_results": 0}
+    with app.app_context():
+        own_id = configuration.instance_id()
+        instances = {"frankfurt": own_id, **LOCATIONS}
+        db.session.execute(insert(Endpoint.__table__), [{
+            "id": n + 1, "name": f"service-{n:03d}", "check_type": "http",
+            "target": f"http://service-{n:03d}.example.test/health", "options": {},
+            "interval_seconds": INTERVAL_SECONDS, "timeout_seconds": 10.0, "failure_threshold": 1,
+            "success_threshold": 1, "is_paused": False, "created_at": now - timedelta(days=DAYS + 1),
+            "updated_at": now - timedelta(seconds=30), "status": "UP", "status_changed_at": now - timedelta(days=3),
+            "consecutive_failures": 0, "consecutive_successes": 1, "last_checked_at": now - timedelta(seconds=30),
+            "last_response_time_ms": 40.0, "next_check_at": 0.0, "locations_voting": 3, "locations_up": 3,
+        } for n in range(endpoints)])
+        db.session.execute(insert(LocationStatus.__table__), [{
+            "endpoint_id": n + 1, "instance_id": instance_id, "location": location, "status": "UP",
+            "consecutive_failures": 0, "consecutive_successes": 1, "last_checked_at": now - timedelta(seconds=30),
+            "last_is_ok": True, "last_response_time_ms": TYPICAL_MS[location], "updated_at": now,
+        } for n in range(endpoints) for location, instance_id in instances.items()])
+        db.session.commit()
+        outage = (now - timedelta(days=10), now - timedelta(days=10) + timedelta(hours=2))
+        down = (now - timedelta(days=3), now - timedelta(days=3) + timedelta(minutes=20))
+        for n in range(endpoints):
+            chunk, stretches = [], []
+            for step in range(steps):
+                at = start + timedelta(seconds=step * INTERVAL_SECONDS + n % INTERVAL_SECONDS)
+                flaky = rng.random() < 0.01
+                if flaky and not (outage[0] <= at < outage[1]) and not (down[0] <= at < down[1]):
+                    stretches.append((at, at + timedelta(seconds=INTERVAL_SECONDS), "PARTIAL"))
+                for location, instance_id in instances.items():
+                    ok = not ((location == "singapore" and (flaky or outage[0] <= at < outage[1]))
+                              or (location != "frankfurt" and down[0] <= at < down[1]))
+                    chunk.append({
+                        "result_id": str(uuid.UUID(int=rng.getrandbits(128))), "endpoint_id": n + 1,
+                        "instance_id": instance_id, "location": location, "checked_at": at, "is_ok": ok,
+                        "status": "UP" if ok else "DOWN",
+                        "response_time_ms": TYPICAL_MS[location] * rng.uniform(0.8, 1.3) if ok else None,
+                        "failure_reason": None if ok else "connect timeout after 10 s", "check_type": "http",
+                        "check_metadata": {}, "synced_at": at,
+                    })
+                if len(chunk) >= 30000:
+                    db.session.execute(insert(ResponseTime.__table__), chunk)
+                    counts["results"] += len(chunk)
+                    chunk = []
+            if chunk:
+                db.session.execute(insert(ResponseTime.__table__), chunk)
+                counts["results"] += len(chunk)
+            stretches += [(outage[0], outage[1], "PARTIAL"), (down[0], down[1], "DOWN")]
+            changes, aggregated = _changes(n + 1, sorted(stretches), start)
+            cadence = [{"endpoint_id": n + 1, "computed_at": start + timedelta(minutes=5 * i), "consensus": "UP",
+                        "locations_up": 3, "locations_down": 0, "locations_total": 3, "is_change": False,
+                        "details": {}} for i in range(DAYS * 288)]
+            db.session.execute(insert(StatusChange.__table__), changes)
+            db.session.execute(insert(AggregatedResult.__table__), aggregated + cadence)
+            counts["status_changes"] += len(changes)
+            counts["aggregated_results"] += len(aggregated) + len(cadence)
+            db.session.commit()
+        if db.engine.dialect.name == "postgresql":
+            db.session.execute(db.text("ANALYZE"))
+            db.session.commit()
+    return {**counts, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def roll_up_all(app, now: datetime) -> dict:
+    """Every finished hour rolled up, as the clock's job does it, in turns."""
+    from app.extensions import db
+    from app.services import rollups
+
+    started = time.perf_counter()
+    calls = 0
+    with app.app_context():
+        while True:
+            calls += 1
+            mark = rollups.roll_up(now)
+            if mark >= rollups.hour_floor(now - rollups.ROLLUP_DELAY) or calls > 10000:
+                break
+        rows = db.session.execute(db.text("SELECT COUNT(*) FROM result_location_hours")).scalar_one()
+        db.session.remove()
+    return {"seconds": round(time.perf_counter() - started, 1), "calls": calls, "location_hour_rows": rows}
+
+
+def count_statements(app, client, url: str) -> int:
+    from sqlalchemy import event
+
+    from app.extensions import db
+
+    seen = []
+    with app.app_context():
+        engine = db.engine
+
+    def note(*_):
+        seen.append(1)
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        client.get(url).get_data()
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+    return len(seen)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--endpoints", type=int, default=10)
+    parser.add_argument("--requests", type=int, default=20, help="renders of each figure")
+    parser.add_argument("--database-url", help="a PostgreSQL database to use (its schema is wiped)")
+    args = parser.parse_args(argv)
+
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-endpoint-page-"))
+    try:
+        app = build_app(data_dir, args.database_url)
+        now = datetime.now(timezone.utc)
+        seeded = seed(app, args.endpoints, now)
+        print(f"seeded {args.endpoints} endpoints: {seeded}", file=sys.stderr)
+        rolled = roll_up_all(app, now)
+        print(f"rolled up: {rolled}", file=sys.stderr)
+        client = signed_in_client(app)
+
+        figures = {}
+        for range_key in ("1h", "24h", "7d", "30d"):
+            url = f"/endpoints/1?range={range_key}"
+            times = []
+            for _ in range(args.requests):
+                elapsed, response = timed_get(client, url)
+                assert response.status_code == 200, response.status_code
+                times.append(elapsed)
+            figures[f"page_{range_key}"] = {**summary(times), "bytes": len(response.data)}
+        times = []
+        for _ in range(args.requests):
+            elapsed, response = timed_get(client, "/endpoints/1?range=30d&part=chart", headers={"HX-Request": "true"})
+            assert response.status_code == 200
+            times.append(elapsed)
+        figures["chart_panel_30d"] = {**summary(times), "bytes": len(response.data)}
+        html = client.get("/endpoints/1").get_data(as_text=True)
+        poll = re.search(r'id="endpoint-status"[^>]*hx-get="([^"]+)"', html, re.S).group(1).replace("&amp;", "&")
+        times = []
+        for _ in range(args.requests):
+            elapsed, response = timed_get(client, poll, headers={"HX-Request": "true"})
+            assert response.status_code == 204, response.status_code
+            times.append(elapsed)
+        figures["status_poll_unchanged"] = summary(times)
+        statements = count_statements(app, client, "/endpoints/1?range=30d")
+
+        with app.app_context():
+            from app.extensions import db
+
+            dialect = db.engine.dialect.name
+            db.engine.dispose()
+        report = {
+            "benchmark": "endpoint_page", "at": now.isoformat(timespec="seconds"), "database": dialect,
+            "endpoints": args.endpoints, "locations": 3, "days": DAYS, "seeded": seeded, "roll_up": rolled,
+            "machine": f"{platform.machine()}, {platform.python_version()}",
+            "statements_page_30d": statements, **figures,
+        }
+        print(json.dumps(report, indent=2))
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        out = RESULTS_DIR / f"endpoint-page-{dialect}-{now:%Y%m%dT%H%M%S}.json"
+        out.write_text(json.dumps(report, indent=2))
+        print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
