@@ -2,13 +2,15 @@
 applying one.
 
 A configuration document (YAML, or JSON through the API) holds the
-notification services, the endpoints and the published status pages, each
-section a list of items in the JSON API's own field names. Items are matched
-to what is stored by **name**: names are what people write and read (alerts
+notification services, the endpoints, the published status pages and the
+maintenance windows, each section a list of items in the JSON API's own
+field names. Items are matched to what is stored by **name** (a maintenance
+window by its title): names are what people write and read (alerts
 and pages show an endpoint by name alone), they survive a move to another
 group, and unlike ids they are the same in every database, so a file
 exported from one instance applies to a fresh one. Endpoints name their
-notification services by name for the same reason. A name must therefore
+notification services, and maintenance windows their endpoints, by name
+for the same reason. A name must therefore
 pick one item: twice in a file, or shared by two stored rows, is an error.
 
 Applying a document (``import_document``) validates every item through the
@@ -29,6 +31,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass, field
+from datetime import date, datetime
 from typing import Any, Callable
 from urllib.parse import urlsplit, urlunsplit
 
@@ -37,9 +40,9 @@ from sqlalchemy import select
 
 from app.checks import MASK, public_options, public_target
 from app.extensions import db
-from app.models import STATUS_PENDING, Endpoint, NotificationService, utcnow
+from app.models import STATUS_PENDING, Endpoint, MaintenanceWindow, NotificationService, utcnow
 from app.notifiers import NOTIFIERS, SECRET_MASK
-from app.services import configuration, endpoints, notifications, status_pages
+from app.services import configuration, endpoints, maintenance, notifications, status_pages
 from app.services.input_errors import InvalidInput
 
 logger = logging.getLogger(__name__)
@@ -427,34 +430,36 @@ class _ImportRun:
                 self.problem((section, index), "must be a mapping of fields and values")
         return out
 
-    def keyed(self, items: list[tuple[tuple, dict]], what: str) -> list[tuple[tuple, dict, str]]:
-        """Items with their names; a missing or repeated name is a problem."""
+    def keyed(self, items: list[tuple[tuple, dict]], what: str,
+              key: str = "name") -> list[tuple[tuple, dict, str]]:
+        """Items with their names (``key``); a missing or repeated name is a problem."""
         first: dict[str, tuple] = {}
         out = []
         for path, item in items:
-            name = item.get("name")
+            name = item.get(key)
             if not isinstance(name, str) or not name.strip():
-                self.problem(path + ("name",) if "name" in item else path,
+                self.problem(path + (key,) if key in item else path,
                              ("must be text" if isinstance(name, (int, float, bool, list, dict)) else "is required")
-                             + f": {what} is matched by its name")
+                             + f": {what} is matched by its {key}")
                 continue
             name = name.strip()
             if name in first:
                 line = self.parsed.mark(first[name])
-                self.problem(path + ("name",), f"{name!r} is already the name of "
+                self.problem(path + (key,), f"{name!r} is already the {key} of "
                              f"{_path_text(first[name])}" + (f" (line {line[0]})" if line else "")
-                             + f": each {what} must have a name of its own")
+                             + f": each {what} must have a {key} of its own")
                 continue
             first[name] = path
             out.append((path, item, name))
         return out
 
 
-def _stored_by_name(rows) -> dict[str, Any]:
-    """Rows by name; a name two rows share maps to None (ambiguous)."""
+def _stored_by_name(rows, key: str = "name") -> dict[str, Any]:
+    """Rows by name (``key``); a name two rows share maps to None (ambiguous)."""
     by_name: dict[str, Any] = {}
     for row in rows:
-        by_name[row.name] = None if row.name in by_name else row
+        name = getattr(row, key)
+        by_name[name] = None if name in by_name else row
     return by_name
 
 
@@ -671,6 +676,87 @@ def _apply_status_pages(run: _ImportRun, section: str) -> None:
             run.problem((section,), str(exc))
 
 
+def _export_maintenance_windows(with_secrets: bool) -> list[dict]:
+    names = dict(db.session.execute(select(Endpoint.id, Endpoint.name)).all())
+    out = []
+    for window in maintenance.list_windows():
+        fields = maintenance.input_fields(window)
+        # Endpoints by name, as everywhere in a document; one deleted since is left out.
+        fields["endpoints"] = sorted(names[i] for i in fields.pop("endpointIds") if i in names)
+        out.append(_dropping_none(fields))
+    return out
+
+
+def _apply_maintenance_windows(run: _ImportRun, section: str) -> None:
+    changes = run.changes.setdefault(section, SectionChanges())
+    items = run.items(section)
+    if items is None:
+        return
+    stored = _stored_by_name(maintenance.list_windows(), "title")
+    # The endpoints as the document left them (its section is applied).
+    endpoint_ids: dict[str, int | None] = {}
+    for endpoint_id, name in db.session.execute(select(Endpoint.id, Endpoint.name)).all():
+        endpoint_ids[name] = None if name in endpoint_ids else endpoint_id
+    named = set()
+    for path, item, title in run.keyed(items, "a maintenance window", "title"):
+        named.add(title)
+        if title in stored and stored[title] is None:
+            run.problem(path + ("title",), f"{title!r} is the title of several stored maintenance windows; "
+                        "rename them so that the title picks one")
+            continue
+        data = {**item, "title": title}
+        errors: dict[str, str] = {}
+        for name in ("startsAt", "endsAt"):
+            # YAML reads an unquoted 2026-01-31T02:00:00Z as a time: take it as written.
+            if isinstance(data.get(name), (datetime, date)):
+                data[name] = data[name].isoformat()
+        if "endpointIds" in data:
+            data.pop("endpointIds")
+            errors["endpointIds"] = ("is not a field of a document: name the endpoints under endpoints "
+                                     "(ids differ between databases)")
+        names = data.pop("endpoints", [])
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            errors["endpoints"] = "must be a list of endpoint names"
+        elif unknown := [n for n in names if n not in endpoint_ids]:
+            errors["endpoints"] = "names no endpoint called " + ", ".join(repr(n) for n in unknown)
+        elif ambiguous := [n for n in names if endpoint_ids[n] is None]:
+            errors["endpoints"] = "names " + ", ".join(repr(n) for n in ambiguous) + ", which several endpoints are called"
+        else:
+            data["endpointIds"] = [endpoint_ids[n] for n in names]
+        try:
+            spec = maintenance.parse_input(data, strict=True)
+        except maintenance.InvalidMaintenanceWindow as exc:
+            for key, message in exc.errors.items():
+                key = "endpoints" if key == "endpointIds" else key  # the document's name for it
+                errors.setdefault(key, message)
+        if errors:
+            run.field_problems(path, errors)
+            continue
+        window = stored.get(title)
+        if window is None:
+            window = MaintenanceWindow()
+            maintenance.apply_input(window, spec)
+            db.session.add(window)
+            changes.added.append(title)
+            continue
+        # The input as it would be stored, read back the way the stored one is.
+        probe = MaintenanceWindow()
+        maintenance.apply_input(probe, spec)
+        fields = _changed_fields(maintenance.input_fields(window), maintenance.input_fields(probe))
+        if not fields:
+            changes.unchanged += 1
+            continue
+        maintenance.apply_input(window, spec)
+        changes.changed.append((title, ["endpoints" if f == "endpointIds" else f for f in fields]))
+    if run.prune:
+        for title in stored:
+            if title not in named:
+                for row in db.session.execute(select(MaintenanceWindow).where(MaintenanceWindow.title == title)
+                                              ).scalars():
+                    db.session.delete(row)
+                changes.removed.append(title)
+
+
 @dataclass(frozen=True)
 class Section:
     """One section of a document: how it is written and how it is applied.
@@ -685,6 +771,7 @@ SECTIONS = (
     Section("notificationServices", _export_services, _apply_services),
     Section("endpoints", _export_endpoints, _apply_endpoints),
     Section("statusPages", _export_status_pages, _apply_status_pages),
+    Section("maintenanceWindows", _export_maintenance_windows, _apply_maintenance_windows),
 )
 _TOP_LEVEL = ("version",) + tuple(section.name for section in SECTIONS)
 

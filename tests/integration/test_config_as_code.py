@@ -89,6 +89,14 @@ def configure(application):
             "options": {"topic": "health", "sasl_mechanism": "PLAIN", "sasl_username": "monitor",
                         "sasl_password": "s4sl-s3cret", "security_protocol": "SASL_PLAINTEXT"}})
         status_pages.set_published("Public", True)
+        from app.services import maintenance
+
+        shop_id = db.session.execute(db.select(Endpoint.id).where(Endpoint.name == "Shop")).scalar_one()
+        maintenance.create_window({"title": "Shop upgrade", "startsAt": "2031-03-01T02:00:00Z",
+                                   "endsAt": "2031-03-01T04:00:00Z", "endpointIds": [shop_id]})
+        maintenance.create_window({"title": "Weekly backup", "cronExpression": "0 3 * * 0",
+                                   "timeZone": "Europe/Berlin", "durationMinutes": 45, "groups": ["Public"],
+                                   "description": "Sundays, while the database is copied"})
 
 
 def exported(application, *, with_secrets=True) -> dict:
@@ -144,6 +152,7 @@ def test_it_round_trips_to_a_fresh_database(store, tmp_path):
     assert outcome.sections["endpoints"].added == ["Database", "Events", "Shop"]
     assert outcome.sections["notificationServices"].added == ["Mail", "Ops hook"]
     assert outcome.sections["statusPages"].added == ["Public"]
+    assert outcome.sections["maintenanceWindows"].added == ["Shop upgrade", "Weekly backup"]
     assert exported(other) == before
     with other.app_context():
         shop = db.session.execute(db.select(Endpoint).where(Endpoint.name == "Shop")).scalar_one()
@@ -459,3 +468,27 @@ def test_the_command_line_round_trips_through_a_file(app, tmp_path, migrated_sql
                                   ).scalars().all() == ["Mail", "Ops hook"]
         db.session.remove()
         db.engine.dispose()
+
+
+# --- maintenance windows ------------------------------------------------------------
+
+def test_maintenance_windows_are_matched_by_title_and_name_their_endpoints(store):
+    configure(store)
+    text = yaml_of(store)
+    assert "- Shop" in text.split("maintenanceWindows:")[1]
+    start = version(store)
+    assert not apply(store, text).changed_anything and version(store) == start
+    # Unquoted, YAML reads the times as timestamps; they are taken as written.
+    moved = text.replace("startsAt: '2031-03-01T02:00:00+00:00'", "startsAt: 2031-03-01T01:00:00Z")
+    assert moved != text
+    outcome = apply(store, moved)
+    assert outcome.sections["maintenanceWindows"].changed == [("Shop upgrade", ["startsAt"])]
+    assert version(store) == start + 1
+    added = moved + ("- title: Kafka move\n  startsAt: '2031-04-01T00:00:00Z'\n  endsAt: '2031-04-01T01:00:00Z'\n"
+                     "  endpoints: [Events, Nowhere]\n")
+    problems = problems_of(store, added)
+    assert [(p.path, p.line, p.message) for p in problems] == [
+        ("maintenanceWindows[2].endpoints", line_of(added, "endpoints: [Events, Nowhere]"),
+         "names no endpoint called 'Nowhere'")]
+    pruned = apply(store, moved.split("maintenanceWindows:")[0] + "maintenanceWindows: []\n", prune=True)
+    assert pruned.sections["maintenanceWindows"].removed == ["Shop upgrade", "Weekly backup"]
