@@ -93,6 +93,7 @@ class Problem:
         return (f"{where}: " if where else "") + (f"{self.path} " if self.path else "") + self.message
 
     def to_dict(self) -> dict:
+        """The problem as the API answers it."""
         return {"line": self.line, "column": self.column, "itemLine": self.item_line, "path": self.path,
                 "message": self.message}
 
@@ -345,9 +346,11 @@ class SectionChanges:
 
     @property
     def any(self) -> bool:
+        """Whether the section changes anything."""
         return bool(self.added or self.changed or self.removed)
 
     def to_dict(self) -> dict:
+        """The changes as the API answers them."""
         return {"added": self.added, "changed": [{"name": name, "fields": fields} for name, fields in self.changed],
                 "removed": self.removed, "unchanged": self.unchanged}
 
@@ -363,6 +366,7 @@ class ImportOutcome:
 
     @property
     def changed_anything(self) -> bool:
+        """Whether any section changes anything."""
         return any(changes.any for changes in self.sections.values())
 
     def summary(self) -> str:
@@ -381,6 +385,7 @@ class ImportOutcome:
         return lines
 
     def to_dict(self) -> dict:
+        """The outcome as the API answers it."""
         return {"dryRun": self.dry_run, "prune": self.pruned, "applied": not self.dry_run and self.changed_anything,
                 "configVersion": self.config_version,
                 "sections": {name: changes.to_dict() for name, changes in self.sections.items()}}
@@ -399,6 +404,7 @@ class _ImportRun:
         self.services: dict[str, NotificationService | None] = {}
 
     def problem(self, path: tuple, message: str) -> None:
+        """Record a problem at ``path`` (up to ``MAX_PROBLEMS``, then count them)."""
         if len(self.problems) >= MAX_PROBLEMS:
             self.more += 1
             return
