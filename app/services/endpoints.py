@@ -332,9 +332,11 @@ def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
     endpoint.consensus_rule, endpoint.consensus_min_down = rule.kind, rule.count
     endpoint.alert_on_partial = spec.alert_on_partial
     endpoint.cert_expiry_days = spec.cert_expiry_days
-    with db.session.no_autoflush:  # a new endpoint is not in the session yet
-        own_id = configuration.instance_id()
-    endpoint.checked_here = spec.locations is None or own_id in spec.locations
+    if spec.locations is None:
+        endpoint.checked_here = True  # every location: no need to ask which one this is
+    else:
+        with db.session.no_autoflush:  # a new endpoint is not in the session yet
+            endpoint.checked_here = configuration.instance_id() in spec.locations
 
 
 def _unknown_locations(locations: Any) -> str | None:
@@ -411,6 +413,15 @@ def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool, from_api: 
         merged["options"] = {}  # options of the old type mean nothing to the new one
     spec, services = _checked_input(with_stored_secrets(merged, endpoint) if from_api else merged,
                                     strict=from_api, sent=data)
+    apply_update(endpoint, spec, services)
+    db.session.commit()
+    logger.info("endpoint %s (%s) updated", endpoint.id, endpoint.name)
+    return endpoint
+
+
+def apply_update(endpoint: Endpoint, spec: EndpointInput, services: list | None) -> None:
+    """Set a validated input on a stored endpoint (``services`` None: keep
+    its notification services); the caller commits."""
     if services is not None:
         endpoint.notification_services = services
     was_paused, old_interval = endpoint.is_paused, endpoint.interval_seconds
@@ -422,9 +433,12 @@ def update_endpoint(endpoint: Endpoint, data: dict, *, partial: bool, from_api: 
         endpoint.next_check_at = min(endpoint.next_check_at, time.time() + spec.interval_seconds)
     if spec.is_paused:
         endpoint.consecutive_failures = endpoint.consecutive_successes = 0
-    db.session.commit()
-    logger.info("endpoint %s (%s) updated", endpoint.id, endpoint.name)
-    return endpoint
+
+
+def checked_input(data: Any, *, strict: bool, sent: Any = None) -> tuple[EndpointInput, list | None]:
+    """Every check ``create_endpoint`` and ``update_endpoint`` make, storing
+    nothing: for a caller that stores many in one transaction of its own."""
+    return _checked_input(data, strict=strict, sent=sent)
 
 
 def set_paused(endpoint: Endpoint, paused: bool) -> Endpoint:

@@ -276,6 +276,12 @@ def _apply(window: MaintenanceWindow, spec: WindowSpec) -> None:
         setattr(window, name, getattr(spec, name))
 
 
+def apply_input(window: MaintenanceWindow, spec: WindowSpec) -> None:
+    """Set a validated input (see ``parse_input``) on a window, new or
+    stored; the caller adds and commits (configuration import)."""
+    _apply(window, spec)
+
+
 def create_window(data: Any, *, strict: bool = False) -> MaintenanceWindow:
     """Validate and store a new window (one transaction; bumps ``config_version``)."""
     spec = parse_input(data, strict=strict)

@@ -35,9 +35,10 @@ from app.services.validation_messages import messages_of
 logger = logging.getLogger(__name__)
 
 __all__ = [
-    "InvalidNotificationService", "create_service", "default_services", "delete_service",
+    "InvalidNotificationService", "apply_input", "create_service", "default_services", "delete_service",
     "failed_deliveries", "get_service", "kinds", "list_services", "public_view", "recent_deliveries",
     "resolve_services", "retry_delivery", "send_test", "set_endpoint_services", "update_service",
+    "validated_input",
 ]
 
 
@@ -155,6 +156,21 @@ def update_service(service: NotificationService, data: dict, *, partial: bool = 
     db.session.commit()
     logger.info("notification service %s (%s) updated", service.id, service.name)
     return service
+
+
+def validated_input(data: Any, *, stored: NotificationService | None = None,
+                    strict: bool = False) -> tuple[ServiceInput, dict]:
+    """``data`` as a whole service, validated, its omitted or masked secrets
+    kept from ``stored`` as ``update_service`` keeps them; stores nothing."""
+    if isinstance(data, dict) and stored is not None and data.get("kind") == stored.kind \
+            and stored.kind in NOTIFIERS and isinstance(data.get("config"), dict):
+        data = {**data, "config": NOTIFIERS[stored.kind].keep_secrets(stored.config or {}, data["config"])}
+    return _validated(data, strict)
+
+
+def apply_input(service: NotificationService, spec: ServiceInput, config: dict) -> None:
+    """Set a validated input (see ``validated_input``) on a service; the caller adds and commits."""
+    _apply(service, spec, config)
 
 
 def delete_service(service: NotificationService) -> None:

@@ -127,6 +127,20 @@ def set_published(group: str, published: bool) -> None:
     logger.info("status page of group %r %s", group, "published" if published else "withdrawn")
 
 
+def replace_published(wanted: list[str]) -> None:
+    """Publish exactly these groups' pages (the caller commits); a group
+    with no endpoints is a ``ValueError`` naming it."""
+    known = {name for name, _ in groups()}
+    unknown = [group for group in wanted if group not in known]
+    if unknown:
+        raise ValueError("there is no endpoint group named " + ", ".join(repr(g) for g in unknown))
+    setting = db.session.get(Setting, SETTING_KEY)
+    if setting is None:
+        setting = Setting(key=SETTING_KEY, value={})
+        db.session.add(setting)
+    setting.value = {"groups": sorted(set(wanted))}
+
+
 def published_group_for(slug: str) -> str | None:
     for group in published_groups():
         if slug_of(group) == slug:

@@ -3,4 +3,4 @@ from flask import Blueprint
 
 bp = Blueprint("api", __name__, url_prefix="/api/v1")
 
-from app.blueprints.api import auth, instances, maintenance_windows, notification_services, openapi, views  # noqa: E402,F401
+from app.blueprints.api import auth, config, instances, maintenance_windows, notification_services, openapi, views  # noqa: E402,F401
