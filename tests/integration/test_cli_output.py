@@ -13,7 +13,7 @@ from tests.peers.process import MONITOR_SETTINGS
 
 FLASK_OWN = ("--app", "--debug", "--env-file", "Show the Flask version", "routes", "shell", " run ")
 OUR_COMMANDS = ("start", "init", "endpoints", "results", "users", "api-keys", "cluster", "db", "demo",
-                "backup", "restore", "maintenance", "secrets")
+                "backup", "restore", "maintenance", "secrets", "config")
 
 
 def monitor(data_dir, *args, merged=False, **settings) -> subprocess.CompletedProcess:
