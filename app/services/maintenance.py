@@ -35,7 +35,7 @@ import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -46,6 +46,7 @@ from sqlalchemy import select, update
 from app.extensions import db
 from app.models import STATUS_PENDING, Endpoint, MaintenanceWindow, StatusChange, utcnow
 from app.services.input_errors import InvalidInput
+from app.services.openapi import Answer
 from app.services.validation_messages import messages_of
 
 logger = logging.getLogger(__name__)
@@ -77,7 +78,11 @@ class MaintenanceWindowInput(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
-                              str_strip_whitespace=True)
+                              str_strip_whitespace=True, json_schema_extra={"examples": [
+                                  {"title": "Database upgrade", "startsAt": "2026-01-31T22:00:00Z",
+                                   "endsAt": "2026-01-31T23:30:00Z", "endpointIds": [1]},
+                                  {"title": "Weekly backup", "cronExpression": CRON_EXAMPLE,
+                                   "timeZone": "Europe/Berlin", "durationMinutes": 120, "endpointIds": [1]}]})
 
     title: str = Field(min_length=1, max_length=MAX_TITLE_LENGTH)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
@@ -321,6 +326,34 @@ def get_window(window_id: int) -> MaintenanceWindow | None:
 def list_windows() -> list[MaintenanceWindow]:
     """Every window, by id."""
     return list(db.session.execute(select(MaintenanceWindow).order_by(MaintenanceWindow.id)).scalars())
+
+
+class MaintenanceWindowAnswer(Answer):
+    """A window as the API answers it (``to_dict``): its settings as a
+    client sends them, times in UTC, with its current and next occurrence."""
+
+    id: int
+    title: str
+    description: str | None
+    starts_at: datetime | None = Field(description="One-off windows: the start (UTC)")
+    ends_at: datetime | None = Field(description="One-off windows: the end (UTC)")
+    cron_expression: str | None = Field(description="Recurring windows: when each occurrence starts")
+    time_zone: str | None = Field(description="Recurring windows: the IANA zone the cron times are read in")
+    duration_minutes: int | None = Field(description="Recurring windows: how long each occurrence lasts")
+    endpoint_ids: list[int]
+    groups: list[str]
+    is_active: bool
+    kind: Literal["oneOff", "recurring"]
+    in_progress: bool
+    current_ends_at: datetime | None = Field(description="When the occurrence in progress ends")
+    next_starts_at: datetime | None = Field(description="When the next occurrence starts (none once a one-off began)")
+    next_ends_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class MaintenanceWindowListAnswer(Answer):
+    maintenance_windows: list[MaintenanceWindowAnswer]
 
 
 def to_dict(window: MaintenanceWindow, now: datetime | None = None) -> dict:
