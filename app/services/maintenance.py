@@ -32,6 +32,7 @@ elapsed time: a 120-minute window is 120 minutes whatever the clocks do.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -63,6 +64,8 @@ BAD_CRON = (f"is not a valid cron expression: give five fields (minute hour day-
             f"day-of-week), such as {CRON_EXAMPLE} for Sundays at 02:00")
 UNKNOWN_ZONE = "is not a known time zone: use an IANA name such as Europe/Berlin, or UTC"
 TIME_FORMAT = "must be a time in ISO 8601, such as 2026-01-31T12:00:00Z"
+# croniter's random field (R, or R(0-30)); an R inside a name (MAR, FRI) is none.
+_RANDOM_FIELD = re.compile(r"\bR\b", re.IGNORECASE)
 
 
 class InvalidMaintenanceWindow(InvalidInput):
@@ -103,6 +106,10 @@ class MaintenanceWindowInput(BaseModel):
         value = " ".join(value.split())
         if len(value.split(" ")) != 5 or not croniter.is_valid(value):
             raise ValueError(BAD_CRON)
+        if _RANDOM_FIELD.search(value):
+            # croniter draws R anew each time it reads the expression, so the
+            # window would move every time it is looked at.
+            raise ValueError("picks a random time (R), which moves each time it is read: give fixed times")
         try:
             croniter(value, datetime(2000, 1, 1)).get_next(datetime)
         except CroniterError:  # valid fields that name no date, such as day 30 of February
@@ -116,7 +123,8 @@ class MaintenanceWindowInput(BaseModel):
             return None
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        # OSError: a folder of the zone database, such as Europe, is no zone.
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(UNKNOWN_ZONE) from None
         return value
 
