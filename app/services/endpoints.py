@@ -554,6 +554,7 @@ class EndpointAnswer(Answer):
     created_at: datetime | None
     updated_at: datetime | None
     consensus: ConsensusAnswer
+    maintenance_window_id: int | None = Field(description="The maintenance window the endpoint is in now, if any")
 
 
 class EndpointListAnswer(Answer):

@@ -32,10 +32,11 @@ elapsed time: a 120-minute window is 120 minutes whatever the clocks do.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from croniter import CroniterError, croniter
@@ -46,6 +47,7 @@ from sqlalchemy import select, update
 from app.extensions import db
 from app.models import STATUS_PENDING, Endpoint, MaintenanceWindow, StatusChange, utcnow
 from app.services.input_errors import InvalidInput
+from app.services.openapi import Answer
 from app.services.validation_messages import messages_of
 
 logger = logging.getLogger(__name__)
@@ -62,6 +64,8 @@ BAD_CRON = (f"is not a valid cron expression: give five fields (minute hour day-
             f"day-of-week), such as {CRON_EXAMPLE} for Sundays at 02:00")
 UNKNOWN_ZONE = "is not a known time zone: use an IANA name such as Europe/Berlin, or UTC"
 TIME_FORMAT = "must be a time in ISO 8601, such as 2026-01-31T12:00:00Z"
+# croniter's random field (R, or R(0-30)); an R inside a name (MAR, FRI) is none.
+_RANDOM_FIELD = re.compile(r"\bR\b", re.IGNORECASE)
 
 
 class InvalidMaintenanceWindow(InvalidInput):
@@ -77,7 +81,11 @@ class MaintenanceWindowInput(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
-                              str_strip_whitespace=True)
+                              str_strip_whitespace=True, json_schema_extra={"examples": [
+                                  {"title": "Database upgrade", "startsAt": "2026-01-31T22:00:00Z",
+                                   "endsAt": "2026-01-31T23:30:00Z", "endpointIds": [1]},
+                                  {"title": "Weekly backup", "cronExpression": CRON_EXAMPLE,
+                                   "timeZone": "Europe/Berlin", "durationMinutes": 120, "endpointIds": [1]}]})
 
     title: str = Field(min_length=1, max_length=MAX_TITLE_LENGTH)
     description: str | None = Field(default=None, max_length=MAX_DESCRIPTION_LENGTH)
@@ -98,6 +106,10 @@ class MaintenanceWindowInput(BaseModel):
         value = " ".join(value.split())
         if len(value.split(" ")) != 5 or not croniter.is_valid(value):
             raise ValueError(BAD_CRON)
+        if _RANDOM_FIELD.search(value):
+            # croniter draws R anew each time it reads the expression, so the
+            # window would move every time it is looked at.
+            raise ValueError("picks a random time (R), which moves each time it is read: give fixed times")
         try:
             croniter(value, datetime(2000, 1, 1)).get_next(datetime)
         except CroniterError:  # valid fields that name no date, such as day 30 of February
@@ -111,7 +123,8 @@ class MaintenanceWindowInput(BaseModel):
             return None
         try:
             ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError):
+        # OSError: a folder of the zone database, such as Europe, is no zone.
+        except (ZoneInfoNotFoundError, ValueError, OSError):
             raise ValueError(UNKNOWN_ZONE) from None
         return value
 
@@ -327,6 +340,34 @@ def get_window(window_id: int) -> MaintenanceWindow | None:
 def list_windows() -> list[MaintenanceWindow]:
     """Every window, by id."""
     return list(db.session.execute(select(MaintenanceWindow).order_by(MaintenanceWindow.id)).scalars())
+
+
+class MaintenanceWindowAnswer(Answer):
+    """A window as the API answers it (``to_dict``): its settings as a
+    client sends them, times in UTC, with its current and next occurrence."""
+
+    id: int
+    title: str
+    description: str | None
+    starts_at: datetime | None = Field(description="One-off windows: the start (UTC)")
+    ends_at: datetime | None = Field(description="One-off windows: the end (UTC)")
+    cron_expression: str | None = Field(description="Recurring windows: when each occurrence starts")
+    time_zone: str | None = Field(description="Recurring windows: the IANA zone the cron times are read in")
+    duration_minutes: int | None = Field(description="Recurring windows: how long each occurrence lasts")
+    endpoint_ids: list[int]
+    groups: list[str]
+    is_active: bool
+    kind: Literal["oneOff", "recurring"]
+    in_progress: bool
+    current_ends_at: datetime | None = Field(description="When the occurrence in progress ends")
+    next_starts_at: datetime | None = Field(description="When the next occurrence starts (none once a one-off began)")
+    next_ends_at: datetime | None
+    created_at: datetime | None
+    updated_at: datetime | None
+
+
+class MaintenanceWindowListAnswer(Answer):
+    maintenance_windows: list[MaintenanceWindowAnswer]
 
 
 def to_dict(window: MaintenanceWindow, now: datetime | None = None) -> dict:

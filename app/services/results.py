@@ -11,6 +11,7 @@ import logging
 from datetime import datetime
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -132,6 +133,7 @@ class ResultAnswer(Answer):
     failure_reason: str | None
     check_type: str | None
     metadata: dict[str, Any]
+    in_maintenance: bool = Field(description="Checked while a maintenance window covered the endpoint")
 
 
 class ResultsAnswer(Answer):

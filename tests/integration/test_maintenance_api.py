@@ -132,6 +132,29 @@ def test_it_refuses_an_end_before_the_start_and_mixed_kinds(api, api_app):
     assert _count(api_app) == 0
 
 
+@pytest.mark.parametrize("zone", ["Europe", "America"])
+def test_a_folder_of_the_zone_database_is_no_time_zone(api, api_app, zone):
+    created = api.post(BASE, json={**NIGHTLY, "timeZone": zone}, headers=ADMIN_HEADERS)
+    assert created.status_code == 400
+    assert created.get_json()["fields"] == {"timeZone": "is not a known time zone: use an IANA name such as "
+                                                        "Europe/Berlin, or UTC"}
+    window = api.post(BASE, json=NIGHTLY, headers=ADMIN_HEADERS).get_json()
+    patched = api.patch(f"{BASE}/{window['id']}", json={"timeZone": zone}, headers=ADMIN_HEADERS)
+    assert patched.status_code == 400 and set(patched.get_json()["fields"]) == {"timeZone"}
+    assert api.get(f"{BASE}/{window['id']}", headers=ADMIN_HEADERS).get_json()["timeZone"] == "Europe/Berlin"
+
+
+@pytest.mark.parametrize("cron", ["R 2 * * *", "0 r * * *", "R(0-30) 2 * * *"])
+def test_a_random_cron_time_is_refused(api, api_app, cron):
+    response = api.post(BASE, json={**NIGHTLY, "cronExpression": cron}, headers=ADMIN_HEADERS)
+    assert response.status_code == 400
+    assert response.get_json()["fields"] == {
+        "cronExpression": "picks a random time (R), which moves each time it is read: give fixed times"}
+    assert _count(api_app) == 0
+    named = api.post(BASE, json={**NIGHTLY, "cronExpression": "0 2 * MAR FRI"}, headers=ADMIN_HEADERS)
+    assert named.status_code == 201, named.get_json()
+
+
 def test_a_bad_patch_changes_nothing(api):
     created = api.post(BASE, json=ONE_OFF, headers=ADMIN_HEADERS).get_json()
     response = api.patch(f"{BASE}/{created['id']}", json={"endsAt": "2030-05-01T08:00:00Z"}, headers=ADMIN_HEADERS)

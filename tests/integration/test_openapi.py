@@ -147,3 +147,32 @@ def test_undescribed_credentials_are_still_refused(app):
     client = app.test_client()
     assert client.get("/api/v1/endpoints").status_code == 401
     assert client.get("/api/v1/openapi.json").status_code == 200
+
+
+def test_maintenance_windows_are_described_from_their_models(app, sync_app):
+    from app.services.maintenance import MaintenanceWindowInput
+
+    api = app.test_client().get("/api/v1/openapi.json").get_json()
+    operations = _operations(api)
+    base = "/api/v1/maintenance-windows"
+    assert {"GET " + base, "POST " + base, f"GET {base}/{{window_id}}", f"PUT {base}/{{window_id}}",
+            f"PATCH {base}/{{window_id}}", f"DELETE {base}/{{window_id}}"} <= set(operations)
+    schemas = api["components"]["schemas"]
+    expected = MaintenanceWindowInput.model_json_schema(by_alias=True, ref_template=REF_TEMPLATE)
+    assert schemas["MaintenanceWindowInput"] == expected and expected["required"] == ["title"]
+    assert "required" not in schemas["MaintenanceWindowInputPatch"]
+    patch = operations[f"PATCH {base}/{{window_id}}"]
+    assert patch["requestBody"]["content"]["application/json"]["schema"] == {
+        "$ref": REF_TEMPLATE.format(model="MaintenanceWindowInputPatch")}
+    assert {"200", "400", "401", "403", "404", "409", "415"} <= set(patch["responses"])
+    created = operations["POST " + base]["responses"]["201"]
+    assert created["content"]["application/json"]["schema"] == {
+        "$ref": REF_TEMPLATE.format(model="MaintenanceWindowAnswer")}
+    assert schemas["MaintenanceWindowAnswer"]["properties"]["kind"]["enum"] == ["oneOff", "recurring"]
+    # The fields maintenance adds to other answers are declared there too.
+    assert "maintenanceWindowId" in schemas["EndpointAnswer"]["properties"]
+    assert "inMaintenance" in schemas["ResultAnswer"]["required"]
+    sync = sync_app.test_client().get("/sync/api/openapi.json").get_json()
+    window = sync["components"]["schemas"]["SyncConfiguration"]["properties"]["maintenanceWindows"]
+    assert {"$ref": REF_TEMPLATE.format(model="ReplicatedMaintenanceWindow")} in [
+        option.get("items") for option in window["anyOf"]]

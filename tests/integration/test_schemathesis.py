@@ -21,6 +21,7 @@ import os
 import socket
 import tempfile
 from collections import Counter
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -145,19 +146,34 @@ def loopback_only(monkeypatch):
 
 
 def _seed(application) -> str:
-    """An administrator with an API key, endpoints, a notification service
-    (on loopback); the API key."""
+    """An administrator with an API key, endpoints (one with a result), a
+    notification service (on loopback), maintenance windows of both kinds
+    (the one-off in progress, so answers carry a window id and a result in
+    maintenance); the API key."""
+    from app.checks import CheckResult
+    from app.models import utcnow
+    from app.services import maintenance
     from app.services.accounts import create_api_key, create_user
     from app.services.endpoints import create_endpoint
     from app.services.notifications import create_service
+    from app.services.results import result_row, store_results
 
     with application.app_context():
         create_user(ADMIN_EMAIL, "correct horse battery", is_admin=True)
         _, key = create_api_key(ADMIN_EMAIL, "schemathesis")
         service = create_service({"name": "hook", "kind": "webhook", "config": {"url": "http://127.0.0.1:9/hook"}})
-        create_endpoint({"name": "web", "checkType": "http", "target": "http://127.0.0.1:9/",
-                         "notificationServiceIds": [service.id]})
-        create_endpoint({"name": "port", "checkType": "tcp", "target": "127.0.0.1", "port": 9})
+        web = create_endpoint({"name": "web", "checkType": "http", "target": "http://127.0.0.1:9/",
+                               "notificationServiceIds": [service.id]})
+        create_endpoint({"name": "port", "checkType": "tcp", "target": "127.0.0.1", "port": 9, "group": "edge"})
+        now = utcnow()
+        maintenance.create_window({"title": "upgrade", "startsAt": (now - timedelta(hours=1)).isoformat(),
+                                   "endsAt": (now + timedelta(days=1)).isoformat(), "endpointIds": [web.id]})
+        maintenance.create_window({"title": "backup", "cronExpression": "0 2 * * 0", "timeZone": "Europe/Berlin",
+                                   "durationMinutes": 120, "groups": ["edge"]})
+        result = CheckResult(is_ok=False, check_type="http", failure_reason="refused",
+                             checked_at=now - timedelta(minutes=1))
+        store_results([result_row(web.id, result, instance_id="local", location="here")])
+        db.session.commit()
         db.session.remove()
     return key
 
@@ -200,7 +216,8 @@ def _excluded(case) -> list:
 @RUN
 def test_json_api_matches_its_description(case, seeded_api):
     application, key = seeded_api
-    _aim_at_seeded(case, {"endpoint_id": 1, "service_id": 1})
+    _aim_at_seeded(case, {"endpoint_id": 1, "service_id": 1, "window_id": 1},
+                   {"endpointIds": [1], "groups": ["edge"]} if "/maintenance-windows" in case.path else None)
     _call(case, application, {"Authorization": f"Bearer {key}"})
 
 

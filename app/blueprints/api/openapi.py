@@ -11,6 +11,7 @@ from app.blueprints.api import bp
 from app.blueprints.api.views import ResultsQuery
 from app.services.endpoints import EndpointAnswer, EndpointFilters, EndpointInput, EndpointListAnswer
 from app.services.failover import ClusterAnswer, FailoverOrderChange
+from app.services.maintenance import MaintenanceWindowAnswer, MaintenanceWindowInput, MaintenanceWindowListAnswer
 from app.services.notifications import (
     DeliveryAnswer,
     ServiceAnswer,
@@ -24,7 +25,8 @@ from app.services.sync.schemas import InstanceAnswer
 
 DESCRIPTION = Description(
     "Endpoint monitor JSON API", "api",
-    description=("Endpoints, their results and consensus, notification services and the cluster's membership. "
+    description=("Endpoints, their results and consensus, notification services, maintenance windows and the "
+                 "cluster's membership. "
                  "Every route needs a user's HTTP basic credentials or an API key (`Authorization: Bearer epm_...`); "
                  "changes need an administrator, and are refused (409) on an instance that is not the primary. "
                  "Bodies are JSON objects sent as `application/json`, at most 1 MiB, validated strictly (`\"60\"` "
@@ -85,6 +87,30 @@ DESCRIPTION.describe("test_notification_service", "POST", Operation(
     "Send a test message now", {200: DeliveryAnswer}, (*_CHANGE, 404), body=TestRequest,
     tag="notification services",
     description="Answers the delivery: `status` is `sent`, or `failed` with the reason in `lastError`."))
+
+_WINDOW_TIMES = ("`startsAt`/`endsAt` without a zone are read in `timeZone` (UTC when absent); a recurring window "
+                 "gives `cronExpression`, `timeZone` and `durationMinutes` instead. It names at least one endpoint "
+                 "(`endpointIds`) or group (`groups`), each of which must exist.")
+DESCRIPTION.describe("list_maintenance_windows", "GET", Operation(
+    "List maintenance windows, by id", {200: MaintenanceWindowListAnswer}, _READ, tag="maintenance windows"))
+DESCRIPTION.describe("create_maintenance_window", "POST", Operation(
+    "Create a maintenance window", {201: MaintenanceWindowAnswer}, _CHANGE, body=MaintenanceWindowInput,
+    answer_headers=CREATED, tag="maintenance windows",
+    description="A one-off window gives `startsAt` and `endsAt`. " + _WINDOW_TIMES))
+DESCRIPTION.describe("get_maintenance_window", "GET", Operation(
+    "A maintenance window with its current and next occurrence", {200: MaintenanceWindowAnswer}, (*_READ, 404),
+    tag="maintenance windows"))
+DESCRIPTION.describe("update_maintenance_window", "PUT", Operation(
+    "Replace a maintenance window's settings", {200: MaintenanceWindowAnswer}, (*_CHANGE, 404),
+    body=MaintenanceWindowInput, tag="maintenance windows", description="As on creation: " + _WINDOW_TIMES))
+DESCRIPTION.describe("update_maintenance_window", "PATCH", Operation(
+    "Change some of a maintenance window's settings", {200: MaintenanceWindowAnswer}, (*_CHANGE, 404),
+    body=Patch(MaintenanceWindowInput), tag="maintenance windows",
+    description=("Fields not sent keep their values. Sending `cronExpression` makes the window recurring (its "
+                 "`startsAt`/`endsAt` are dropped); sending `startsAt` or `endsAt` makes it one-off.")))
+DESCRIPTION.describe("delete_maintenance_window", "DELETE", Operation(
+    "Delete a maintenance window", {204: None}, (400, 401, 403, 404, 409), tag="maintenance windows",
+    description="Alerts it held back are raised by the next sweep if the endpoint's status still calls for one."))
 
 DESCRIPTION.describe("list_instances", "GET", Operation(
     "The cluster: role, epoch, members in failover order, transitions", {200: ClusterAnswer}, _READ,

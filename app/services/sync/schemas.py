@@ -436,6 +436,8 @@ class SyncConfiguration(Answer):
     endpoints: list[EndpointConfig]
     replica: Replica | None = None
     members: Membership | None = None
+    # Every registered member gets the windows (an unregistered asker does not).
+    maintenance_windows: list[ReplicatedMaintenanceWindow] | None = None
 
 
 class ServiceName(Answer):
