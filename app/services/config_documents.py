@@ -32,10 +32,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import select
 
 from app.checks import MASK, public_options, public_target
@@ -44,6 +47,7 @@ from app.models import STATUS_PENDING, Endpoint, MaintenanceWindow, Notification
 from app.notifiers import NOTIFIERS, SECRET_MASK
 from app.services import configuration, endpoints, maintenance, notifications, status_pages
 from app.services.input_errors import InvalidInput
+from app.services.openapi import Answer, ErrorAnswer
 
 logger = logging.getLogger(__name__)
 
@@ -332,6 +336,137 @@ def _stored_target(target: Any, stored: Endpoint | None) -> tuple[Any, str | Non
                     "write them out (export with --with-secrets)")
 
 
+# --- the document and the outcome, described (OpenAPI) ---------------------------
+# Items are the API's inputs, with names where the API takes ids (ids differ
+# between databases). The import validates items through the services, not
+# these models; they describe what it accepts and what an export writes.
+
+class DocumentEndpoint(endpoints.EndpointInput):
+    """An endpoint in a document: its notification services by name."""
+
+    model_config = ConfigDict(title="DocumentEndpoint")
+
+    notification_service_ids: SkipJsonSchema[None] = Field(default=None, exclude=True)
+    # Absent: a new endpoint alerts through the default services, a stored one keeps its own.
+    notification_services: list[str] | None = None
+
+
+class DocumentMaintenanceWindow(maintenance.MaintenanceWindowInput):
+    """A maintenance window in a document (matched by title): its endpoints by name."""
+
+    model_config = ConfigDict(title="DocumentMaintenanceWindow", json_schema_extra={"examples": [
+        {"title": "Weekly backup", "cronExpression": "0 2 * * 0", "timeZone": "Europe/Berlin",
+         "durationMinutes": 120, "endpoints": ["web"], "groups": ["edge"]}]})
+
+    endpoint_ids: SkipJsonSchema[list[int]] = Field(default_factory=list, exclude=True)
+    endpoints: list[str] = Field(default_factory=list)
+
+
+class DocumentStatusPage(BaseModel):
+    """A published status page: the endpoint group it shows."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group: str = Field(min_length=1)
+
+
+class ConfigDocument(BaseModel):
+    """The whole configuration (``GET /api/v1/config``; ``POST`` applies one).
+    A section left out is left as it is; ``null`` is an empty list."""
+
+    model_config = ConfigDict(extra="forbid", alias_generator=to_camel, populate_by_name=True,
+                              json_schema_extra={"examples": [{
+                                  "version": DOCUMENT_VERSION,
+                                  "notificationServices": [{"name": "hook", "kind": "webhook",
+                                                            "config": {"url": "http://127.0.0.1:9/hook"}}],
+                                  "endpoints": [
+                                      {"name": "web", "checkType": "http", "target": "http://127.0.0.1:9/",
+                                       "notificationServices": ["hook"]},
+                                      {"name": "port", "checkType": "tcp", "target": "127.0.0.1", "port": 9,
+                                       "group": "edge"}],
+                                  "statusPages": [{"group": "edge"}],
+                                  "maintenanceWindows": [{"title": "backup", "cronExpression": "0 2 * * 0",
+                                                          "timeZone": "Europe/Berlin", "durationMinutes": 120,
+                                                          "groups": ["edge"]}]}]})
+
+    version: Literal[1] = DOCUMENT_VERSION
+    notification_services: list[notifications.ServiceInput] | None = None
+    endpoints: list[DocumentEndpoint] | None = None
+    status_pages: list[DocumentStatusPage] | None = None
+    maintenance_windows: list[DocumentMaintenanceWindow] | None = None
+
+
+class ExportQuery(BaseModel):
+    """The query of ``GET /api/v1/config``."""
+
+    with_secrets: Literal["true", "false"] = Field(
+        default="false", alias="withSecrets", description="`true`: secrets as stored, not masked")
+
+
+class ImportQuery(BaseModel):
+    """The query of ``POST /api/v1/config``."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
+
+    dry_run: Literal["true", "false"] = Field(default="false", description="`true`: say what would change, "
+                                              "change nothing")
+    prune: Literal["true", "false"] = Field(default="false", description="`true`: remove what the document's "
+                                            "sections do not name")
+
+
+class ChangedItem(Answer):
+    """An item that changes, and the names of its fields that do (never their values)."""
+
+    name: str
+    fields: list[str]
+
+
+class SectionChangesAnswer(Answer):
+    """What an import changes in one section."""
+
+    added: list[str]
+    changed: list[ChangedItem]
+    removed: list[str]
+    unchanged: int
+
+
+class ImportSections(Answer):
+    """The changes of every section (one the document lacks changes nothing)."""
+
+    notification_services: SectionChangesAnswer
+    endpoints: SectionChangesAnswer
+    status_pages: SectionChangesAnswer
+    maintenance_windows: SectionChangesAnswer
+
+
+class ImportOutcomeAnswer(Answer):
+    """What ``ImportOutcome.to_dict`` answers."""
+
+    dry_run: bool
+    prune: bool
+    applied: bool
+    config_version: int
+    sections: ImportSections
+
+
+class ProblemAnswer(Answer):
+    """One problem of a refused document (``Problem.to_dict``)."""
+
+    line: int | None
+    column: int | None
+    item_line: int | None
+    path: str
+    message: str
+
+
+class InvalidDocumentAnswer(ErrorAnswer):
+    """A refused document: every problem (up to ``MAX_PROBLEMS``; ``more``
+    counts the rest), or a bad query parameter or body under ``fields``."""
+
+    problems: list[ProblemAnswer] | None = None
+    more: int | None = None
+
+
 # --- applying a document ----------------------------------------------------------
 
 @dataclass
@@ -521,7 +656,9 @@ def _apply_services(run: _ImportRun, section: str) -> None:
 def _masked_secret(data: dict, stored: NotificationService | None) -> dict[str, str] | None:
     """A secret of a service's config given as the mask with no stored value
     of the same kind to keep (a new service, another kind, a new header)."""
-    cls = NOTIFIERS.get(data.get("kind"))
+    kind = data.get("kind")
+    # A kind that is not text (a mapping, a list) names no notifier; validation says so.
+    cls = NOTIFIERS.get(kind) if isinstance(kind, str) else None
     config = data.get("config")
     if cls is None or not isinstance(config, dict):
         return None  # validation names the kind or config
@@ -842,7 +979,8 @@ def import_document(parsed: ParsedDocument, *, prune: bool = False, dry_run: boo
     return outcome
 
 
-__all__ = ["DOCUMENT_VERSION", "JSON_MEDIA_TYPE", "SECTIONS", "YAML_MEDIA_TYPES", "ImportOutcome",
+__all__ = ["DOCUMENT_VERSION", "ConfigDocument", "ExportQuery", "ImportOutcomeAnswer", "ImportQuery",
+           "InvalidDocumentAnswer", "JSON_MEDIA_TYPE", "SECTIONS", "YAML_MEDIA_TYPES", "ImportOutcome",
            "ImportRefused", "InvalidDocument", "ParsedDocument", "Problem", "Section", "SectionChanges",
            "export_document", "export_header", "import_document", "masked_target", "parse", "parse_json",
            "parse_yaml", "refusal", "to_yaml"]

@@ -71,7 +71,10 @@ class Operation:
     ``ErrorAnswer``. ``query`` is a model whose fields are the query
     parameters; ``headers`` maps request header names to their schemas,
     ``answer_headers`` the headers of its success answers to OpenAPI
-    header objects (``{"required": ..., "schema": ...}``).
+    header objects (``{"required": ..., "schema": ...}``). ``body_types``
+    and ``answer_types`` add media types (to their schemas) beside
+    ``application/json``; ``error_answers`` replaces the meaning, model or
+    headers of an error status (``ErrorAnswer`` and ``ERROR_MEANINGS`` otherwise).
     """
 
     summary: str
@@ -84,6 +87,19 @@ class Operation:
     security: tuple[tuple[str, ...], ...] | None = None
     tag: str | None = None
     description: str | None = None
+    body_types: dict[str, dict] = field(default_factory=dict)
+    answer_types: dict[str, dict] = field(default_factory=dict)
+    error_answers: dict[int, "ErrorCase"] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ErrorCase:
+    """An error status an operation answers otherwise than most: its
+    meaning, its model and its headers."""
+
+    meaning: str
+    model: type[BaseModel] = ErrorAnswer
+    headers: dict[str, dict] = field(default_factory=dict)
 
 
 class Description:
@@ -153,7 +169,8 @@ class Description:
         if operation.body is not None:
             schema = _patch_ref(operation.body.model, schemas) if isinstance(operation.body, Patch) \
                 else _ref(operation.body, schemas)
-            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema}}}
+            out["requestBody"] = {"required": True, "content": {"application/json": {"schema": schema},
+                                                                **_media(operation.body_types)}}
         responses: dict[str, dict] = {}
         for status, model in operation.answers.items():
             answer: dict[str, Any] = {"description": _status_text(status)}
@@ -161,17 +178,25 @@ class Description:
                 answer["headers"] = dict(operation.answer_headers)
             if model is not None:
                 schema = model if isinstance(model, dict) else _ref(model, schemas, mode="serialization")
-                answer["content"] = {"application/json": {"schema": schema}}
+                answer["content"] = {"application/json": {"schema": schema}, **_media(operation.answer_types)}
             responses[str(status)] = answer
         for status in operation.errors:
+            case = operation.error_answers.get(status) or ErrorCase(ERROR_MEANINGS.get(status, _status_text(status)))
             responses[str(status)] = {
-                "description": ERROR_MEANINGS.get(status, _status_text(status)),
-                "content": {"application/json": {"schema": {"$ref": REF_TEMPLATE.format(model="ErrorAnswer")}}},
+                "description": case.meaning,
+                "content": {"application/json": {"schema": _ref(case.model, schemas, mode="serialization")}},
             }
+            if case.headers:
+                responses[str(status)]["headers"] = dict(case.headers)
         out["responses"] = dict(sorted(responses.items()))
         if operation.security is not None:
             out["security"] = [{name: [] for name in option} for option in operation.security]
         return out
+
+
+def _media(types: dict[str, dict]) -> dict:
+    """OpenAPI content entries of media types and their schemas."""
+    return {media_type: {"schema": schema} for media_type, schema in types.items()}
 
 
 def _status_text(status: int) -> str:

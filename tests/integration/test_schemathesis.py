@@ -216,6 +216,8 @@ def _excluded(case) -> list:
 @RUN
 def test_json_api_matches_its_description(case, seeded_api):
     application, key = seeded_api
+    # Ten configuration requests a minute per user, which a test of its own covers.
+    application.extensions.pop("monitor_config_document_limit", None)
     _aim_at_seeded(case, {"endpoint_id": 1, "service_id": 1, "window_id": 1},
                    {"endpointIds": [1], "groups": ["edge"]} if "/maintenance-windows" in case.path else None)
     _call(case, application, {"Authorization": f"Bearer {key}"})

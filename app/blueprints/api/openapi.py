@@ -9,6 +9,13 @@ from flask import current_app, jsonify
 from app import __version__
 from app.blueprints.api import bp
 from app.blueprints.api.views import ResultsQuery
+from app.services.config_documents import (
+    ConfigDocument,
+    ExportQuery,
+    ImportOutcomeAnswer,
+    ImportQuery,
+    InvalidDocumentAnswer,
+)
 from app.services.endpoints import EndpointAnswer, EndpointFilters, EndpointInput, EndpointListAnswer
 from app.services.failover import ClusterAnswer, FailoverOrderChange
 from app.services.maintenance import MaintenanceWindowAnswer, MaintenanceWindowInput, MaintenanceWindowListAnswer
@@ -19,7 +26,7 @@ from app.services.notifications import (
     ServiceListAnswer,
     TestRequest,
 )
-from app.services.openapi import Description, Operation, Patch
+from app.services.openapi import REF_TEMPLATE, Description, ErrorCase, Operation, Patch
 from app.services.results import ResultsAnswer
 from app.services.sync.schemas import InstanceAnswer
 
@@ -118,6 +125,31 @@ DESCRIPTION.describe("list_instances", "GET", Operation(
 DESCRIPTION.describe("update_instance", "PATCH", Operation(
     "Change a member's failover order (on the primary)", {200: InstanceAnswer}, (*_CHANGE, 404),
     body=FailoverOrderChange, tag="cluster"))
+
+# The same document written as YAML (which is how a person writes one).
+_YAML_TEXT = {"application/yaml": {"$ref": REF_TEMPLATE.format(model="ConfigDocument")}}
+_RETRY_AFTER = {"Retry-After": {"required": True, "description": "Seconds until a request is taken again",
+                                "schema": {"type": "string", "pattern": "^[0-9]+$"}}}
+_CONFIG_ERRORS = {
+    403: ErrorCase("Only an administrator reads or applies the configuration"),
+    429: ErrorCase("More than 10 configuration requests in a minute by this user", headers=_RETRY_AFTER),
+}
+DESCRIPTION.describe("export_config", "GET", Operation(
+    "The whole configuration as one document", {200: ConfigDocument}, (400, 401, 403, 429), query=ExportQuery,
+    answer_types=_YAML_TEXT, error_answers=_CONFIG_ERRORS, tag="configuration",
+    description=("JSON, or YAML when `Accept` prefers `application/yaml`. Secrets are masked (`********`, "
+                 "`••••••`) unless `withSecrets=true`; an import keeps the stored value of a mask.")))
+DESCRIPTION.describe("import_config", "POST", Operation(
+    "Apply a configuration document", {200: ImportOutcomeAnswer}, (400, 401, 403, 409, 413, 415, 429),
+    body=ConfigDocument, query=ImportQuery, body_types=_YAML_TEXT, tag="configuration",
+    error_answers={**_CONFIG_ERRORS,
+                   400: ErrorCase("Nothing was applied: `problems` lists each problem with its line, "
+                                  "or `fields` names the bad query parameter", InvalidDocumentAnswer),
+                   413: ErrorCase("The document is larger than 16 MiB"),
+                   415: ErrorCase("The document was not sent as application/json or application/yaml")},
+    description=("Items are matched by name (a window by title) and only what differs changes, in one "
+                 "transaction: the same document applied twice changes nothing the second time. A section "
+                 "left out is left alone; `prune=true` removes what a section does not name.")))
 
 
 @bp.get("/openapi.json")
