@@ -280,3 +280,34 @@ def test_a_peer_payload_takes_json_types_as_they_are(seeded_primary, epoch):
                                            json={"candidateId": DEPENDENT_ID, "epoch": epoch,
                                                  "syncUrl": "http://127.0.0.1:9"})
     assert reply.status_code == 400 and "epoch" in reply.get_json()["fields"]
+
+
+def test_a_document_service_kind_that_is_not_text_is_a_400_naming_it(seeded_api):
+    application, key = seeded_api
+    reply = application.test_client().post(
+        "/api/v1/config?dryRun=true", headers={"Authorization": f"Bearer {key}", "Content-Type": "application/yaml"},
+        data="notificationServices:\n- name: x\n  kind: {}\n  config: {}\n")
+    assert reply.status_code == 400
+    assert [p["path"] for p in reply.get_json()["problems"]] == ["notificationServices[0].kind"]
+
+
+@pytest.mark.parametrize("value", ["TRUE", " true", "1"])
+def test_a_config_flag_is_exactly_true_or_false(seeded_api, value):
+    application, key = seeded_api
+    reply = application.test_client().get(f"/api/v1/config?withSecrets={value}",
+                                          headers={"Authorization": f"Bearer {key}"})
+    assert reply.status_code == 400 and "withSecrets" in reply.get_json()["fields"]
+
+
+def test_the_described_document_is_what_an_export_writes_and_an_import_takes(seeded_api):
+    from app.services.config_documents import ConfigDocument
+
+    application, key = seeded_api
+    api, auth = application.test_client(), {"Authorization": f"Bearer {key}"}
+    for query in ("", "?withSecrets=true"):
+        exported = api.get(f"/api/v1/config{query}", headers=auth).get_json()
+        assert ConfigDocument.model_validate(exported).model_dump(by_alias=True, exclude_unset=True) == exported
+    example = ConfigDocument.model_json_schema()["examples"][0]
+    applied = api.post("/api/v1/config", headers=auth, json=example)
+    assert applied.status_code == 200, applied.get_json()
+    assert applied.get_json()["sections"]["statusPages"]["added"] == ["edge"]

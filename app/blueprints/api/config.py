@@ -43,8 +43,9 @@ def _admin_within_limit():
 
 
 def _flag(name: str) -> tuple[bool, dict | None]:
-    """A true/false query parameter (absent: false), or the fields of its error."""
-    value = request.args.get(name, "false").strip().lower()
+    """A true/false query parameter (absent: false), or the fields of its error.
+    Exactly ``true`` or ``false``, as the description says."""
+    value = request.args.get(name, "false")
     if value not in ("true", "false"):
         return False, {name: "must be true or false"}
     return value == "true", None

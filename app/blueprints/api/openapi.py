@@ -37,7 +37,8 @@ DESCRIPTION = Description(
                  "Every route needs a user's HTTP basic credentials or an API key (`Authorization: Bearer epm_...`); "
                  "changes need an administrator, and are refused (409) on an instance that is not the primary. "
                  "Bodies are JSON objects sent as `application/json`, at most 1 MiB, validated strictly (`\"60\"` "
-                 "is not a number); an error names each bad field under `fields`."),
+                 "is not a number); an error names each bad field under `fields`. The configuration document "
+                 "(`/config`) is the exception: JSON or YAML, up to 16 MiB, its problems listed under `problems`."),
     security_schemes={
         "basicAuth": {"type": "http", "scheme": "basic", "description": "A user's email and password"},
         "apiKey": {"type": "http", "scheme": "bearer", "description": "An API key made on the API keys page"},
