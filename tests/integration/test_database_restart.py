@@ -195,3 +195,23 @@ def test_checks_resume_by_themselves_after_the_postgresql_server_restarts(tmp_pa
     finally:
         monitor.stop()
         endpoint.close()
+
+
+def test_a_database_outage_names_the_database_without_its_password(caplog):
+    from sqlalchemy.exc import OperationalError
+
+    from app.services.database_outage import DatabaseOutage
+
+    now = [0.0]
+    outage = DatabaseOutage("clock (pid 1)", "postgresql://monitor:s3cret@db:5432/monitor", clock=lambda: now[0])
+    with caplog.at_level("WARNING", logger="app.services.queues"):
+        for _ in range(90):  # a failed tick a second for 90 s
+            outage.failed(OperationalError("SELECT 1", {}, Exception("connection refused")))
+            now[0] += 1
+        outage.recovered()
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 3, lines
+    assert lines[0].startswith("clock (pid 1): the database at postgresql://monitor:***@db:5432/monitor "
+                               "is unreachable (OperationalError: ")
+    assert "s3cret" not in "\n".join(lines)
+    assert "reachable again after 90 s" in lines[2]
