@@ -25,7 +25,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from app.services import queues
+from app.services import database_outage, queues
+from app.services.database_outage import DatabaseOutage
 
 logger = logging.getLogger(__name__)
 
@@ -145,6 +146,7 @@ class Clock:
         # yet in the queue: Redis went away between the claim and the enqueue.
         self.unsent: list[tuple[list[int], list[float]]] = []
         self.outage = queues.RedisOutage(f"clock (pid {os.getpid()})")
+        self.database_outage = DatabaseOutage(f"clock (pid {os.getpid()})", app.config["SQLALCHEMY_DATABASE_URI"])
         self.regaining = False
 
     def hold_lease(self) -> bool:
@@ -216,6 +218,8 @@ class Clock:
             if self.leader:
                 try:
                     failover_tick(self.app)
+                except database_outage.UNREACHABLE:
+                    pass  # the tick reports the outage
                 except Exception:
                     if started - reported >= 60:  # one line a minute while it keeps failing
                         logger.exception("failover round failed; retrying every %g s", interval)
@@ -232,10 +236,16 @@ class Clock:
                 self.tick(now)
             except queues.UNREACHABLE as exc:
                 self.lost_redis(exc)
+            except database_outage.UNREACHABLE as exc:
+                # Nothing was claimed: the schedule waits in the database
+                # and is claimed once it answers again.
+                self.outage.recovered()
+                self.database_outage.failed(exc)
             except Exception:
                 logger.exception("clock tick failed; retrying next second")
             else:
                 self.outage.recovered()
+                self.database_outage.recovered()
             # Work is claimed a tick ahead and started at its due time by the
             # job, so the tick length is not part of the schedule lag.
             self._sleep_until(now + TICK_SECONDS)

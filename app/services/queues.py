@@ -80,21 +80,25 @@ class RedisOutage:
     def failed(self, exc: BaseException) -> None:
         """A call to Redis failed because Redis is unreachable."""
         now = self.clock()
-        reason = where(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")
+        reason = where(f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}")[:300]
         if self.since is None:
             self.since = self.reported_at = now
-            logger.warning("%s: Redis at %s is unreachable (%s); waiting for it, reporting once a minute",
-                           self.process, _url_or_unset(), reason)
+            logger.warning("%s: %s is unreachable (%s); waiting for it, reporting once a minute",
+                           self.process, self.subject(), reason)
         elif now - self.reported_at >= self.report_every:
             self.reported_at = now
-            logger.warning("%s: Redis at %s still unreachable after %.0f s (%s)",
-                           self.process, _url_or_unset(), now - self.since, reason)
+            logger.warning("%s: %s still unreachable after %.0f s (%s)",
+                           self.process, self.subject(), now - self.since, reason)
+
+    def subject(self) -> str:
+        """What is away, for the log line."""
+        return f"Redis at {_url_or_unset()}"
 
     def recovered(self) -> None:
         """A call to Redis worked: if Redis was away, say it is back."""
         if self.since is not None:
-            logger.warning("%s: Redis at %s is reachable again after %.0f s",
-                           self.process, _url_or_unset(), self.clock() - self.since)
+            logger.warning("%s: %s is reachable again after %.0f s",
+                           self.process, self.subject(), self.clock() - self.since)
             self.since = None
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -11,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from sqlalchemy import delete, select
 
 from app.checks import CheckResult, resolve
+from app.services import database_outage
 from workers.jobs import app
 
 logger = logging.getLogger(__name__)
@@ -25,6 +27,10 @@ STORE_EVERY_SECONDS = 1.0
 HANDOFF_AFTER_SECONDS = 0.25
 # Checks due within one slot start together.
 DISPATCH_SLOT_SECONDS = 0.05
+# Results that could not be stored (the database was away) are kept in the
+# process and tried again this often; at most this many are kept.
+RETRY_STORE_SECONDS = 2.0
+MAX_KEPT_RESULTS = 100_000
 
 _executor: ThreadPoolExecutor | None = None
 _stragglers: Stragglers | None = None
@@ -59,8 +65,30 @@ def store(finished: list[tuple[int, CheckResult]], instance_id: str, location: s
     from workers.jobs.alerts import alert_transitions
 
     transitions = record_results(finished, instance_id=instance_id, location=location)
-    alert_transitions(transitions)  # stores and enqueues deliveries; sends nothing here
+    try:
+        alert_transitions(transitions)  # stores and enqueues deliveries; sends nothing here
+    except database_outage.UNREACHABLE as exc:
+        # The results are committed: raising would have them stored twice.
+        logger.warning("alerts for %d status changes wait for the alert sweep: the database went away (%s)",
+                       len(transitions), type(exc).__name__)
     return len(transitions)
+
+
+def store_or_keep(finished: list[tuple[int, CheckResult]], instance_id: str, location: str) -> int:
+    """``store``, or, while the database is away, keep the results in this
+    process (``Stragglers.keep``) to be stored once it answers; returns the
+    status changes stored now."""
+    from app.extensions import db
+
+    try:
+        return store(list(finished), instance_id, location)
+    except database_outage.UNREACHABLE as exc:
+        try:
+            db.session.rollback()
+        except database_outage.UNREACHABLE:
+            pass  # the connection is gone; the pool pings the next one
+        _stragglers_thread().keep(list(finished), instance_id, location, exc)
+        return 0
 
 
 def collect(futures: dict[Future, Running], timeout: float) -> list[tuple[Future, tuple[int, CheckResult]]]:
@@ -81,19 +109,67 @@ def collect(futures: dict[Future, Running], timeout: float) -> list[tuple[Future
 
 
 class Stragglers(threading.Thread):
-    """Stores the results of checks that outlived their batch."""
+    """Stores the results of checks that outlived their batch, and results
+    that could not be stored because the database was away: those are kept
+    and tried again every ``RETRY_STORE_SECONDS`` until it answers."""
 
     def __init__(self):
         super().__init__(name="check-stragglers", daemon=True)
         self.lock = threading.Lock()
         self.futures: dict[Future, Running] = {}
+        self.kept: list[tuple[str, str, list[tuple[int, CheckResult]]]] = []  # (instance, location, results)
+        self.retry_at = 0.0
+        self.outage = database_outage.DatabaseOutage(f"worker (pid {os.getpid()})",
+                                                     app().config["SQLALCHEMY_DATABASE_URI"])
 
     def adopt(self, futures: dict[Future, Running]) -> None:
         with self.lock:
             self.futures.update(futures)
 
+    def keep(self, items: list[tuple[int, CheckResult]], instance_id: str, location: str,
+             exc: BaseException | None = None) -> None:
+        """Keep results to store later (``exc``: why they were not stored now)."""
+        with self.lock:
+            if exc is not None:
+                self.outage.failed(exc)
+                self.retry_at = time.monotonic() + RETRY_STORE_SECONDS
+            self.kept.append((instance_id, location, items))
+            held = sum(len(batch) for _, _, batch in self.kept)
+            while held > MAX_KEPT_RESULTS:
+                _, _, dropped = self.kept.pop(0)
+                held -= len(dropped)
+                logger.warning("dropped %d check results kept while the database is away: over %d kept",
+                               len(dropped), MAX_KEPT_RESULTS)
+
+    def store_kept(self) -> None:
+        """Store the kept results, oldest first; on a database outage the
+        rest stay kept for the next try."""
+        with self.lock:
+            if not self.kept or time.monotonic() < self.retry_at:
+                return
+            kept, self.kept = self.kept, []
+        stored = 0
+        for index, (instance_id, location, items) in enumerate(kept):
+            try:
+                with app().app_context():
+                    store(items, instance_id, location)
+                stored += len(items)
+            except database_outage.UNREACHABLE as exc:
+                with self.lock:
+                    self.outage.failed(exc)
+                    self.kept[:0] = kept[index:]
+                    self.retry_at = time.monotonic() + RETRY_STORE_SECONDS
+                return
+            except Exception:
+                logger.exception("could not store %d check results", len(items))
+        with self.lock:
+            if self.outage.ongoing:
+                logger.warning("stored %d check results kept while the database was away", stored)
+            self.outage.recovered()
+
     def run(self) -> None:
         while True:
+            self.store_kept()
             with self.lock:
                 futures = dict(self.futures)
             if not futures:
@@ -109,21 +185,21 @@ class Stragglers(threading.Thread):
             for future, item in finished:
                 running = futures[future]
                 by_identity.setdefault((running.instance_id, running.location), []).append(item)
-            try:
-                with app().app_context():
-                    for (instance_id, location), items in by_identity.items():
-                        store(items, instance_id, location)
-            except Exception:
-                logger.exception("could not store %d late check results", len(finished))
+            for (instance_id, location), items in by_identity.items():
+                self.keep(items, instance_id, location)  # stored at the top of the loop
 
 
-def _adopt_stragglers(futures: dict[Future, Running]) -> None:
+def _stragglers_thread() -> Stragglers:
     global _stragglers
     with _lock:
         if _stragglers is None or not _stragglers.is_alive():
             _stragglers = Stragglers()
             _stragglers.start()
-    _stragglers.adopt(futures)
+        return _stragglers
+
+
+def _adopt_stragglers(futures: dict[Future, Running]) -> None:
+    _stragglers_thread().adopt(futures)
 
 
 def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
@@ -173,7 +249,7 @@ def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
                 running.pop(future)
                 ready.append(item)
             if ready and time.monotonic() - last_store >= STORE_EVERY_SECONDS:
-                counts["statusChanges"] += store(ready, instance_id, location)
+                counts["statusChanges"] += store_or_keep(ready, instance_id, location)
                 counts["checked"] += len(ready)
                 counts["failing"] += sum(1 for _, r in ready if not r.is_ok)
                 ready.clear()
@@ -199,7 +275,7 @@ def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
         while running and (left := handoff_at - time.monotonic()) > 0:
             gather(min(left, STORE_EVERY_SECONDS))
         if ready:
-            counts["statusChanges"] += store(ready, instance_id, location)
+            counts["statusChanges"] += store_or_keep(ready, instance_id, location)
             counts["checked"] += len(ready)
             counts["failing"] += sum(1 for _, r in ready if not r.is_ok)
         if running:
