@@ -2,7 +2,12 @@
 import json
 
 from flask import jsonify, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
+
+# PostgreSQL's "numeric value out of range" and "datetime field overflow":
+# what SQLite's driver raises as OverflowError.
+OUT_OF_RANGE_SQLSTATES = {"22003", "22008"}
 
 
 def wants_json() -> bool:
@@ -116,3 +121,11 @@ def register_error_handlers(app):
         if wants_json():
             return json_error(400, "out_of_range", message)
         return message, 400
+
+    @app.errorhandler(DataError)
+    def _out_of_range_for_postgresql(exc: DataError):
+        # An id past an INTEGER column's range reaches PostgreSQL, which
+        # refuses it; the same request on SQLite is an OverflowError.
+        if getattr(exc.orig, "sqlstate", None) in OUT_OF_RANGE_SQLSTATES:
+            return _out_of_range(OverflowError(str(exc.orig)))
+        raise exc
