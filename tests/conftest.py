@@ -41,9 +41,9 @@ PROCESS_TREE_SUITES = ("cluster", "browser")
 def pytest_configure(config):
     if BACKEND not in BACKENDS:
         raise pytest.UsageError(f"TEST_BACKEND must be one of {', '.join(BACKENDS)}, got {BACKEND!r}")
-    if ON_POSTGRES:
-        if not POSTGRES_URL:
-            raise pytest.UsageError("TEST_BACKEND=postgres needs TEST_DATABASE_URL (a PostgreSQL server to use)")
+    if ON_POSTGRES and not POSTGRES_URL:
+        raise pytest.UsageError("TEST_BACKEND=postgres needs TEST_DATABASE_URL (a PostgreSQL server to use)")
+    if POSTGRES_URL:
         postgres.databases = postgres.PostgresDatabases(POSTGRES_URL)
 
 
@@ -75,7 +75,7 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(autouse=True)
 def _postgres_databases_of_this_test():
     """On PostgreSQL, each test's data directories get databases afresh."""
-    if postgres.databases is not None:
+    if ON_POSTGRES:
         postgres.databases.start_test()
 
 
@@ -86,7 +86,7 @@ def make_app(tmp_path: Path, env: dict | None = None, *, serve: str = "web"):
     its own gets the data directory's database there, as it would get its
     ``monitor.db`` on SQLite.
     """
-    if postgres.databases is not None and not {"DATABASE_URL", "DATABASE_PATH"} & set(env or {}):
+    if ON_POSTGRES and not {"DATABASE_URL", "DATABASE_PATH"} & set(env or {}):
         env = {**(env or {}), "DATABASE_URL": postgres.databases.for_directory(tmp_path)}
     settings = load_settings({"DATA_DIR": str(tmp_path), "SECRET_KEY": "test-secret-key-0123456789", **(env or {})})
     return create_app({"TESTING": True}, serve=serve, settings=settings)
@@ -107,20 +107,36 @@ def migrated_sqlite_template(tmp_path_factory) -> Path:
     """A SQLite file migrated once per session; each test copies it
     (``copy_template``). On PostgreSQL, a template database in its place."""
     folder = tmp_path_factory.mktemp("template")
-    if postgres.databases is not None:
-        postgres.databases.create_template(folder)
-    app = make_app(folder, serve="none")
+    if ON_POSTGRES:
+        postgres.databases.ensure_template(lambda url: migrate_database(folder, url))
+        postgres.databases.template_dir = folder.resolve()
+    else:
+        migrate_database(folder)
+    return folder / "monitor.db"
+
+
+def migrate_database(data_dir: Path, url: str | None = None) -> None:
+    """Migrate the database of ``data_dir`` (or at ``url``) and initialise it."""
+    app = make_app(data_dir, {"DATABASE_URL": url} if url else None, serve="none")
     migrate(app)
     with app.app_context():
         db.engine.dispose()
-    if postgres.databases is not None:
-        postgres.databases.template_migrated()
-    return folder / "monitor.db"
+
+
+def give_own_identity(application) -> None:
+    """A copied template shares the template's instance id; make it unique."""
+    from app.models import InstanceConfig
+
+    with application.app_context():
+        db.session.execute(
+            db.update(InstanceConfig).where(InstanceConfig.key == "instance_id").values(value=str(uuid.uuid4()))
+        )
+        db.session.commit()
 
 
 def copy_template(template: Path, data_dir: Path) -> None:
     """Give ``data_dir`` a database in the migrated template's state."""
-    if postgres.databases is not None:
+    if ON_POSTGRES:
         postgres.databases.copy_template(data_dir)
     else:
         shutil.copy(template, data_dir / "monitor.db")
@@ -132,14 +148,7 @@ def app(tmp_path, migrated_sqlite_template, monkeypatch):
     (on PostgreSQL with TEST_BACKEND=postgres)."""
     copy_template(migrated_sqlite_template, tmp_path)
     application = make_app(tmp_path)
-    with application.app_context():
-        from app.models import InstanceConfig
-
-        # A copied template shares the template's instance id; make it unique.
-        db.session.execute(
-            db.update(InstanceConfig).where(InstanceConfig.key == "instance_id").values(value=str(uuid.uuid4()))
-        )
-        db.session.commit()
+    give_own_identity(application)
     yield application
     with application.app_context():
         db.session.remove()
@@ -164,10 +173,15 @@ def postgres_url():
 
 @pytest.fixture
 def pg_app(tmp_path, postgres_url):
-    """A web app on a freshly migrated PostgreSQL schema (skipped without one)."""
-    reset_postgres(postgres_url)
+    """A web app on a freshly migrated PostgreSQL schema (skipped without one):
+    ``postgres_url``'s database brought to the state of a template migrated
+    once per run, with an identity of its own."""
+    databases = postgres.databases
+    (tmp_path / "template").mkdir(exist_ok=True)
+    databases.ensure_template(lambda url: migrate_database(tmp_path / "template", url))
+    databases.reset(make_url(postgres_url).database)
     application = make_app(tmp_path, {"DATABASE_URL": postgres_url})
-    migrate(application)
+    give_own_identity(application)
     yield application
     with application.app_context():
         db.session.remove()

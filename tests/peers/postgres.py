@@ -1,5 +1,6 @@
-"""Databases on the real PostgreSQL server of TEST_DATABASE_URL, for the
-test run that puts the app-level fixtures on PostgreSQL (TEST_BACKEND=postgres).
+"""Databases on the real PostgreSQL server of TEST_DATABASE_URL: the
+``pg_app`` fixture's, and every app-level fixture's when TEST_BACKEND=postgres
+puts them on PostgreSQL.
 
 Under SQLite a test's database is the file ``monitor.db`` in its data
 directory: copied from a migrated template, or made empty by the first app
@@ -13,11 +14,13 @@ back to the migrated template's state first: every row deleted, every
 sequence restarted, the template's rows put back, all in one transaction. A
 test that changed the schema (a migration test) leaves a slot whose schema
 no longer matches the template's; that slot is made again from the template.
+``pg_app``'s database is brought back to the template the same way.
 """
 from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from sqlalchemy import create_engine, make_url, text
@@ -63,15 +66,14 @@ class PostgresDatabases:
 
     # The template, made once per run.
 
-    def create_template(self, data_dir: Path) -> str:
-        """An empty template database for ``data_dir``; migrate it, then call ``template_migrated``."""
+    def ensure_template(self, migrate: Callable[[str], None]) -> str:
+        """The migrated template's URL; made at the first call by ``migrate(url)``."""
+        url = self.url(self.template)
+        if self._fingerprint:
+            return url
         self._execute(f'CREATE DATABASE "{self.template}"')
-        self.template_dir = data_dir.resolve()
-        return self.url(self.template)
-
-    def template_migrated(self) -> None:
-        """Note the migrated template's schema, tables, sequences and rows."""
-        engine = create_engine(self.url(self.template))
+        migrate(url)
+        engine = create_engine(url)
         with engine.connect() as conn:
             self._fingerprint = conn.execute(SCHEMA_FINGERPRINT).scalar_one()
             self._tables = conn.execute(text(
@@ -84,6 +86,27 @@ class PostgresDatabases:
                     if rows:
                         self._rows[table] = [dict(row) for row in rows]
         engine.dispose()
+        return url
+
+    def reset(self, name: str) -> str:
+        """Bring database ``name`` (made if missing) to the template's state; its URL.
+
+        Nobody may stay connected: an app that a test left open (or a thread
+        still writing) must not see the next test.
+        """
+        if self._vacate(name):
+            engine = create_engine(self.url(name))
+            try:
+                with engine.connect() as conn:
+                    same_schema = conn.execute(SCHEMA_FINGERPRINT).scalar_one() == self._fingerprint
+                if same_schema:
+                    self._restore_rows(engine)
+                    return self.url(name)
+            finally:
+                engine.dispose()
+            self._execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
+        return self.url(name)
 
     # Databases for one test.
 
@@ -103,17 +126,9 @@ class PostgresDatabases:
 
     def copy_template(self, data_dir: Path) -> str:
         """Give ``data_dir`` a database in the migrated template's state."""
-        slot = self._next_slot()
-        with self._slot_engine(slot) as engine:
-            fingerprint = _fingerprint(engine)
-            if fingerprint != self._fingerprint:
-                engine.dispose()
-                self._execute(f'DROP DATABASE IF EXISTS "{slot}" WITH (FORCE)')
-                self._execute(f'CREATE DATABASE "{slot}" TEMPLATE "{self.template}"')
-            else:
-                self._restore_rows(engine)
-        self.by_directory[data_dir.resolve()] = self.url(slot)
-        return self.url(slot)
+        url = self.reset(self._next_slot())
+        self.by_directory[data_dir.resolve()] = url
+        return url
 
     def drop_all(self) -> None:
         """Drop every database of this run."""
@@ -124,28 +139,30 @@ class PostgresDatabases:
     # How.
 
     def _empty(self) -> str:
-        slot = self._next_slot()
-        with self._slot_engine(slot) as engine, engine.begin() as conn:
+        name = self._next_slot()
+        if not self._vacate(name):
+            self._execute(f'CREATE DATABASE "{name}"')
+        url = self.url(name)
+        engine = create_engine(url)
+        with engine.begin() as conn:
             conn.execute(text("DROP SCHEMA public CASCADE"))
             conn.execute(text("CREATE SCHEMA public"))
-        return self.url(slot)
+        engine.dispose()
+        return url
 
     def _next_slot(self) -> str:
-        """The next free slot, with nobody connected: an app that a test
-        left open (or a thread still writing) must not see the next test."""
         if self.taken == len(self.slots):
-            name = f"{self.prefix}_{len(self.slots)}"
-            self._execute(f'CREATE DATABASE "{name}" TEMPLATE "{self.template}"')
-            self.slots.append(name)
-        slot = self.slots[self.taken]
+            self.slots.append(f"{self.prefix}_{len(self.slots)}")
         self.taken += 1
+        return self.slots[self.taken - 1]
+
+    def _vacate(self, name: str) -> bool:
+        """End every connection to database ``name``; whether it exists."""
         with self.server.connect() as conn:
             conn.execute(text("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                              "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": slot})
-        return slot
-
-    def _slot_engine(self, slot: str) -> _DisposedEngine:
-        return _DisposedEngine(create_engine(self.url(slot)))
+                              "WHERE datname = :name AND pid <> pg_backend_pid()"), {"name": name})
+            return conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :name"),
+                                {"name": name}).first() is not None
 
     def _restore_rows(self, engine: Engine) -> None:
         with engine.begin() as conn:
@@ -169,21 +186,3 @@ class PostgresDatabases:
 # This run's databases when the app-level fixtures are on PostgreSQL; kept
 # here, not in conftest.py, which tests also import under a second name.
 databases: PostgresDatabases | None = None
-
-
-class _DisposedEngine:
-    """An engine that is disposed when the ``with`` block ends."""
-
-    def __init__(self, engine: Engine):
-        self.engine = engine
-
-    def __enter__(self) -> Engine:
-        return self.engine
-
-    def __exit__(self, *exc_info) -> None:
-        self.engine.dispose()
-
-
-def _fingerprint(engine: Engine) -> str:
-    with engine.connect() as conn:
-        return conn.execute(SCHEMA_FINGERPRINT).scalar_one()
