@@ -32,7 +32,7 @@ from rq import Queue
 from rq.registry import StartedJobRegistry
 from sqlalchemy import create_engine, make_url, text
 
-from tests.conftest import POSTGRES_URL, ROOT, SECRET, SERVER_REDIS_URL, instance_app
+from tests.conftest import POSTGRES_URL, ROOT, SECRET, SERVER_REDIS_URL, instance_app, make_app
 from tests.peers.process import ADMIN, monitor_env, wait_until
 
 pytestmark = pytest.mark.process_tree
@@ -151,6 +151,20 @@ def gunicorn(bind_port: str, workers: int, app: str, threads: int) -> list[str]:
             "--access-logfile", "-", "--access-logformat", ACCESS_LOG_FORMAT, app]
 
 
+def add_endpoints(data_dir: Path, database_url: str, target: RecordingServer) -> list[int]:
+    """ENDPOINTS http endpoints every INTERVAL seconds, each on a path of its own at ``target``."""
+    from app.extensions import db
+    from app.services.endpoints import create_endpoint
+
+    application = make_app(data_dir, {"DATABASE_URL": database_url}, serve="none")
+    with application.app_context():
+        ids = [create_endpoint({"name": f"site-{n}", "checkType": "http", "target": f"{target.url}/site-{n}",
+                                "intervalSeconds": INTERVAL}).id for n in range(ENDPOINTS)]
+        db.session.remove()
+        db.engine.dispose()
+    return ids
+
+
 @pytest.fixture(scope="module")
 def scaled_out(tmp_path_factory):
     if not POSTGRES_URL:
@@ -173,15 +187,11 @@ def scaled_out(tmp_path_factory):
     (root / "data").mkdir()
     cluster = ScaledOut(env, database_url, root, target)
     try:
-        # The Procfile's release step, then endpoints through the command line.
-        for args in (["init"], *(["endpoints", "add", "--name", f"site-{n}", "--type", "http",
-                                   "--target", f"{target.url}/site-{n}", "--interval", str(INTERVAL)]
-                                  for n in range(ENDPOINTS))):
-            done = subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=env, capture_output=True,
-                                  text=True, timeout=120)
-            assert done.returncode == 0, f"`python -m app {' '.join(args)}` failed:\n{done.stdout}{done.stderr}"
-        cluster.endpoint_ids = [row[0] for row in cluster.rows("SELECT id FROM endpoints ORDER BY id")]
-        assert len(cluster.endpoint_ids) == ENDPOINTS
+        # The Procfile's release step, then the endpoints.
+        done = subprocess.run([sys.executable, "-m", "app", "init"], cwd=ROOT, env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, f"`python -m app init` failed:\n{done.stdout}{done.stderr}"
+        cluster.endpoint_ids = add_endpoints(root / "data", database_url, target)
         for n in (1, 2):
             cluster.start(f"worker.{n}", [sys.executable, "-m", "workers.worker"])
             cluster.start(f"clock.{n}", [sys.executable, "-m", "workers.clock"])
