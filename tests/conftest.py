@@ -9,8 +9,10 @@ TEST_BACKEND=postgres puts the app-level fixtures themselves (``app``,
 that server, a database in the migrated state per data directory
 (tests/peers/postgres.py), and ``redis_url`` on the server Redis alone: the
 same tests then run on the scale-out backends. Tests marked ``sqlite_only``
-are skipped there, with their reason, and the ``sqlite`` variant of a test
-parametrized over both backends is left out (it would repeat the other).
+are skipped there, with their reason, and tests that choose their database
+themselves (``pg_app``, ``postgres_url``, or parametrized over ``sqlite``
+and ``postgresql``) are left out: with TEST_DATABASE_URL set they ran on
+PostgreSQL in the ordinary run, and would only run again.
 """
 from __future__ import annotations
 
@@ -63,9 +65,12 @@ def pytest_collection_modifyitems(config, items):
         if not ON_POSTGRES:
             continue
         marker = item.get_closest_marker("sqlite_only")
+        backends = {"sqlite", "postgresql"} & set(getattr(getattr(item, "callspec", None), "params", {}).values())
         if marker is not None:
             item.add_marker(pytest.mark.skip(reason=f"SQLite only: {marker.kwargs.get('reason') or marker.args[0]}"))
-        elif "sqlite" in getattr(getattr(item, "callspec", None), "params", {}).values():
+        elif backends or "postgres_url" in item.fixturenames:
+            # It chooses its database itself: it ran on PostgreSQL with the
+            # rest, and here would only run again.
             deselected.append(item)
     if deselected:
         config.hook.pytest_deselected(items=deselected)
