@@ -55,8 +55,8 @@ def pytest_unconfigure(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Mark the suites that start real process trees, and on PostgreSQL leave
-    out what only SQLite can run."""
+    """Mark the suites that start real process trees; on PostgreSQL skip what
+    only SQLite can run and leave out what ran on PostgreSQL already."""
     deselected = []
     for item in items:
         if item.path.is_relative_to(ROOT / "tests") and \
