@@ -50,7 +50,8 @@ class PostgresDatabases:
     def __init__(self, server_url: str):
         self.server_url = server_url
         self.prefix = f"monitor_test_{os.getpid()}_{uuid.uuid4().hex[:6]}"
-        self.server = create_engine(server_url, isolation_level="AUTOCOMMIT")
+        # Pre-pinged: a server restarted during the run leaves dead pooled connections.
+        self.server = create_engine(server_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
         self.template = f"{self.prefix}_template"
         self.template_dir: Path | None = None
         self.slots: list[str] = []
