@@ -5,9 +5,14 @@ import json
 import logging
 
 from flask import current_app, jsonify, make_response, render_template, request
+from sqlalchemy.exc import DataError
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 logger = logging.getLogger(__name__)
+
+# PostgreSQL's "numeric value out of range" and "datetime field overflow":
+# what SQLite's driver raises as OverflowError.
+OUT_OF_RANGE_SQLSTATES = {"22003", "22008"}
 
 # What a person is told; werkzeug's names and descriptions are written for
 # developers.
@@ -186,3 +191,11 @@ def register_error_handlers(app):
         if wants_json():
             return json_error(400, "out_of_range", message)
         return error_page(400, "Bad Request", message[:1].upper() + message[1:] + ".")
+
+    @app.errorhandler(DataError)
+    def _out_of_range_for_postgresql(exc: DataError):
+        # An id past an INTEGER column's range reaches PostgreSQL, which
+        # refuses it; the same request on SQLite is an OverflowError.
+        if getattr(exc.orig, "sqlstate", None) in OUT_OF_RANGE_SQLSTATES:
+            return _out_of_range(OverflowError(str(exc.orig)))
+        raise exc

@@ -19,6 +19,8 @@ from tests.peers.demo import DemoRun, hold_port
 from tests.peers.ports import reserve_port
 from tests.peers.process import wait_until
 
+pytestmark = pytest.mark.process_tree
+
 LOCATIONS = {"demo-frankfurt": "frankfurt", "demo-virginia": "virginia", "demo-singapore": "singapore"}
 
 

@@ -29,6 +29,8 @@ from tests.conftest import ROOT
 from tests.peers.ports import reserve_port
 from tests.peers.process import ADMIN, MonitorProcess, monitor_env, wait_until
 
+pytestmark = pytest.mark.process_tree
+
 JOIN_SECRET = "faults-join-secret-0123456789"
 INTERVAL = 5
 SLOW_SECONDS = 2.5  # the slow endpoint answers after this: a check is in flight most of the time

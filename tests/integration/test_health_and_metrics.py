@@ -407,6 +407,7 @@ def test_metrics_take_a_fixed_number_of_queries_whatever_the_endpoints(any_app, 
 # --- the real process tree ---------------------------------------------------------
 
 
+@pytest.mark.process_tree
 def test_a_started_monitor_is_ready_serves_metrics_and_says_when_its_redis_dies(tmp_path):
     """``python -m app start``: its clock takes the lease and its workers
     register, so both ports answer ready; /metrics takes METRICS_TOKEN; once

@@ -1,4 +1,5 @@
 """Migration 0004 gives SQLite ids that are never reused, keeping every row."""
+import pytest
 from flask_migrate import downgrade, upgrade
 from sqlalchemy import func, select, text
 
@@ -12,6 +13,7 @@ from tests.conftest import ROOT, make_app
 MIGRATIONS = str(ROOT / "migrations")
 
 
+@pytest.mark.sqlite_only("0004 rebuilds SQLite's tables (PRAGMA, sqlite_master); on PostgreSQL it changes nothing")
 def test_it_keeps_every_result_and_never_reuses_an_id(tmp_path):
     app = make_app(tmp_path, serve="none")
     with app.app_context():

@@ -13,6 +13,8 @@ import requests
 from tests.conftest import ROOT
 from tests.peers.process import ADMIN, MonitorProcess, monitor_env, wait_until
 
+pytestmark = pytest.mark.process_tree
+
 
 @pytest.fixture
 def monitor(tmp_path):
