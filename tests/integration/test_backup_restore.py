@@ -21,6 +21,9 @@ from tests.conftest import ROOT
 from tests.peers.ports import reserve_port
 from tests.peers.process import ADMIN, MonitorProcess, monitor_env, wait_until
 
+# Real processes (or tools) whatever the database: left out of the PostgreSQL pass.
+pytestmark = pytest.mark.process_tree
+
 ENDPOINTS = 20
 INTERVAL = 5
 

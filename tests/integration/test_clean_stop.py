@@ -26,6 +26,9 @@ import pytest
 
 from tests.peers.process import ADMIN, STOP_TIMEOUT, MonitorProcess, monitor_env, wait_until
 
+# Real processes (or tools) whatever the database: left out of the PostgreSQL pass.
+pytestmark = pytest.mark.process_tree
+
 # Long enough that the embedded Redis's socket cannot live in the data
 # directory (a unix socket address holds about 100 bytes): it goes to a
 # folder of its own under the temporary folder.

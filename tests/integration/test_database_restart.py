@@ -29,6 +29,9 @@ from tests.integration.test_faults import (RESULT_WAIT, CountingEndpoint, add_en
                                           log_since, log_size)
 from tests.peers.process import ADMIN, MonitorProcess, monitor_env, wait_until
 
+# Real processes (or tools) whatever the database: left out of the PostgreSQL pass.
+pytestmark = pytest.mark.process_tree
+
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 OUTAGE_SECONDS = 10
 POSTGRES_BACK_TIMEOUT = 60

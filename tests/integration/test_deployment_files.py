@@ -21,6 +21,9 @@ from tests.peers.nginx import EXAMPLE_PORTS, EXAMPLE_UPSTREAMS, Nginx, make_cert
 from tests.peers.ports import reserve_port
 from tests.peers.process import MONITOR_SETTINGS
 
+# Real processes (or tools) whatever the database: left out of the PostgreSQL pass.
+pytestmark = pytest.mark.process_tree
+
 COMPOSE = ROOT / "deploy" / "compose"
 DOCKERFILE = ROOT / "Dockerfile"
 
