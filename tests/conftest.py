@@ -168,7 +168,7 @@ def postgres_url():
     if not POSTGRES_URL:
         pytest.skip("TEST_DATABASE_URL is not set")
     name = f"monitor_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    server = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT")
+    server = create_engine(POSTGRES_URL, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with server.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     yield make_url(POSTGRES_URL).set(database=name).render_as_string(hide_password=False)
