@@ -65,7 +65,8 @@ def pytest_collection_modifyitems(config, items):
         if not ON_POSTGRES:
             continue
         marker = item.get_closest_marker("sqlite_only")
-        backends = {"sqlite", "postgresql"} & set(getattr(getattr(item, "callspec", None), "params", {}).values())
+        params = getattr(getattr(item, "callspec", None), "params", {}).values()
+        backends = [value for value in params if isinstance(value, str) and value in ("sqlite", "postgresql")]
         if marker is not None:
             item.add_marker(pytest.mark.skip(reason=f"SQLite only: {marker.kwargs.get('reason') or marker.args[0]}"))
         elif backends or "postgres_url" in item.fixturenames:

@@ -54,6 +54,7 @@ class PostgresDatabases:
         self.server = create_engine(server_url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
         self.template = f"{self.prefix}_template"
         self.template_dir: Path | None = None
+        self.template_made = False
         self.slots: list[str] = []
         self.taken = 0
         self.by_directory: dict[Path, str] = {}
@@ -73,6 +74,7 @@ class PostgresDatabases:
         if self._fingerprint:
             return url
         self._execute(f'CREATE DATABASE "{self.template}"')
+        self.template_made = True
         migrate(url)
         engine = create_engine(url)
         with engine.connect() as conn:
@@ -132,8 +134,10 @@ class PostgresDatabases:
         return url
 
     def drop_all(self) -> None:
-        """Drop every database of this run."""
-        for name in [*self.slots, self.template]:
+        """Drop every database of this run; a run that made none (one with no
+        way to the server, in a network namespace) does not connect."""
+        made = [*self.slots, self.template] if self.template_made else self.slots
+        for name in made:
             self._execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         self.server.dispose()
 
