@@ -10,16 +10,16 @@ The descriptions are read from the served documents of an app made at
 collection time; each operation then runs against a fresh app from the
 fixtures, seeded with an administrator and her API key, endpoints, a
 notification service on loopback and (for the sync API) a registered
-instance. Generated URLs never leave the machine: names other than
-loopback do not resolve and addresses other than loopback refuse (see
-``loopback_only``).
+instance. Generated peer URLs never leave the machine: every generated
+``syncUrl`` or ``primaryUrl`` that the app could contact (a vote's, an
+announcement's, a registration's) is pointed at a real HTTP server on
+loopback (``peer``), which records what it is asked.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
-import socket
 import tempfile
+import threading
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -32,6 +32,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.generation.meta import CoverageScenario
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import negative_data_rejection, positive_data_acceptance
+from werkzeug.serving import make_server
 
 from app.extensions import db
 from tests.conftest import SECRET, make_app
@@ -112,37 +113,46 @@ def _aim_at_seeded(case, path_ids: dict, body_fields: dict | None = None) -> Non
 
 
 def _call(case, application, headers: dict) -> None:
+    _aim_at_peer(case)
     response = case.call_and_validate(app=application, excluded_checks=_excluded(case), headers=headers)
     ANSWERED.setdefault(case.operation.label, Counter())[response.status_code] += 1
 
 
-def _is_loopback(host) -> bool:
-    if host in ("localhost", "localhost.", None):
-        return True
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return False
+PEER_URL_FIELDS = ("syncUrl", "primaryUrl")
+PEER = {}
 
 
-@pytest.fixture(autouse=True)
-def loopback_only(monkeypatch):
-    """Generated peer URLs (a vote's or an announcement's ``syncUrl``) are
-    contacted by the app: let nothing but loopback resolve or connect."""
-    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.socket.connect
+def _aim_at_peer(case) -> None:
+    """A generated URL the app would call (valid by the description: http(s)
+    and at most 2,048 characters) goes to the loopback peer instead; other
+    values stay as generated, so invalid cases stay invalid."""
+    if not isinstance(case.body, dict):
+        return
+    for name in PEER_URL_FIELDS:
+        value = case.body.get(name)
+        if isinstance(value, str) and value.startswith(("http://", "https://")) and len(value) <= 2048:
+            case.body[name] = PEER["url"]
 
-    def getaddrinfo(host, *args, **kwargs):
-        if not _is_loopback(host.decode() if isinstance(host, bytes) else host):
-            raise socket.gaierror(socket.EAI_NONAME, "only loopback is reachable in this test")
-        return real_getaddrinfo(host, *args, **kwargs)
 
-    def connect(sock, address):
-        if sock.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(address[0]):
-            raise ConnectionRefusedError("only loopback is reachable in this test")
-        return real_connect(sock, address)
+@pytest.fixture(scope="module", autouse=True)
+def peer():
+    """A real HTTP server on loopback standing in for every other instance:
+    it answers each call 503 (a member that is starting) and keeps the
+    requests it got."""
+    requests_seen = []
 
-    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
-    monkeypatch.setattr(socket.socket, "connect", connect)
+    def application(environ, start_response):
+        requests_seen.append((environ["REQUEST_METHOD"], environ["PATH_INFO"]))
+        start_response("503 Service Unavailable", [("Content-Type", "application/json")])
+        return [b'{"error": "unavailable", "message": "starting"}']
+
+    server = make_server("127.0.0.1", 0, application, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    PEER["url"] = f"http://127.0.0.1:{server.server_port}"
+    yield requests_seen
+    server.shutdown()
+    thread.join(timeout=10)
 
 
 def _seed(application) -> str:
