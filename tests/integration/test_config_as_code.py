@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import os
-import shutil
 import subprocess
 import sys
 import uuid
@@ -25,7 +24,7 @@ from app.checks import MASK
 from app.extensions import db
 from app.models import Endpoint, InstanceConfig, NotificationService
 from app.notifiers import SECRET_MASK
-from tests.conftest import ROOT, make_app, migrate, reset_postgres
+from tests.conftest import ROOT, copy_template, make_app, migrate, reset_postgres
 
 ADMIN = ("admin@example.org", "correct horse battery")
 VIEWER = ("viewer@example.org", "viewer password 123")
@@ -413,10 +412,15 @@ def test_the_api_refuses_viewers_other_media_types_big_bodies_and_floods(store):
 
 # --- the command line, as a real process ----------------------------------------------
 
-def run_cli(data_dir: Path, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+def run_cli(data_dir: Path, *args: str, env: dict | None = None, application=None) -> subprocess.CompletedProcess:
+    """``python -m app ARGS`` on ``data_dir`` (and on ``application``'s
+    database when that is not the directory's SQLite file: PostgreSQL)."""
     environment = {key: value for key, value in os.environ.items()
                    if key not in ("DATABASE_URL", "DATABASE_PATH", "REDIS_URL")}
     environment.update({"DATA_DIR": str(data_dir), "SECRET_KEY": "test-secret-key-0123456789", **(env or {})})
+    uri = application.config["SQLALCHEMY_DATABASE_URI"] if application is not None else "sqlite:"
+    if not uri.startswith("sqlite:"):
+        environment["DATABASE_URL"] = uri
     return subprocess.run([sys.executable, "-m", "app", *args], cwd=ROOT, env=environment,
                           capture_output=True, text=True, timeout=120)
 
@@ -426,16 +430,15 @@ def test_the_command_line_round_trips_through_a_file(app, tmp_path, migrated_sql
     with app.app_context():
         db.session.remove()
         db.engine.dispose()
-    source_dir = Path(app.config["SQLALCHEMY_DATABASE_URI"][len("sqlite:///"):]).parent
     exported_file = tmp_path / "config.yaml"
-    done = run_cli(source_dir, "config", "export", str(exported_file), "--with-secrets")
+    done = run_cli(tmp_path, "config", "export", str(exported_file), "--with-secrets", application=app)
     assert done.returncode == 0, done.stderr
     assert oct(exported_file.stat().st_mode & 0o777) == "0o600"
     assert "s4sl-s3cret" in exported_file.read_text()
 
     target_dir = tmp_path / "target"
     target_dir.mkdir()
-    shutil.copy(migrated_sqlite_template, target_dir / "monitor.db")
+    copy_template(migrated_sqlite_template, target_dir)
     other = make_app(target_dir)
     with other.app_context():  # a copied template shares its instance id: give this one its own
         db.session.execute(db.update(InstanceConfig).where(InstanceConfig.key == "instance_id")
@@ -444,21 +447,21 @@ def test_the_command_line_round_trips_through_a_file(app, tmp_path, migrated_sql
         db.session.remove()
         db.engine.dispose()
 
-    dry = run_cli(target_dir, "config", "import", str(exported_file), "--dry-run")
+    dry = run_cli(target_dir, "config", "import", str(exported_file), "--dry-run", application=other)
     assert dry.returncode == 0, dry.stderr
     assert "+ endpoints: Shop" in dry.stdout and "dry run: nothing was changed" in dry.stdout
     assert exported(other)["endpoints"] == []
-    applied = run_cli(target_dir, "config", "import", str(exported_file))
+    applied = run_cli(target_dir, "config", "import", str(exported_file), application=other)
     assert applied.returncode == 0, applied.stderr
     assert "endpoints: 3 added, 0 changed, 0 removed, 0 unchanged" in applied.stdout
-    again = run_cli(target_dir, "config", "import", str(exported_file))
+    again = run_cli(target_dir, "config", "import", str(exported_file), application=other)
     assert "endpoints: 0 added, 0 changed, 0 removed, 3 unchanged" in again.stdout
     assert "nothing to change" in again.stdout
     assert exported(other) == exported(app)
 
     broken = tmp_path / "broken.yaml"
     broken.write_text(exported_file.read_text().replace("port: 5432", "port: 0"))
-    failed = run_cli(target_dir, "config", "import", str(broken))
+    failed = run_cli(target_dir, "config", "import", str(broken), application=other)
     assert failed.returncode == 2
     assert f"{broken}:{line_of(broken.read_text(), 'port: 0')}:" in failed.stderr
     assert "endpoints[0].port must be between 1 and 65535" in failed.stderr

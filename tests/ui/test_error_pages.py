@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 
 from app.extensions import db
-from tests.conftest import make_app
+from tests.conftest import copy_template, make_app
 from tests.ui.conftest import EMAIL, PASSWORD, csrf_token, sign_in
 
 SECRET_DETAIL = "database password is hunter2"
@@ -62,9 +62,7 @@ def test_api_errors_stay_json(client, admin):
 
 
 def test_sync_api_errors_stay_json(tmp_path, migrated_sqlite_template):
-    import shutil
-
-    shutil.copy(migrated_sqlite_template, tmp_path / "monitor.db")
+    copy_template(migrated_sqlite_template, tmp_path)
     sync_app = make_app(tmp_path, {"ENABLE_SYNC_API": "true", "SYNC_SHARED_SECRET": "s" * 32}, serve="sync")
     client = sync_app.test_client()
     for path in ("/sync/api/no-such-thing", "/favicon.ico", "/"):
