@@ -220,6 +220,8 @@ class Clock:
                     failover_tick(self.app)
                 except database_outage.UNREACHABLE:
                     pass  # the tick reports the outage
+                except queues.UNREACHABLE:
+                    pass  # Redis went away mid-round: the main loop reports it and stops leading
                 except Exception:
                     if started - reported >= 60:  # one line a minute while it keeps failing
                         logger.exception("failover round failed; retrying every %g s", interval)
