@@ -30,7 +30,7 @@ from tests.integration.test_faults import (RESULT_WAIT, CountingEndpoint, add_en
 from tests.peers.process import ADMIN, MonitorProcess, monitor_env, wait_until
 
 # Real processes (or tools) whatever the database: left out of the PostgreSQL pass.
-pytestmark = pytest.mark.process_tree
+pytestmark = [pytest.mark.process_tree, pytest.mark.restarts_postgresql]
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 OUTAGE_SECONDS = 10
