@@ -42,6 +42,7 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import select
 
 from app.checks import MASK, public_options, public_target
+from app.collector_pause import collector_paused
 from app.extensions import db
 from app.models import Endpoint, MaintenanceWindow, NotificationService, utcnow
 from app.notifiers import NOTIFIERS, SECRET_MASK
@@ -163,6 +164,7 @@ class ParsedDocument:
         return mark.line + 1, mark.column + 1
 
 
+@collector_paused()
 def parse_yaml(text: str) -> ParsedDocument:
     """Read a YAML document (safe types only); a syntax error is an
     ``InvalidDocument`` with its line and column."""
@@ -185,6 +187,7 @@ def parse_yaml(text: str) -> ParsedDocument:
     return parsed
 
 
+@collector_paused()
 def parse_json(text: str) -> ParsedDocument:
     """Read a JSON document; a syntax error is an ``InvalidDocument`` with its line and column."""
     def refuse(name):
@@ -921,6 +924,7 @@ def refusal(state: configuration.ClusterState | None = None) -> str | None:
     return f"this instance is {state.role}; import configuration on the primary{where}"
 
 
+@collector_paused()
 def import_document(parsed: ParsedDocument, *, prune: bool = False, dry_run: bool = False) -> ImportOutcome:
     """Apply a document in one transaction, or with ``dry_run`` only say what
     it would change. ``prune``: the document is the whole configuration, so

@@ -19,6 +19,7 @@ from pydantic.alias_generators import to_camel
 from sqlalchemy import func, insert, select, text
 
 from app.checks import CHECK_TYPES, MASK, SECRET_OPTIONS, is_secret_header, public_target
+from app.collector_pause import collector_paused
 from app.extensions import db
 from app.models import STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP, Endpoint
 from app.models.endpoint import consensus_rule_text
@@ -508,6 +509,7 @@ class ChangeRefused(Exception):
     """This instance takes no configuration (a dependent, a fenced primary)."""
 
 
+@collector_paused()
 def create_endpoints(items: Any) -> list[int]:
     """Validate and store many new endpoints from the JSON API, all or none,
     in one transaction; their ids, in the order given.
