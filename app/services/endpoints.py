@@ -501,10 +501,6 @@ def set_paused(endpoint: Endpoint, paused: bool) -> Endpoint:
 MAX_BATCH_ENDPOINTS = 10_000
 
 
-class BatchTooLarge(ValueError):
-    """A batch of more endpoints than ``MAX_BATCH_ENDPOINTS``."""
-
-
 class ChangeRefused(Exception):
     """This instance takes no configuration (a dependent, a fenced primary)."""
 
@@ -517,7 +513,7 @@ def create_endpoints(items: Any) -> list[int]:
     Each item is validated as ``create_endpoint(item, from_api=True)``
     validates one; a bad item is an ``InvalidEndpoint`` naming every bad
     field of every bad item as ``endpoints[INDEX].FIELD``, and nothing is
-    stored. More than ``MAX_BATCH_ENDPOINTS`` is a ``BatchTooLarge``.
+    stored; so is a batch of more than ``MAX_BATCH_ENDPOINTS``.
     ``config_version`` moves once for the whole batch.
     """
     if not isinstance(items, list):
@@ -525,8 +521,8 @@ def create_endpoints(items: Any) -> list[int]:
     if not items:
         raise InvalidEndpoint({"endpoints": "must hold at least one endpoint"})
     if len(items) > MAX_BATCH_ENDPOINTS:
-        raise BatchTooLarge(f"holds {len(items):,} endpoints; at most {MAX_BATCH_ENDPOINTS:,} are created "
-                            "in one request: send the rest in another")
+        raise InvalidEndpoint({"endpoints": f"holds {len(items):,} endpoints; at most {MAX_BATCH_ENDPOINTS:,} "
+                                            "are created in one request: send the rest in another"})
     references = References()
     errors: dict[str, str] = {}
     new = []

@@ -146,13 +146,14 @@ def test_any_bad_input_changes_nothing(store, body, field):
     assert state(store) == before
 
 
-def test_it_refuses_more_endpoints_than_the_limit_with_a_413(store):
+def test_it_refuses_more_endpoints_than_the_limit(store):
     before = state(store)
     one = {"name": "x", "checkType": "ping", "target": "127.0.0.1"}
     response = post(store, {"endpoints": [one] * (MAX_BATCH_ENDPOINTS + 1)})
-    assert response.status_code == 413
+    assert response.status_code == 400
     body = response.get_json()
-    assert body["error"] == "too_many_endpoints" and "at most 10,000" in body["fields"]["endpoints"]
+    assert body["fields"] == {"endpoints": "holds 10,001 endpoints; at most 10,000 are created in one request: "
+                                           "send the rest in another"}
     assert state(store) == before
 
 

@@ -72,9 +72,9 @@ DESCRIPTION.describe("create_endpoints", "POST", Operation(
     "Create many endpoints at once, all or none", {201: EndpointBatchAnswer}, _CHANGE, body=EndpointBatchInput,
     tag="endpoints",
     error_answers={400: ErrorCase("Nothing was created: `fields` names each bad field of each bad endpoint as "
-                                  "`endpoints[INDEX].FIELD` (INDEX from 0)"),
-                   413: ErrorCase(f"More than {MAX_BATCH_ENDPOINTS:,} endpoints, or a body over 16 MiB; "
-                                  "nothing was created")},
+                                  f"`endpoints[INDEX].FIELD` (INDEX from 0), or `endpoints` when it holds none "
+                                  f"or more than {MAX_BATCH_ENDPOINTS:,}"),
+                   413: ErrorCase("The body is larger than 16 MiB; nothing was created")},
     description=(f"Up to {MAX_BATCH_ENDPOINTS:,} endpoints in one transaction, each validated as "
                  "`POST /endpoints` validates one. One bad endpoint and none is created. The configuration "
                  "version moves once for the whole batch, and dependents pull the new endpoints together.")))

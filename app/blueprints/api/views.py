@@ -145,8 +145,6 @@ def create_endpoints():
                           fields={name: "is not a field of a batch (it has endpoints alone)" for name in unknown})
     try:
         ids = endpoint_service.create_endpoints(data.get("endpoints"))
-    except endpoint_service.BatchTooLarge as exc:
-        return json_error(413, "too_many_endpoints", f"the batch {exc}", fields={"endpoints": str(exc)})
     except endpoint_service.ChangeRefused as exc:
         return json_error(409, "read_only", str(exc))
     except endpoint_service.InvalidEndpoint as exc:
