@@ -42,8 +42,9 @@ from pydantic.json_schema import SkipJsonSchema
 from sqlalchemy import select
 
 from app.checks import MASK, public_options, public_target
+from app.collector_pause import collector_paused
 from app.extensions import db
-from app.models import STATUS_PENDING, Endpoint, MaintenanceWindow, NotificationService, utcnow
+from app.models import Endpoint, MaintenanceWindow, NotificationService, utcnow
 from app.notifiers import NOTIFIERS, SECRET_MASK
 from app.services import configuration, endpoints, maintenance, notifications, status_pages
 from app.services.input_errors import InvalidInput
@@ -163,6 +164,7 @@ class ParsedDocument:
         return mark.line + 1, mark.column + 1
 
 
+@collector_paused()
 def parse_yaml(text: str) -> ParsedDocument:
     """Read a YAML document (safe types only); a syntax error is an
     ``InvalidDocument`` with its line and column."""
@@ -185,6 +187,7 @@ def parse_yaml(text: str) -> ParsedDocument:
     return parsed
 
 
+@collector_paused()
 def parse_json(text: str) -> ParsedDocument:
     """Read a JSON document; a syntax error is an ``InvalidDocument`` with its line and column."""
     def refuse(name):
@@ -703,9 +706,8 @@ def _apply_endpoints(run: _ImportRun, section: str) -> None:
     if items is None:
         return
     stored = _stored_by_name(endpoints.list_endpoints())
-    db.session.flush()  # new services get their ids, for the endpoints that name them
-    defaults = None
-    added: list[tuple[Endpoint, list]] = []
+    references = endpoints.References()
+    added: list[tuple[endpoints.EndpointInput, list]] = []
     named = set()
     for path, item, name in run.keyed(items, "an endpoint"):
         named.add(name)
@@ -733,18 +735,14 @@ def _apply_endpoints(run: _ImportRun, section: str) -> None:
             errors["target"] = problem
         try:
             data = endpoints.with_stored_secrets(data, endpoint)
-            spec, _ = endpoints.checked_input(data, strict=True)
+            spec, _ = endpoints.checked_input(data, strict=True, references=references)
         except endpoints.InvalidEndpoint as exc:
             errors.update(exc.errors)
         if errors:
             run.field_problems(path, errors)
             continue
         if endpoint is None:
-            endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
-            if services is None:
-                defaults = notifications.default_services() if defaults is None else defaults
-            endpoints.apply_input(endpoint, spec)
-            added.append((endpoint, services if services is not None else list(defaults)))
+            added.append((spec, services if services is not None else references.services(None)))
             changes.added.append(name)
             continue
         before = {**endpoints.configuration_fields(endpoint),
@@ -758,12 +756,10 @@ def _apply_endpoints(run: _ImportRun, section: str) -> None:
             continue
         endpoints.apply_update(endpoint, spec, services)
         changes.changed.append((name, fields))
-    # One flush for every new endpoint: the ORM sends them as batched inserts.
-    # Services are set once they are in the session, so that no query
-    # before then flushes a service holding an endpoint the session lacks.
-    db.session.add_all([endpoint for endpoint, _ in added])
-    for endpoint, services in added:
-        endpoint.notification_services = services
+    # The new endpoints go in together, as the batch API stores them (with
+    # problems anywhere the transaction is rolled back in the end; until
+    # then the later sections see them, as they will be).
+    endpoints.insert_new(added)
     if run.prune:
         for name in stored:
             if name not in named:
@@ -928,6 +924,7 @@ def refusal(state: configuration.ClusterState | None = None) -> str | None:
     return f"this instance is {state.role}; import configuration on the primary{where}"
 
 
+@collector_paused()
 def import_document(parsed: ParsedDocument, *, prune: bool = False, dry_run: bool = False) -> ImportOutcome:
     """Apply a document in one transaction, or with ``dry_run`` only say what
     it would change. ``prune``: the document is the whole configuration, so

@@ -394,25 +394,36 @@ def _changed_configuration(obj) -> bool:
 
 @event.listens_for(Session, "before_flush")
 def _bump_config_version(session, flush_context, instances):
+    if not session.info.get("config_version_bumped") and _changes_configuration(session):
+        _bump_once(session)
+
+
+def configuration_written() -> None:
+    """Bump ``config_version`` for configuration rows written past the ORM
+    (bulk inserts through Core, which no flush sees): once per transaction,
+    however many rows, as a flush does."""
+    _bump_once(db.session)
+
+
+def _bump_once(session: Session) -> None:
     if session.info.get("config_version_bumped"):
         return
-    if _changes_configuration(session):
-        session.info["config_version_bumped"] = True
-        # A dependent's version is the primary's, set when it pulls; its own
-        # users and keys must not move it, or a pull could match by chance.
-        own_role = session.execute(
-            select(InstanceConfig.value).where(InstanceConfig.key == ROLE)
-        ).scalar_one_or_none()
-        if own_role in (ROLE_DEPENDENT, ROLE_FENCED):
-            return
-        # Arithmetic in SQL so concurrent writers never lose an increment.
-        session.execute(
-            text(
-                "UPDATE instance_config SET value = CAST(CAST(value AS INTEGER) + 1 AS VARCHAR(20)) "
-                "WHERE key = :key"
-            ),
-            {"key": CONFIG_VERSION},
-        )
+    session.info["config_version_bumped"] = True
+    # A dependent's version is the primary's, set when it pulls; its own
+    # users and keys must not move it, or a pull could match by chance.
+    own_role = session.execute(
+        select(InstanceConfig.value).where(InstanceConfig.key == ROLE)
+    ).scalar_one_or_none()
+    if own_role in (ROLE_DEPENDENT, ROLE_FENCED):
+        return
+    # Arithmetic in SQL so concurrent writers never lose an increment.
+    session.execute(
+        text(
+            "UPDATE instance_config SET value = CAST(CAST(value AS INTEGER) + 1 AS VARCHAR(20)) "
+            "WHERE key = :key"
+        ),
+        {"key": CONFIG_VERSION},
+    )
 
 
 @event.listens_for(Session, "after_commit")

@@ -16,9 +16,10 @@ from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
-from sqlalchemy import select
+from sqlalchemy import func, insert, select, text
 
 from app.checks import CHECK_TYPES, MASK, SECRET_OPTIONS, is_secret_header, public_target
+from app.collector_pause import collector_paused
 from app.extensions import db
 from app.models import STATUS_DOWN, STATUS_PARTIAL, STATUS_PENDING, STATUS_UP, Endpoint
 from app.models.endpoint import consensus_rule_text
@@ -315,48 +316,92 @@ def _with_stored_options(options: dict, stored: dict) -> dict:
 
 
 def apply_input(endpoint: Endpoint, spec: EndpointInput) -> None:
-    endpoint.name = spec.name
-    endpoint.check_type = spec.check_type
-    endpoint.target = spec.target
-    endpoint.port = spec.port
-    endpoint.options = spec.options
-    endpoint.interval_seconds = spec.interval_seconds
-    endpoint.timeout_seconds = spec.timeout_seconds
-    endpoint.failure_threshold = spec.failure_threshold
-    endpoint.success_threshold = spec.success_threshold
-    endpoint.is_paused = spec.is_paused
-    endpoint.group_name = spec.group
-    endpoint.reminder_interval_minutes = spec.reminder_interval_minutes
-    rule = Rule.parse(spec.consensus_rule)
-    endpoint.location_ids = spec.locations
-    endpoint.consensus_rule, endpoint.consensus_min_down = rule.kind, rule.count
-    endpoint.alert_on_partial = spec.alert_on_partial
-    endpoint.cert_expiry_days = spec.cert_expiry_days
+    """Set a validated input's settings on an endpoint."""
     if spec.locations is None:
-        endpoint.checked_here = True  # every location: no need to ask which one this is
+        here = True  # every location: no need to ask which one this is
     else:
         with db.session.no_autoflush:  # a new endpoint is not in the session yet
-            endpoint.checked_here = configuration.instance_id() in spec.locations
+            here = configuration.instance_id() in spec.locations
+    for column, value in _columns(spec, checked_here=here).items():
+        setattr(endpoint, column, value)
 
 
-def _unknown_locations(locations: Any) -> str | None:
-    """What is wrong with the instances an endpoint names: each must be a
-    member of the cluster."""
-    if not isinstance(locations, list):
+def _columns(spec: EndpointInput, *, checked_here: bool) -> dict[str, Any]:
+    """The configuration columns of a validated input (and whether this
+    instance is one of its locations)."""
+    rule = Rule.parse(spec.consensus_rule)
+    return {
+        "name": spec.name,
+        "check_type": spec.check_type,
+        "target": spec.target,
+        "port": spec.port,
+        "options": spec.options,
+        "interval_seconds": spec.interval_seconds,
+        "timeout_seconds": spec.timeout_seconds,
+        "failure_threshold": spec.failure_threshold,
+        "success_threshold": spec.success_threshold,
+        "is_paused": spec.is_paused,
+        "group_name": spec.group,
+        "reminder_interval_minutes": spec.reminder_interval_minutes,
+        "location_ids": spec.locations,
+        "consensus_rule": rule.kind,
+        "consensus_min_down": rule.count,
+        "alert_on_partial": spec.alert_on_partial,
+        "cert_expiry_days": spec.cert_expiry_days,
+        "checked_here": checked_here,
+    }
+
+
+class References:
+    """What endpoints name, each read once however many endpoints name it:
+    the cluster's members (``locations``) and the notification services.
+    One per request or import: nothing is kept beyond it."""
+
+    def __init__(self):
+        self._members: set[str] | None = None
+        self._services: dict[int, Any] | None = None
+        self._defaults: list | None = None
+
+    def unknown_locations(self, locations: Any) -> str | None:
+        """What is wrong with the instances an endpoint names: each must be
+        a member of the cluster."""
+        if not isinstance(locations, list):
+            return None
+        if self._members is None:
+            from app.models import MonitoringInstance
+
+            self._members = set(db.session.execute(select(MonitoringInstance.id)).scalars())
+            self._members.add(configuration.instance_id())
+        unknown = [str(instance_id) for instance_id in locations if instance_id not in self._members]
+        if unknown:
+            return "no instance with id " + ", ".join(unknown) + " is a member of this cluster"
         return None
-    from app.models import MonitoringInstance
 
-    known = set(db.session.execute(select(MonitoringInstance.id)).scalars()) | {configuration.instance_id()}
-    unknown = [str(instance_id) for instance_id in locations if instance_id not in known]
-    if unknown:
-        return "no instance with id " + ", ".join(unknown) + " is a member of this cluster"
-    return None
+    def services(self, service_ids: list[int] | None) -> list:
+        """The services these ids name (``None``: the default set), or ``InvalidEndpoint``."""
+        from app.models import NotificationService
+        from app.services import notifications
+
+        if service_ids is None:
+            if self._defaults is None:
+                self._defaults = notifications.default_services()
+            return list(self._defaults)
+        if self._services is None:
+            self._services = {service.id: service for service in
+                              db.session.execute(select(NotificationService)).scalars()}
+        try:
+            return notifications.resolve_services(service_ids, known=self._services)
+        except notifications.InvalidNotificationService as exc:
+            raise InvalidEndpoint(exc.errors) from None
 
 
-def _checked_input(data: Any, *, strict: bool, sent: Any = None) -> tuple[EndpointInput, list | None]:
+def _checked_input(data: Any, *, strict: bool, sent: Any = None,
+                   references: References | None = None) -> tuple[EndpointInput, list | None]:
     """``parse_input`` and the checks that need the database (the instances
     and notification services it names exist), every bad field reported at
-    once; returns the input and the services it names (None: not named)."""
+    once; returns the input and the services it names (None: not named).
+    ``references``: what a batch has read already."""
+    references = references or References()
     errors: dict[str, str] = {}
     try:
         spec = parse_input(data, strict=strict, sent=sent)
@@ -366,13 +411,13 @@ def _checked_input(data: Any, *, strict: bool, sent: Any = None) -> tuple[Endpoi
         raise InvalidEndpoint(errors)
     fields = spec.model_dump(by_alias=True) if spec is not None else data
     if not any(key.startswith("locations") for key in errors):
-        if problem := _unknown_locations(fields.get("locations")):
+        if problem := references.unknown_locations(fields.get("locations")):
             errors["locations"] = problem
     services = None
     if fields.get("notificationServiceIds") is not None and not any(
             key.startswith("notificationServiceIds") for key in errors):
         try:
-            services = _notification_services(fields["notificationServiceIds"])
+            services = references.services(fields["notificationServiceIds"])
         except InvalidEndpoint as exc:
             errors.update(exc.errors)
     if errors:
@@ -387,9 +432,11 @@ def create_endpoint(data: dict, *, from_api: bool = False) -> Endpoint:
     may be an API answer sent back, with its hidden secrets (see
     ``with_stored_secrets``).
     """
-    spec, services = _checked_input(with_stored_secrets(data, None) if from_api else data, strict=from_api)
+    references = References()
+    spec, services = _checked_input(with_stored_secrets(data, None) if from_api else data, strict=from_api,
+                                    references=references)
     endpoint = Endpoint(status=STATUS_PENDING, next_check_at=0.0)
-    endpoint.notification_services = services if services is not None else _notification_services(None)
+    endpoint.notification_services = services if services is not None else references.services(None)
     apply_input(endpoint, spec)
     db.session.add(endpoint)
     db.session.commit()
@@ -435,26 +482,124 @@ def apply_update(endpoint: Endpoint, spec: EndpointInput, services: list | None)
         endpoint.consecutive_failures = endpoint.consecutive_successes = 0
 
 
-def checked_input(data: Any, *, strict: bool, sent: Any = None) -> tuple[EndpointInput, list | None]:
+def checked_input(data: Any, *, strict: bool, sent: Any = None,
+                  references: References | None = None) -> tuple[EndpointInput, list | None]:
     """Every check ``create_endpoint`` and ``update_endpoint`` make, storing
-    nothing: for a caller that stores many in one transaction of its own."""
-    return _checked_input(data, strict=strict, sent=sent)
+    nothing: for a caller that stores many in one transaction of its own
+    (and passes one ``References`` for all of them)."""
+    return _checked_input(data, strict=strict, sent=sent, references=references)
 
 
 def set_paused(endpoint: Endpoint, paused: bool) -> Endpoint:
     return update_endpoint(endpoint, {"isPaused": paused}, partial=True)
 
 
-def _notification_services(service_ids: list[int] | None) -> list:
-    """The services these ids name (``None``: the default set), or ``InvalidEndpoint``."""
-    from app.services import notifications
+# --- many at once ------------------------------------------------------------------
 
-    if service_ids is None:
-        return notifications.default_services()
+# The most endpoints one batch request creates (a configuration document
+# has no such limit: its size limit bounds it).
+MAX_BATCH_ENDPOINTS = 10_000
+
+
+class ChangeRefused(Exception):
+    """This instance takes no configuration (a dependent, a fenced primary)."""
+
+
+@collector_paused()
+def create_endpoints(items: Any) -> list[int]:
+    """Validate and store many new endpoints from the JSON API, all or none,
+    in one transaction; their ids, in the order given.
+
+    Each item is validated as ``create_endpoint(item, from_api=True)``
+    validates one; a bad item is an ``InvalidEndpoint`` naming every bad
+    field of every bad item as ``endpoints[INDEX].FIELD``, and nothing is
+    stored; so is a batch of more than ``MAX_BATCH_ENDPOINTS``.
+    ``config_version`` moves once for the whole batch.
+    """
+    if not isinstance(items, list):
+        raise InvalidEndpoint({"endpoints": "must be a list of endpoints"})
+    if not items:
+        raise InvalidEndpoint({"endpoints": "must hold at least one endpoint"})
+    if len(items) > MAX_BATCH_ENDPOINTS:
+        raise InvalidEndpoint({"endpoints": f"holds {len(items):,} endpoints; at most {MAX_BATCH_ENDPOINTS:,} "
+                                            "are created in one request: send the rest in another"})
+    references = References()
+    errors: dict[str, str] = {}
+    new = []
+    for index, item in enumerate(items):
+        try:
+            spec, services = _checked_input(with_stored_secrets(item, None), strict=True, references=references)
+        except InvalidEndpoint as exc:
+            errors.update({f"endpoints[{index}]" + ("" if name == "body" else f".{name}"): message
+                           for name, message in exc.errors.items()})
+            continue
+        new.append((spec, services if services is not None else references.services(None)))
+    if errors:
+        raise InvalidEndpoint(errors)
     try:
-        return notifications.resolve_services(service_ids)
-    except notifications.InvalidNotificationService as exc:
-        raise InvalidEndpoint(exc.errors) from None
+        configuration.lock_instance()
+        # The role is read under the lock, so that no failover changes it
+        # while the batch is being stored.
+        state = configuration.locked_snapshot()
+        if not state.accepts_configuration:
+            raise ChangeRefused(f"this instance is {state.role}; change configuration on the primary"
+                                + (f" at {state.primary_url}" if state.is_dependent and state.primary_url else ""))
+        ids = insert_new(new)
+        db.session.commit()
+    except BaseException:
+        db.session.rollback()
+        raise
+    return ids
+
+
+def insert_new(new: list[tuple[EndpointInput, list]]) -> list[int]:
+    """Store validated new endpoints (each with its notification services)
+    in the caller's transaction; their ids, in order. The caller commits.
+
+    1. Pending changes are flushed first: services the endpoints name get
+       their ids.
+    2. Ids are taken before the insert (``_new_ids``), so the endpoints and
+       their service links go in as two executemany statements, with no
+       ORM object or ``RETURNING`` per row: at 10,000 endpoints the ORM's
+       flush and PostgreSQL's multi-row ``RETURNING`` inserts cost seconds.
+    3. ``config_version`` moves once, as for any one transaction.
+    """
+    from app.models.endpoint import endpoint_notifications
+
+    if not new:
+        return []
+    db.session.flush()
+    ids = _new_ids(len(new))
+    here = None
+    rows, links = [], []
+    for endpoint_id, (spec, services) in zip(ids, new):
+        if spec.locations is not None and here is None:
+            here = configuration.instance_id()
+        rows.append({"id": endpoint_id, "status": STATUS_PENDING, "next_check_at": 0.0,
+                     **_columns(spec, checked_here=spec.locations is None or here in spec.locations)})
+        links += [{"endpoint_id": endpoint_id, "notification_service_id": service.id} for service in services]
+    db.session.execute(insert(Endpoint.__table__), rows)
+    if links:
+        db.session.execute(insert(endpoint_notifications), links)
+    configuration.configuration_written()
+    logger.info("%d endpoints created (ids %d to %d)", len(ids), ids[0], ids[-1])
+    return ids
+
+
+def _new_ids(count: int) -> list[int]:
+    """``count`` ids for new endpoints, never handed out before."""
+    if db.engine.dialect.name == "postgresql":
+        return list(db.session.execute(
+            text("SELECT nextval(pg_get_serial_sequence('endpoints', 'id')) FROM generate_series(1, :count)"),
+            {"count": count}).scalars())
+    # SQLite has no sequence to draw from: under the write lock no other
+    # writer can take ids until this transaction ends, and AUTOINCREMENT
+    # (sqlite_sequence) remembers the highest id ever used, deleted or not.
+    configuration.lock_instance()
+    last = max(db.session.execute(text("SELECT MAX(seq) FROM sqlite_sequence WHERE name = 'endpoints'")
+                                  ).scalar() or 0,
+               db.session.execute(select(func.max(Endpoint.id))).scalar() or 0)
+    return list(range(last + 1, last + 1 + count))
 
 
 def delete_endpoint(endpoint: Endpoint) -> None:
@@ -559,3 +704,20 @@ class EndpointAnswer(Answer):
 
 class EndpointListAnswer(Answer):
     endpoints: list[EndpointAnswer]
+
+
+class EndpointBatchInput(BaseModel):
+    """Endpoints to create together (``POST /api/v1/endpoints/batch``), all or none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    endpoints: list[EndpointInput] = Field(min_length=1, max_length=MAX_BATCH_ENDPOINTS)
+
+
+class EndpointBatchAnswer(Answer):
+    """The endpoints a batch created: their ids in the order sent, and the
+    configuration version that dependents will pull them at."""
+
+    created: int
+    endpoint_ids: list[int]
+    config_version: int

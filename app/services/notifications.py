@@ -222,9 +222,11 @@ def default_services() -> list[NotificationService]:
     ).scalars())
 
 
-def resolve_services(service_ids: Any) -> list[NotificationService]:
+def resolve_services(service_ids: Any, *, known: dict[int, NotificationService] | None = None
+                     ) -> list[NotificationService]:
     """The services with these ids, or ``InvalidNotificationService`` naming
-    ``notificationServiceIds`` when one does not exist."""
+    ``notificationServiceIds`` when one does not exist. ``known``: every
+    service by id, read once by a caller that resolves many lists."""
     if not isinstance(service_ids, (list, tuple, set)) or not all(
         isinstance(i, int) and not isinstance(i, bool) for i in service_ids
     ):
@@ -232,9 +234,12 @@ def resolve_services(service_ids: Any) -> list[NotificationService]:
     wanted = set(service_ids)
     if not wanted:
         return []
-    found = list(db.session.execute(
-        select(NotificationService).where(NotificationService.id.in_(wanted)).order_by(NotificationService.id)
-    ).scalars())
+    if known is None:
+        found = list(db.session.execute(
+            select(NotificationService).where(NotificationService.id.in_(wanted)).order_by(NotificationService.id)
+        ).scalars())
+    else:
+        found = sorted((known[i] for i in wanted if i in known), key=lambda service: service.id)
     missing = wanted - {service.id for service in found}
     if missing:
         raise InvalidNotificationService({

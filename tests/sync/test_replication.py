@@ -35,7 +35,7 @@ from app.models import (
 from app.models.notification import DELIVERY_INHERITED
 from app.services import alerts, configuration, status_pages
 from app.services.accounts import create_api_key, create_user, revoke_api_key
-from app.services.endpoints import create_endpoint, get_endpoint, update_endpoint
+from app.services.endpoints import create_endpoint, create_endpoints, get_endpoint, update_endpoint
 from app.services.notifications import create_service, delete_service, get_service
 from app.services.results import record_results
 from app.services.sync import dependent, primary, replication
@@ -237,6 +237,32 @@ def test_what_the_primary_deletes_the_candidate_deletes(cluster):
         key = db.session.execute(select(ApiKey)).scalar_one()
         assert key.revoked_at is not None and not key.matches(made["key"])
         assert status_pages.published_groups() == []
+
+
+def test_endpoints_created_in_bulk_reach_members_in_one_pull_at_one_version(cluster):
+    primary_app, member = cluster
+    made = configure_primary(primary_app)
+    candidate, follower = member("candidate", 1), member("follower", 0)
+    sync(candidate)
+    sync(follower)
+    before = version(primary_app)
+    batch = [{"name": f"bulk {i}", "checkType": "tcp", "target": "127.0.0.1", "port": 1000 + i,
+              "notificationServiceIds": [made["spare"]] if i % 2 else []} for i in range(200)]
+    with primary_app.app_context():
+        ids = create_endpoints(batch)
+    assert version(primary_app) == before + 1
+
+    sync(candidate)
+    sync(follower)
+    assert snapshot(candidate) == snapshot(primary_app)
+    for application in (candidate, follower):
+        assert version(application) == before + 1
+        with application.app_context():
+            stored = dict(db.session.execute(select(Endpoint.id, Endpoint.name).where(Endpoint.id.in_(ids))).all())
+            assert stored == {endpoint_id: f"bulk {i}" for i, endpoint_id in enumerate(ids)}
+    with candidate.app_context():
+        assert [s.id for s in get_endpoint(ids[1]).notification_services] == [made["spare"]]
+        assert get_endpoint(ids[0]).notification_services == []
 
 
 def test_a_candidate_s_own_consensus_stays_of_its_one_location(cluster):

@@ -5,29 +5,14 @@ from sqlalchemy import select
 
 from app.blueprints.errors import json_error
 from app.extensions import basic_auth, db, token_auth
-from app.models import API_KEY_PREFIX_LEN, ApiKey, User, utcnow
+from app.models import API_KEY_PREFIX_LEN, ApiKey, utcnow
 from app.models.user import API_KEY_PREFIX
-from app.services import login_throttle
+from app.services import accounts
 
 
 @basic_auth.verify_password
 def verify_password(email, password):
-    if not email or not password:
-        return None
-    email = email.strip().lower()
-    ip = request.remote_addr or "unknown"
-    # The same limits as the sign-in page, or the API would be the way
-    # around them for guessing passwords.
-    if login_throttle.retry_after(ip, email) is not None:
-        return None
-    user = db.session.execute(select(User).where(User.email == email)).scalar_one_or_none()
-    if user is None:
-        # Hash anyway so a missing user takes as long as a wrong password.
-        User(password_hash="").set_password(password)
-    elif user.check_password(password):
-        return user
-    login_throttle.record_failure(ip, email)
-    return None
+    return accounts.authenticate(email, password, request.remote_addr or "unknown")
 
 
 @token_auth.verify_token

@@ -16,7 +16,15 @@ from app.services.config_documents import (
     ImportQuery,
     InvalidDocumentAnswer,
 )
-from app.services.endpoints import EndpointAnswer, EndpointFilters, EndpointInput, EndpointListAnswer
+from app.services.endpoints import (
+    MAX_BATCH_ENDPOINTS,
+    EndpointAnswer,
+    EndpointBatchAnswer,
+    EndpointBatchInput,
+    EndpointFilters,
+    EndpointInput,
+    EndpointListAnswer,
+)
 from app.services.failover import ClusterAnswer, FailoverOrderChange
 from app.services.maintenance import MaintenanceWindowAnswer, MaintenanceWindowInput, MaintenanceWindowListAnswer
 from app.services.notifications import (
@@ -60,6 +68,16 @@ DESCRIPTION.describe("create_endpoint", "POST", Operation(
     "Create an endpoint", {201: EndpointAnswer}, _CHANGE, body=EndpointInput, answer_headers=CREATED,
     tag="endpoints",
     description="Without `notificationServiceIds` the endpoint alerts through the default services."))
+DESCRIPTION.describe("create_endpoints", "POST", Operation(
+    "Create many endpoints at once, all or none", {201: EndpointBatchAnswer}, _CHANGE, body=EndpointBatchInput,
+    tag="endpoints",
+    error_answers={400: ErrorCase("Nothing was created: `fields` names each bad field of each bad endpoint as "
+                                  f"`endpoints[INDEX].FIELD` (INDEX from 0), or `endpoints` when it holds none "
+                                  f"or more than {MAX_BATCH_ENDPOINTS:,}"),
+                   413: ErrorCase("The body is larger than 16 MiB; nothing was created")},
+    description=(f"Up to {MAX_BATCH_ENDPOINTS:,} endpoints in one transaction, each validated as "
+                 "`POST /endpoints` validates one. One bad endpoint and none is created. The configuration "
+                 "version moves once for the whole batch, and dependents pull the new endpoints together.")))
 DESCRIPTION.describe("get_endpoint", "GET", Operation(
     "An endpoint with its consensus", {200: EndpointAnswer}, (*_READ, 404), tag="endpoints"))
 DESCRIPTION.describe("update_endpoint", "PUT", Operation(

@@ -2,7 +2,7 @@
 service, answer."""
 from datetime import datetime
 
-from flask import jsonify, request, url_for
+from flask import current_app, jsonify, request, url_for
 from pydantic import AwareDatetime, BaseModel, Field, ValidationError, field_validator
 
 from app.blueprints.api import bp
@@ -16,6 +16,9 @@ from app.services.input_errors import InvalidInput
 from app.services.validation_messages import messages_of, whole_number_error
 
 MAX_RESULTS = 1000
+# 10,000 endpoints with every field written out are about 4 MiB of JSON (1.3 MiB
+# with the defaults left out); the same room as a configuration document.
+MAX_BATCH_BYTES = 16 * 1024 * 1024
 # Routes open to all: the description holds no data.
 OPEN_ROUTES = frozenset({"api.openapi"})
 
@@ -125,6 +128,34 @@ def create_endpoint():
     response.status_code = 201
     response.headers["Location"] = url_for("api.get_endpoint", endpoint_id=endpoint.id)
     return response
+
+
+@bp.post("/endpoints/batch")
+def create_endpoints():
+    """Create many endpoints at once, all or none (``{"endpoints": [...]}``)."""
+    refused = _refuse_change()
+    if refused:
+        return refused
+    request.max_content_length = current_app.config.get("ENDPOINT_BATCH_MAX_BYTES", MAX_BATCH_BYTES)
+    data, error = _payload()
+    if error:
+        return error
+    unknown = sorted(set(data) - {"endpoints"})
+    if unknown:
+        return json_error(400, "validation_error", f"{unknown[0]} is not a field of a batch (it has endpoints alone)",
+                          fields={name: "is not a field of a batch (it has endpoints alone)" for name in unknown})
+    try:
+        ids = endpoint_service.create_endpoints(data.get("endpoints"))
+    except endpoint_service.ChangeRefused as exc:
+        return json_error(409, "read_only", str(exc))
+    except endpoint_service.InvalidEndpoint as exc:
+        items = {name.split(".", 1)[0] for name in exc.errors}
+        first = next(iter(exc.errors.items()))
+        return json_error(400, "validation_error",
+                          f"nothing was created: {first[0]} {first[1]}"
+                          + (f" ({len(exc.errors)} problems in {len(items)} items)" if len(exc.errors) > 1 else ""),
+                          fields=exc.errors)
+    return jsonify({"created": len(ids), "endpointIds": ids, "configVersion": configuration.config_version()}), 201
 
 
 @bp.get("/endpoints/<int:endpoint_id>")
