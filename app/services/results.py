@@ -12,7 +12,7 @@ from datetime import datetime
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -20,7 +20,7 @@ from app.checks import CheckResult
 from app.extensions import db
 from app.services.openapi import Answer
 from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, utcnow
-from app.services.rollups import noting_late_hours
+from app.services.rollups import count_results
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +48,22 @@ def result_row(endpoint_id: int, result: CheckResult, *, instance_id: str, locat
 
 
 def store_results(rows: list[dict]) -> None:
-    """Insert result rows, skipping any ``result_id`` already stored.
+    """Insert result rows, skipping any ``result_id`` already stored, and
+    count the ones added in their hour's and day's counts
+    (``rollups.count_results``), in the caller's transaction.
 
-    Every result stored goes through here. The caller commits. (How many
-    rows were new is not reported: psycopg gives no row count for a
-    many-row insert, and RETURNING makes it markedly slower.)
+    Every result stored goes through here. The caller commits. The insert
+    returns what the counts need of the rows it added, so a result sent
+    twice (an outbox replayed after a lost reply) is counted once.
     """
     if not rows:
         return
-    dialect = db.engine.dialect.name
-    if dialect in {"sqlite", "postgresql"}:
-        make = sqlite_insert if dialect == "sqlite" else pg_insert
-        stmt = make(ResponseTime.__table__).on_conflict_do_nothing(index_elements=["result_id"])
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        stmt = insert(ResponseTime.__table__)
-    # Results for hours already rolled up mark those hours to roll up again.
-    with noting_late_hours(rows):
-        db.session.execute(stmt, rows)
+    table = ResponseTime.__table__
+    make = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
+    statement = (make(table).on_conflict_do_nothing(index_elements=["result_id"])
+                 .returning(table.c.endpoint_id, table.c.instance_id, table.c.location, table.c.checked_at,
+                            table.c.is_ok, table.c.response_time_ms))
+    count_results(row._mapping for row in db.session.execute(statement, rows))
 
 
 def next_status(status: str, failures: int, successes: int, *, failure_threshold: int,
