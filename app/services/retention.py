@@ -52,7 +52,8 @@ class Pruned:
     finished: bool = True
 
     def add(self, kind: str, count: int) -> None:
-        self.rows[kind] = self.rows.get(kind, 0) + count
+        if count:
+            self.rows[kind] = self.rows.get(kind, 0) + count
 
 
 class _Budget:
@@ -101,14 +102,14 @@ def prune(now: datetime | None = None, *, batch: int = BATCH, pause: float = PAU
         for start in range(0, len(endpoint_ids), _ENDPOINT_CHUNK):
             if not _in_batches(step(endpoint_ids[start:start + _ENDPOINT_CHUNK]), batch, budget, pruned, kind):
                 return pruned
-    for model, period, days in ((ResultLocationHour, "hour", settings.hourly_retention_days),
-                                (ResultLocationDay, "day", settings.daily_retention_days)):
+    for model, period, days, kind in ((ResultLocationHour, "hour", settings.hourly_retention_days, "hourly counts"),
+                                      (ResultLocationDay, "day", settings.daily_retention_days, "daily counts")):
         table = model.__table__.c
         key = tuple_(table.endpoint_id, table[period], table.instance_id)
         old = select(table.endpoint_id, table[period], table.instance_id).where(
             table[period] < now - timedelta(days=days))
         if not _in_batches(lambda limit: delete(model).where(key.in_(old.limit(limit))), batch, budget, pruned,
-                           f"{period}ly counts"):
+                           kind):
             return pruned
     if pruned.rows:
         logger.info("pruned %s", ", ".join(f"{count:,} {kind}" for kind, count in pruned.rows.items()))
