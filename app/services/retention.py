@@ -9,7 +9,8 @@ has passed) as long as raw results, and its change rows (from which
 consensus uptime is computed) as long as daily counts, but always each
 endpoint's newest change before the cut, which says what held from then on.
 
-The clock's ``prune-results`` job runs ``prune`` every hour:
+The clock's ``prune-results`` job runs ``prune`` every 10 minutes, on a
+check worker:
 
 1. Every delete takes at most ``BATCH`` rows and commits, and the pruner
    pauses ``PAUSE`` seconds between batches, so storing results (SQLite's
@@ -18,7 +19,10 @@ The clock's ``prune-results`` job runs ``prune`` every hour:
    chunk of endpoints at a time: no scan of the whole table per batch.
 3. A dependent keeps every result still in its outbox (no ``synced_at``:
    the primary has not acknowledged it), however old: it is the only copy.
-4. A run stops after ``MAX_SECONDS``; the next run goes on from there.
+4. A run stops after ``MAX_SECONDS``, so a worker is back to checks soon
+   after a retention was shortened (or the upgrade from the former 30-day
+   default); the next run goes on from there. A run keeps up with 20,000
+   endpoints at 60 s (20,000 results a minute) in a fraction of that.
 5. On SQLite the write-ahead log is then checkpointed and truncated
    (``checkpoint``), waiting for readers at most a second.
 """
@@ -40,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 BATCH = 2_000
 PAUSE = 0.05
-MAX_SECONDS = 600.0
+MAX_SECONDS = 120.0
 _ENDPOINT_CHUNK = 500
 
 
