@@ -27,12 +27,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, timezone
 
-from sqlalchemy import bindparam, case, func, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, text
 
 from app.extensions import db
-from app.models import ResultLocationDay, ResultLocationHour, UTCDateTime
+from app.models import UTCDateTime
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -68,6 +66,10 @@ class Tally:
 
 def hour_floor(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def day_floor(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def epoch_seconds(column_sql: str) -> str:
@@ -160,64 +162,61 @@ def raw_location_tallies(start: datetime, end: datetime | None, *, bucket_second
                                  per_location=True)}
 
 
-
-def day_floor(moment: datetime) -> datetime:
-    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
-
-
 # --- counting results as they are stored -----------------------------------------
 
-def count_results(rows) -> None:
-    """Add stored results to their hour's and day's counts, per endpoint and
-    location. ``rows`` are the rows an insert added (with ``endpoint_id``,
-    ``instance_id``, ``location``, ``checked_at``, ``is_ok`` and
-    ``response_time_ms``); the caller commits, with the insert.
+_COUNTED = ("COUNT(*), SUM(CASE WHEN is_ok THEN 1 ELSE 0 END), COALESCE(SUM(response_time_ms), 0), "
+            "COUNT(response_time_ms), MAX(response_time_ms)")
 
-    A batch is one location's results for distinct endpoints, mostly in one
-    hour, so it upserts about one hour row and one day row per result.
+
+def count_results(added: int) -> None:
+    """SQLite: add the ``added`` results the insert just before stored to
+    their hour's and day's counts, per endpoint and location; the caller
+    commits, with the insert.
+
+    Those rows are the ``added`` greatest ids, and nothing else is: each
+    new rowid is one above the greatest, and the insert's transaction holds
+    the only write lock. Two statements, each an aggregate of those rows
+    upserted into the counts in key order, all in the database.
+    (PostgreSQL counts in the insert's own statement: ``counting``.)
     """
-    hours: dict[tuple[int, datetime, str], tuple[str, Tally]] = {}
-    days: dict[tuple[int, datetime, str], tuple[str, Tally]] = {}
-    for row in rows:
-        moment = row["checked_at"].astimezone(timezone.utc)
-        ms = row["response_time_ms"]
-        one = Tally(1, 1 if row["is_ok"] else 0, float(ms or 0.0), 0 if ms is None else 1,
-                    None if ms is None else float(ms))
-        for counts, start in ((hours, hour_floor(moment)), (days, day_floor(moment))):
-            key = (row["endpoint_id"], start, row["instance_id"])
-            counts.setdefault(key, (row["location"], Tally()))[1].add(one)
-    for model, counts in ((ResultLocationHour, hours), (ResultLocationDay, days)):
-        if counts:
-            # In key order: batches of one instance take its rows in one order.
-            db.session.execute(_adding(model), [_count_columns(model, key, location, tally)
-                                                for key, (location, tally) in sorted(counts.items())])
+    if added <= 0:
+        return
+    last = db.session.execute(text("SELECT MAX(id) FROM response_times")).scalar_one()
+    for statement in counting("response_times WHERE id > :after"):
+        db.session.execute(text(statement), {"after": last - added})
 
 
-def _count_columns(model, key: tuple[int, datetime, str], location: str, t: Tally) -> dict:
-    endpoint_id, start, instance_id = key
-    return {"endpoint_id": endpoint_id, _period(model): start, "instance_id": instance_id, "location": location,
-            "checks": t.checks, "ok_checks": t.ok_checks, "response_ms_sum": t.response_ms_sum,
-            "response_ms_count": t.response_ms_count, "response_ms_max": t.response_ms_max}
+def counting(source: str) -> list[str]:
+    """The two statements that add the results ``source`` (SQL after
+    FROM, with the columns of ``response_times``) to their hour's and day's
+    counts: an aggregate per endpoint, location and hour (day), in key
+    order, upserted as an addition to what is there."""
+    statements = []
+    for table, period in (("result_location_hours", "hour"), ("result_location_days", "day")):
+        start = _period_start("checked_at", period)
+        statements.append(
+            f"INSERT INTO {table} (endpoint_id, {period}, instance_id, location, checks, ok_checks, "
+            "response_ms_sum, response_ms_count, response_ms_max) "
+            f"SELECT endpoint_id, {start}, instance_id, MAX(location), {_COUNTED} FROM {source} "
+            f"GROUP BY endpoint_id, {start}, instance_id ORDER BY endpoint_id, {start}, instance_id "
+            f"ON CONFLICT (endpoint_id, {period}, instance_id) DO UPDATE SET location = excluded.location, "
+            f"checks = {table}.checks + excluded.checks, ok_checks = {table}.ok_checks + excluded.ok_checks, "
+            f"response_ms_sum = {table}.response_ms_sum + excluded.response_ms_sum, "
+            f"response_ms_count = {table}.response_ms_count + excluded.response_ms_count, "
+            # The larger, or whichever is not NULL (both databases).
+            f"response_ms_max = CASE WHEN excluded.response_ms_max > {table}.response_ms_max "
+            f"THEN excluded.response_ms_max ELSE COALESCE({table}.response_ms_max, excluded.response_ms_max) END")
+    return statements
 
 
-def _period(model) -> str:
-    return "hour" if model is ResultLocationHour else "day"
-
-
-def _adding(model):
-    """An insert of count rows that adds to a row already there."""
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(model.__table__)
-    new, old = statement.excluded, model.__table__.c
-    return statement.on_conflict_do_update(
-        index_elements=["endpoint_id", _period(model), "instance_id"],
-        set_={"location": new.location, "checks": old.checks + new.checks,
-              "ok_checks": old.ok_checks + new.ok_checks,
-              "response_ms_sum": old.response_ms_sum + new.response_ms_sum,
-              "response_ms_count": old.response_ms_count + new.response_ms_count,
-              # The larger, or whichever is not NULL (both databases).
-              "response_ms_max": case((new.response_ms_max > old.response_ms_max, new.response_ms_max),
-                                      else_=func.coalesce(old.response_ms_max, new.response_ms_max))})
+def _period_start(column_sql: str, period: str) -> str:
+    """SQL for the start of the hour or day of a timestamp column, as the
+    column stores it (SQLite: SQLAlchemy's text, cut without rounding)."""
+    if db.engine.dialect.name == "postgresql":
+        return f"date_trunc('{period}', {column_sql})"
+    if period == "hour":
+        return f"substr({column_sql}, 1, 13) || ':00:00.000000'"
+    return f"substr({column_sql}, 1, 10) || ' 00:00:00.000000'"
 
 
 # --- reading ------------------------------------------------------------------------
@@ -322,8 +321,8 @@ def location_checks_since(endpoint_id: int, starts: dict[str, datetime], now: da
     sql = (f"SELECT instance_id, MAX(location), {columns} FROM result_location_hours "
            "WHERE endpoint_id = :endpoint_id AND hour >= :start AND hour < :end GROUP BY instance_id")
     out: dict[str, tuple[str, dict[str, Tally]]] = {}
-    for instance_id, location, *numbers in _counts(sql, params, ["start", "end", *(f"s{i}" for i in range(len(names)))],
-                                                   False):
+    datetimes = ["start", "end", *(f"s{i}" for i in range(len(names)))]
+    for instance_id, location, *numbers in _counts(sql, params, datetimes, False):
         out[instance_id] = (location, {name: Tally(int(numbers[2 * i] or 0), int(numbers[2 * i + 1] or 0))
                                        for i, name in enumerate(names)})
     return out
