@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 from pydantic import Field
@@ -19,7 +19,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from app.checks import CheckResult
 from app.extensions import db
 from app.services.openapi import Answer
-from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, utcnow
+from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, UTCDateTime, utcnow
 from app.services.rollups import count_results, counting
 
 logger = logging.getLogger(__name__)
@@ -79,9 +79,9 @@ def _store_and_count_on_postgresql(rows: list[dict]) -> None:
     server). Executemany with RETURNING would build every row's parameters
     in Python, several times the cost of the insert alone."""
     values = {name: [row.get(name) for row in rows] for name in _COLUMNS}
+    as_stored = UTCDateTime()  # naive UTC, refusing a naive time as every other write does
     for name in ("checked_at", "synced_at"):
-        values[name] = [None if v is None else v.astimezone(timezone.utc).replace(tzinfo=None)
-                        for v in values[name]]
+        values[name] = [as_stored.process_bind_param(v, None) for v in values[name]]
     values["check_metadata"] = [json.dumps(v if v is not None else {}) for v in values["check_metadata"]]
     arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _COLUMNS.items())
     hours, days = counting("new")
