@@ -234,7 +234,7 @@ def _generate_older_results(fleet: Fleet, first: int, rounds: int, now: datetime
     members = " UNION ALL ".join(f"SELECT {k} AS k, '{instance_id}' AS id, '{location}' AS loc"
                                  for k, (instance_id, location) in enumerate(fleet.locations))
     if db.engine.dialect.name == "postgresql":
-        steps = "generate_series(:first, :last) AS s(i)"
+        steps = "generate_series(CAST(:first AS integer), CAST(:last AS integer)) AS s(i)"
         at = f"CAST(:now AS timestamp) - ((e.id - 1) % 60 + s.i * {INTERVAL_SECONDS}) * interval '1 second'"
         prefix = ""
     else:

@@ -80,6 +80,7 @@ def seed(app, endpoints: int, now: datetime) -> dict:
             at = f"CAST(:start AS timestamp) + (k.i * {INTERVAL_SECONDS} + e.id % 60) * interval '1 second'"
             uuid, prefix, order = "gen_random_uuid()::text", "", " ORDER BY k.i, e.id"
             lag = "round(random() * 20)::numeric / 10"
+            as_json = "CAST(({}) AS json)"
         else:
             series = "k"
             at = f"strftime('%Y-%m-%d %H:%M:%f000', :start, '+' || (k.i * {INTERVAL_SECONDS} + e.id % 60) || ' seconds')"
@@ -88,6 +89,7 @@ def seed(app, endpoints: int, now: datetime) -> dict:
             prefix = "WITH RECURSIVE k(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM k WHERE i < :last) "
             order = ""  # CROSS JOIN keeps this nesting order on SQLite
             lag = "abs(random() % 20) / 10.0"
+            as_json = "{}"
         failed = "((k.i * 7919 + e.id * 104729) % 500 = 0)"
         metadata = ("'{\"httpStatus\": ' || CASE WHEN " + failed + " THEN '503' ELSE '200' END || "
                     "', \"url\": \"' || e.target || '\", \"redirects\": 0, \"scheduleLagMs\": ' || " + lag + " || '}'")
@@ -96,7 +98,7 @@ def seed(app, endpoints: int, now: datetime) -> dict:
             "status, response_time_ms, failure_reason, check_type, check_metadata, synced_at) "
             f"SELECT {uuid}, e.id, :own, 'frankfurt', {at}, NOT {failed}, CASE WHEN {failed} THEN 'DOWN' ELSE 'UP' END, "
             f"CASE WHEN {failed} THEN NULL ELSE 20 + (k.i * 31 + e.id * 17) % 200 + 0.123 END, "
-            f"CASE WHEN {failed} THEN 'HTTP 503 (expected 200-399)' END, 'http', {metadata}, {at} "
+            f"CASE WHEN {failed} THEN 'HTTP 503 (expected 200-399)' END, 'http', {as_json.format(metadata)}, {at} "
             f"FROM {series} CROSS JOIN endpoints e{order}"
         ), {"start": start, "last": steps - 1, "own": own})
         # The consensus history: a regular row every 5 minutes, a change a day.
@@ -109,7 +111,7 @@ def seed(app, endpoints: int, now: datetime) -> dict:
             f"{prefix.replace(':last', ':regular')}INSERT INTO aggregated_results (endpoint_id, computed_at, "
             "consensus, locations_up, locations_down, locations_total, avg_response_time_ms, min_response_time_ms, "
             "max_response_time_ms, is_change, details, reason) "
-            f"SELECT e.id, {cadence}, 'UP', 1, 0, 1, 42.5, 42.5, 42.5, k.i % 288 = 0, {details}, NULL "
+            f"SELECT e.id, {cadence}, 'UP', 1, 0, 1, 42.5, 42.5, 42.5, k.i % 288 = 0, {as_json.format(details)}, NULL "
             f"FROM {series.replace(':last', ':regular')} CROSS JOIN endpoints e{order}"
         ), {"start": start, "regular": regular - 1, "own": own})
         db.session.commit()
