@@ -57,10 +57,13 @@ def _count_table(name, period):
 
 
 def _truncated(column, unit):
-    """SQL for a DateTime column cut to its hour or day, as SQLAlchemy stores a DateTime."""
+    """SQL for a DateTime column cut to its hour or day, as SQLAlchemy
+    stores a DateTime (on SQLite its text, cut without rounding)."""
     if op.get_bind().dialect.name == "postgresql":
         return f"date_trunc('{unit}', {column})"
-    return f"strftime('{'%Y-%m-%d %H' if unit == 'hour' else '%Y-%m-%d 00'}:00:00.000000', {column})"
+    if unit == "hour":
+        return f"substr({column}, 1, 13) || ':00:00.000000'"
+    return f"substr({column}, 1, 10) || ' 00:00:00.000000'"
 
 
 def _naive(value):
