@@ -100,6 +100,9 @@ def _engine_options(url: str) -> dict:
     return {"pool_pre_ping": True, "pool_size": 5, "max_overflow": 10}
 
 
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+
+
 @event.listens_for(Engine, "connect")
 def _sqlite_pragmas(dbapi_connection, connection_record):
     import sqlite3
@@ -112,6 +115,12 @@ def _sqlite_pragmas(dbapi_connection, connection_record):
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
+    # The write-ahead log is copied back into the database every 1,000
+    # pages (4 MB) and cut back to 64 MB whenever it is reset, so a burst of
+    # writes (pruning, an outbox after an outage) leaves no large file
+    # behind; the clock's prune job also checkpoints it with TRUNCATE.
+    cursor.execute("PRAGMA wal_autocheckpoint=1000")
+    cursor.execute(f"PRAGMA journal_size_limit={WAL_SIZE_LIMIT}")
     cursor.close()
 
 

@@ -210,7 +210,10 @@ class Settings:
     secrets_keys: tuple[str, ...] = ()
     check_batch_size: int = 200
     check_concurrency: int = 64
-    result_retention_days: int = 30
+    # How long raw results, hourly counts and daily counts are kept.
+    result_retention_days: int = 7
+    hourly_retention_days: int = 90
+    daily_retention_days: int = 730
     sync_token_ttl: int = 86400
     trusted_proxies: int = 0
     log_level: str = "INFO"
@@ -342,7 +345,10 @@ def load_settings(env=None) -> Settings:
         secrets_keys=secrets_keys,
         check_batch_size=_number(env, "CHECK_BATCH_SIZE", 200, minimum=1, maximum=5000),
         check_concurrency=_number(env, "CHECK_CONCURRENCY", 64, minimum=1, maximum=1024),
-        result_retention_days=_number(env, "RESULT_RETENTION_DAYS", 30, minimum=1, maximum=3650),
+        result_retention_days=_number(env, "RESULT_RETENTION_DAYS", 7, minimum=1, maximum=3650),
+        # The endpoint page charts 30 days of hours, a status page 90 days.
+        hourly_retention_days=_number(env, "HOURLY_RETENTION_DAYS", 90, minimum=31, maximum=3650),
+        daily_retention_days=_number(env, "DAILY_RETENTION_DAYS", 730, minimum=91, maximum=36500),
         sync_token_ttl=_number(env, "SYNC_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
         trusted_proxies=_number(env, "TRUSTED_PROXIES", 0, minimum=0, maximum=5),
         log_level=log_level,

@@ -3,10 +3,10 @@
     .venv/bin/python -m bench.consensus_uptime
     .venv/bin/python -m bench.consensus_uptime --database-url postgresql://postgres@127.0.0.1:5432/bench
 
-``aggregated_results`` is never pruned: every endpoint gains a regular row
-every 5 minutes (``consensus.CADENCE``) and a change row at each change of
-its consensus, so the status in force when a window starts must be found
-without reading the history before it.
+Every endpoint gains a regular ``aggregated_results`` row every 5 minutes
+(``consensus.CADENCE``, kept as long as raw results) and a change row at
+each change of its consensus (kept 2 years), so the status in force when a
+window starts must be found without reading the history before it.
 
 1. Creates a fresh database (SQLite in a temporary ``DATA_DIR`` unless
    ``--database-url`` names a PostgreSQL database, whose public schema is

@@ -1,6 +1,7 @@
-"""Endpoint page server time with 30 days of history from 3 locations, after roll-up.
+"""Endpoint page server time with 30 days of history from 3 locations, in both states.
 
     .venv/bin/python -m bench.endpoint_page
+    .venv/bin/python -m bench.endpoint_page --state never-rolled-up
     .venv/bin/python -m bench.endpoint_page --database-url postgresql://postgres@127.0.0.1:5432/bench
 
 1. Creates a fresh database (SQLite in a temporary ``DATA_DIR`` unless
@@ -14,19 +15,23 @@
    goes with it: a status change (and an ``aggregated_results`` change
    row) for each PARTIAL and DOWN stretch, about 900 per endpoint and
    month, and the regular ``aggregated_results`` row every 5 minutes.
-3. Rolls every finished hour up as the clock's job does (in its steps of
-   6 hours; timed and reported, not part of the page figures).
-4. Signs in with Flask's test client (in process: server time, without
-   network or a browser) and times ``--requests`` GETs of the page of
-   endpoint 1 in each range (``?range=1h`` to ``30d``), of the chart panel
-   alone for 30 days (the HTMX range switch), and of the live status poll
-   when nothing changed (204). Counts the SQL statements of one 30-day page.
-5. Prints median and p95 of each and writes them as JSON to ``bench/results/``.
+   Then counts the results per hour and day as storing them would have
+   (``bench.states``).
+3. In each state of ``--state`` (see ``bench.states``: never rolled up,
+   with all 30 days of raw results; then after the clock's job, which
+   prunes raw results past the default 7 days): signs in with Flask's
+   test client (in process: server time, without network or a browser)
+   and times ``--requests`` GETs of the page of endpoint 1 in each range
+   (``?range=1h`` to ``30d``), of the chart panel alone for 30 days (the
+   HTMX range switch), and of the live status poll when nothing changed
+   (204). Counts the SQL statements of one 30-day page.
+4. Prints median and p95 of each and writes them as JSON to ``bench/results/``.
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import random
 import re
@@ -39,6 +44,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bench.dashboard import RESULTS_DIR, ROOT, build_app, signed_in_client, summary, timed_get
+from bench.states import CHOICES, count_seeded_results, run_clock_job, wanted
 
 INTERVAL_SECONDS = 60
 DAYS = 30
@@ -138,24 +144,6 @@ def seed(app, endpoints: int, now: datetime) -> dict:
     return {**counts, "seconds": round(time.perf_counter() - started, 1)}
 
 
-def roll_up_all(app, now: datetime) -> dict:
-    """Every finished hour rolled up, as the clock's job does it, in turns."""
-    from app.extensions import db
-    from app.services import rollups
-
-    started = time.perf_counter()
-    calls = 0
-    with app.app_context():
-        while True:
-            calls += 1
-            mark = rollups.roll_up(now)
-            if mark >= rollups.hour_floor(now - rollups.ROLLUP_DELAY) or calls > 10000:
-                break
-        rows = db.session.execute(db.text("SELECT COUNT(*) FROM result_location_hours")).scalar_one()
-        db.session.remove()
-    return {"seconds": round(time.perf_counter() - started, 1), "calls": calls, "location_hour_rows": rows}
-
-
 def count_statements(app, client, url: str) -> int:
     from sqlalchemy import event
 
@@ -176,66 +164,92 @@ def count_statements(app, client, url: str) -> int:
     return len(seen)
 
 
+def time_pages(app, client, requests: int) -> dict:
+    """Each range's page, the 30-day chart panel, the unchanged poll."""
+    figures = {}
+    for range_key in ("1h", "24h", "7d", "30d"):
+        url = f"/endpoints/1?range={range_key}"
+        times = []
+        for _ in range(requests):
+            elapsed, response = timed_get(client, url)
+            assert response.status_code == 200, response.status_code
+            times.append(elapsed)
+        figures[f"page_{range_key}"] = {**summary(times), "bytes": len(response.data)}
+    times = []
+    for _ in range(requests):
+        elapsed, response = timed_get(client, "/endpoints/1?range=30d&part=chart", headers={"HX-Request": "true"})
+        assert response.status_code == 200
+        times.append(elapsed)
+    figures["chart_panel_30d"] = {**summary(times), "bytes": len(response.data)}
+    html = client.get("/endpoints/1").get_data(as_text=True)
+    poll = re.search(r'id="endpoint-status"[^>]*hx-get="([^"]+)"', html, re.S).group(1).replace("&amp;", "&")
+    times = []
+    for _ in range(requests):
+        elapsed, response = timed_get(client, poll, headers={"HX-Request": "true"})
+        assert response.status_code == 204, response.status_code
+        times.append(elapsed)
+    figures["status_poll_unchanged"] = summary(times)
+    figures["statements_page_30d"] = count_statements(app, client, "/endpoints/1?range=30d")
+    figures["load_average"] = round(os.getloadavg()[0], 1)
+    return figures
+
+
+def measure(endpoints: int = 10, requests: int = 20, state: str = "both", database_url: str | None = None) -> dict:
+    """Seed, then time the page in each state asked for; the report."""
+    data_dir = Path(tempfile.mkdtemp(prefix="bench-endpoint-page-"))
+    try:
+        app = build_app(data_dir, database_url, primary=False)
+        now = datetime.now(timezone.utc)
+        seeded = seed(app, endpoints, now)
+        seeded["counts"] = count_seeded_results(app)
+        print(f"seeded {endpoints} endpoints: {seeded}", file=sys.stderr)
+        client = signed_in_client(app)
+        report = {"benchmark": "endpoint_page", "at": now.isoformat(timespec="seconds"), "endpoints": endpoints,
+                  "locations": 3, "days": DAYS, "seeded": seeded,
+                  "machine": f"{platform.machine()}, {platform.python_version()}"}
+        for name in wanted(state):
+            if name == "rolled-up":
+                report["clock_job"] = run_clock_job(app)
+                print(f"clock job: {report['clock_job']}", file=sys.stderr)
+            report[name] = time_pages(app, client, requests)
+            print(f"{name}: {report[name]}", file=sys.stderr)
+        with app.app_context():
+            from app.extensions import db
+
+            report["database"] = db.engine.dialect.name
+            db.engine.dispose()
+        return report
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def figures(quick: bool = False) -> list[dict]:
+    """The 30-day endpoint page's server time in both states, SQLite."""
+    report = measure(endpoints=1 if quick else 10, requests=5 if quick else 20)
+    rows = []
+    for name in wanted("both"):
+        got = report[name]["page_30d"]
+        rows.append({"figure": f"endpoint page, 30 days from 3 locations, {name} (SQLite)",
+                     "target": "< 200 ms server time",
+                     "measured": f"{got['median_ms']:.0f} / {got['p95_ms']:.0f} ms median / p95 "
+                                 f"(CPU {got.get('cpu_median_ms', 0):.0f} ms), load {report[name]['load_average']}",
+                     "passed": got["median_ms"] < 200})
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--endpoints", type=int, default=10)
     parser.add_argument("--requests", type=int, default=20, help="renders of each figure")
+    parser.add_argument("--state", choices=CHOICES, default="both", help="see bench/states.py")
     parser.add_argument("--database-url", help="a PostgreSQL database to use (its schema is wiped)")
     args = parser.parse_args(argv)
-
-    data_dir = Path(tempfile.mkdtemp(prefix="bench-endpoint-page-"))
-    try:
-        app = build_app(data_dir, args.database_url)
-        now = datetime.now(timezone.utc)
-        seeded = seed(app, args.endpoints, now)
-        print(f"seeded {args.endpoints} endpoints: {seeded}", file=sys.stderr)
-        rolled = roll_up_all(app, now)
-        print(f"rolled up: {rolled}", file=sys.stderr)
-        client = signed_in_client(app)
-
-        figures = {}
-        for range_key in ("1h", "24h", "7d", "30d"):
-            url = f"/endpoints/1?range={range_key}"
-            times = []
-            for _ in range(args.requests):
-                elapsed, response = timed_get(client, url)
-                assert response.status_code == 200, response.status_code
-                times.append(elapsed)
-            figures[f"page_{range_key}"] = {**summary(times), "bytes": len(response.data)}
-        times = []
-        for _ in range(args.requests):
-            elapsed, response = timed_get(client, "/endpoints/1?range=30d&part=chart", headers={"HX-Request": "true"})
-            assert response.status_code == 200
-            times.append(elapsed)
-        figures["chart_panel_30d"] = {**summary(times), "bytes": len(response.data)}
-        html = client.get("/endpoints/1").get_data(as_text=True)
-        poll = re.search(r'id="endpoint-status"[^>]*hx-get="([^"]+)"', html, re.S).group(1).replace("&amp;", "&")
-        times = []
-        for _ in range(args.requests):
-            elapsed, response = timed_get(client, poll, headers={"HX-Request": "true"})
-            assert response.status_code == 204, response.status_code
-            times.append(elapsed)
-        figures["status_poll_unchanged"] = summary(times)
-        statements = count_statements(app, client, "/endpoints/1?range=30d")
-
-        with app.app_context():
-            from app.extensions import db
-
-            dialect = db.engine.dialect.name
-            db.engine.dispose()
-        report = {
-            "benchmark": "endpoint_page", "at": now.isoformat(timespec="seconds"), "database": dialect,
-            "endpoints": args.endpoints, "locations": 3, "days": DAYS, "seeded": seeded, "roll_up": rolled,
-            "machine": f"{platform.machine()}, {platform.python_version()}",
-            "statements_page_30d": statements, **figures,
-        }
-        print(json.dumps(report, indent=2))
-        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-        out = RESULTS_DIR / f"endpoint-page-{dialect}-{now:%Y%m%dT%H%M%S}.json"
-        out.write_text(json.dumps(report, indent=2))
-        print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
-    finally:
-        shutil.rmtree(data_dir, ignore_errors=True)
+    report = measure(args.endpoints, args.requests, args.state, args.database_url)
+    print(json.dumps(report, indent=2))
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    out = RESULTS_DIR / f"endpoint-page-{report['database']}-{report['at'].replace(':', '')}.json"
+    out.write_text(json.dumps(report, indent=2))
+    print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
     return 0
 
 

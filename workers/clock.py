@@ -59,8 +59,7 @@ class PeriodicTask:
 def _enqueue_prune(clock: "Clock") -> None:
     from workers.jobs.checks import prune_results
 
-    clock.checks.enqueue(prune_results, clock.settings.result_retention_days,
-                         job_timeout=3600, result_ttl=0)
+    clock.checks.enqueue(prune_results, job_timeout=600, result_ttl=0)
 
 
 def _enqueue_alert_sweep(clock: "Clock") -> None:
@@ -70,12 +69,6 @@ def _enqueue_alert_sweep(clock: "Clock") -> None:
     notify = queues.queue(queues.NOTIFY_QUEUE)
     if notify.count <= MAX_BACKLOG_JOBS:  # else workers are behind; the next sweep catches up
         notify.enqueue(sweep, job_timeout=120, result_ttl=0, failure_ttl=3600)
-
-
-def _enqueue_rollup(clock: "Clock") -> None:
-    from workers.jobs.checks import roll_up_results
-
-    clock.checks.enqueue(roll_up_results, job_timeout=1800, result_ttl=0)
 
 
 def _cluster_state(clock: "Clock"):
@@ -121,8 +114,7 @@ def _enqueue_connectivity(clock: "Clock") -> None:
 # Adding periodic work is one function above and one line here. Sync jobs
 # check the role themselves, since failover changes it at run time.
 PERIODIC_TASKS = [
-    PeriodicTask("prune-results", lambda settings: 3600.0, _enqueue_prune),
-    PeriodicTask("roll-up-results", lambda settings: 300.0, _enqueue_rollup),
+    PeriodicTask("prune-results", lambda settings: 600.0, _enqueue_prune),
     PeriodicTask("alert-sweep", lambda settings: 15.0, _enqueue_alert_sweep),
     PeriodicTask("sync-with-primary", lambda settings: float(settings.heartbeat_interval), _enqueue_sync),
     PeriodicTask("primary-housekeeping", lambda settings: 10.0, _enqueue_primary_housekeeping),

@@ -20,7 +20,7 @@ from app.models.notification import (
     NotificationService,
 )
 from app.models.result import AggregatedResult, ResponseTime
-from app.models.rollup import ResultHour, ResultLocationHour, RolledUpHour, StaleHour
+from app.models.rollup import ResultLocationDay, ResultLocationHour
 from app.models.login import LoginFailure
 from app.models.settings import Setting
 from app.models.types import UTCDateTime, utcnow

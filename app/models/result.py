@@ -69,7 +69,7 @@ class AggregatedResult(db.Model):
         Index("ix_aggregated_results_endpoint_computed", "endpoint_id", "computed_at"),
         # Change rows only: the consensus in force at some moment is the
         # newest change before it, found in one seek however many regular
-        # rows (one every 5 minutes, never pruned) lie between.
+        # rows (one every 5 minutes, kept as long as raw results) lie between.
         Index("ix_aggregated_results_changes", "endpoint_id", "computed_at", "id",
               sqlite_where=text("is_change = 1"), postgresql_where=text("is_change")),
     )

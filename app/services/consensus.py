@@ -993,8 +993,9 @@ def uptimes(endpoint_ids: list[int], now: datetime | None = None,
     timelines: dict[int, list[tuple[datetime, str]]] = {}
     for chunk in _chunks(sorted(endpoint_ids)):
         # The status at the window's start: each endpoint's newest change
-        # before it, one row each from the index of change rows (the history
-        # is never pruned, and a regular row is written every CADENCE).
+        # before it, one row each from the index of change rows (a regular
+        # row is written every CADENCE; pruning keeps each endpoint's newest
+        # change, see services/retention.py).
         for endpoint_id, consensus in db.session.execute(_status_before(chunk, start)):
             if consensus is not None:
                 timelines.setdefault(endpoint_id, []).append((start, consensus))

@@ -4,10 +4,11 @@ location and of the consensus over 24 h / 7 d / 30 d, incidents, recent
 failures and each location's view (from ``consensus``).
 
 Short ranges read raw results downsampled to buckets in SQL; long ranges
-read hourly roll-ups (see ``rollups``; per location, ``result_location_hours``)
-summed per bucket in SQL, so a month from 3 locations is 360 rows, not
-130,000 results. The timeline reads status changes (at most
-``MAX_TIMELINE_CHANGES``). Nothing here rolls up.
+and uptimes read the hourly counts per location (``result_location_hours``,
+kept as results are stored, see ``rollups``) summed per bucket in SQL, so a
+month from 3 locations is 360 rows, not 130,000 results, and nothing waits
+for a job. The timeline reads status changes (at most
+``MAX_TIMELINE_CHANGES``).
 """
 from __future__ import annotations
 
@@ -253,7 +254,7 @@ class LocationUptime:
 
 def location_uptimes(endpoint: Endpoint, now: datetime | None = None) -> list[LocationUptime]:
     """Each location's share of checks passed over 24 h, 7 d and 30 d
-    (hour granularity), from per-location roll-ups plus the raw tail."""
+    (hour granularity), from the hourly counts per location: one query."""
     now = now or utcnow()
     # An hour counts towards a span when any of it is inside the span.
     found = location_checks_since(endpoint.id, {name: hour_floor(now - span) for name, span in UPTIME_SPANS.items()},

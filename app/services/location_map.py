@@ -11,20 +11,15 @@ whether its location is probe-offline (left out of every vote). A primary
 shows every member of the cluster; a standalone or a dependent, itself.
 
 Its figures (checks, failures, average response time) are counted as the
-rest of the app counts (``app.services.rollups``): rolled-up hours before
-the watermark plus raw results from it on, two queries for every instance
-at once, whatever the number of endpoints:
+rest of the app counts, two queries for every instance at once, whatever
+the number of endpoints:
 
 - the last hour is exact: raw results checked in [now - 1 h, now];
-- the last day has hour granularity, as the dashboard's 24 h uptime: the
+- the last day has hour granularity, as the endpoint page's uptimes: the
   hour it starts in counts whole, so it is [the hour of now - 1 day, now],
-  between 24 and 25 hours. Its hours before the watermark come from
-  ``result_location_hours`` (24 rows per endpoint and instance, not 1,440
-  results), the rest from raw results, read in the same query as the hour.
-
-A result that arrives after its hour was rolled up counts in the last hour
-at once and in the last day once the roll-up job has counted its hour
-again (within its 5-minute period).
+  between 24 and 25 hours, read from ``result_location_hours`` (counted as
+  results are stored: 25 rows per endpoint and instance, not 1,440
+  results), so a result that arrives late counts in both at once.
 """
 from __future__ import annotations
 
@@ -34,11 +29,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from flask import current_app
-from sqlalchemy import case, false, func, literal_column, select, union_all
+from sqlalchemy import case, false, func, select
 
 from app.extensions import db
 from app.models import ResponseTime, ResultLocationHour, utcnow
-from app.services import configuration, consensus, rollups
+from app.services import configuration, consensus
 from app.services.regions import Place, place_of
 from app.services.rollups import hour_floor
 from app.services.sync import primary
@@ -141,76 +136,47 @@ class LocationMap:
     generated_at: datetime
 
 
-def _rolled_up(instance_ids: tuple[str, ...], start: datetime, mark: datetime) -> dict[str, Figures]:
-    """Each instance's rolled-up hours in [start, mark) summed in SQL: one
-    query, a range of ``result_location_hours``' hour index (a day is 24
-    rows per endpoint and instance)."""
+def _counted(instance_ids: tuple[str, ...], start: datetime, now: datetime) -> dict[str, Figures]:
+    """Each instance's counted hours from ``start`` through the current
+    hour, summed in SQL: one query, a range of ``result_location_hours``'
+    hour index."""
     h = ResultLocationHour.__table__.c
     rows = db.session.execute(
         select(h.instance_id, func.sum(h.checks), func.sum(h.checks - h.ok_checks), func.sum(h.response_ms_sum),
                func.sum(h.response_ms_count))
-        .where(h.instance_id.in_(instance_ids), h.hour >= start, h.hour < mark)
+        .where(h.instance_id.in_(instance_ids), h.hour >= start, h.hour < hour_floor(now) + HOUR)
         .group_by(h.instance_id)
     ).all()
     return {instance_id: Figures(int(checks or 0), int(failures or 0), float(ms_sum or 0), int(ms_count or 0))
             for instance_id, checks, failures, ms_sum, ms_count in rows}
 
 
-def _raw(instance_ids: tuple[str, ...], starts: dict[str, datetime], now: datetime) -> dict[str, dict[str, Figures]]:
-    """Each instance's raw results from each of ``starts`` (name to a
-    moment) through ``now``. One statement: a plain aggregate per stretch
-    between consecutive starts (UNION ALL), each a bounded range of the
-    (instance_id, checked_at) index, so every row is read once and summed
-    without a comparison per start (half the time of CASE per start)."""
+def _last_hour(instance_ids: tuple[str, ...], now: datetime) -> dict[str, Figures]:
+    """Each instance's raw results checked in [now - 1 h, now]: one query, a
+    bounded range of the (instance_id, checked_at) index."""
     c = ResponseTime.__table__.c
-    edges = sorted(set(starts.values()))
-    stretches = []
-    for index, since in enumerate(edges):
-        until = c.checked_at < edges[index + 1] if index + 1 < len(edges) else c.checked_at <= now
-        stretches.append(
-            select(literal_column(str(index)).label("stretch"), c.instance_id, func.count(),
-                   func.sum(case((c.is_ok == false(), 1), else_=0)), func.sum(c.response_time_ms),
-                   func.count(c.response_time_ms))
-            .where(c.instance_id.in_(instance_ids), c.checked_at >= since, until)
-            .group_by(c.instance_id))
-    statement = stretches[0] if len(stretches) == 1 else union_all(*stretches)
-    counted: dict[str, dict[str, Figures]] = {}
-    for index, instance_id, checks, failures, ms_sum, ms_count in db.session.execute(statement):
-        figures = Figures(int(checks), int(failures or 0), float(ms_sum or 0), int(ms_count))
-        for name, since in starts.items():
-            if edges[int(index)] >= since:
-                counted.setdefault(instance_id, {n: Figures() for n in starts})[name].add(figures)
-    return counted
+    rows = db.session.execute(
+        select(c.instance_id, func.count(), func.sum(case((c.is_ok == false(), 1), else_=0)),
+               func.sum(c.response_time_ms), func.count(c.response_time_ms))
+        .where(c.instance_id.in_(instance_ids), c.checked_at >= now - HOUR, c.checked_at <= now)
+        .group_by(c.instance_id)
+    ).all()
+    return {instance_id: Figures(int(checks), int(failures or 0), float(ms_sum or 0), int(ms_count))
+            for instance_id, checks, failures, ms_sum, ms_count in rows}
 
 
 def figures_by_instance(instance_ids: Iterable[str], now: datetime) -> dict[str, tuple[Figures, Figures]]:
     """Each instance's figures over the last hour and the last day (see
     the module's docstring for their edges); instances without a check in
-    the day are left out. Two queries (after the watermark's) for any
-    number of instances and endpoints."""
+    the day are left out. Two queries for any number of instances and
+    endpoints."""
     ids = tuple(sorted(set(instance_ids)))
     if not ids:
         return {}
-    day_start = hour_floor(now - DAY)
-    # Readers never roll up (rollups.roll_up is the clock's job): what is
-    # past the watermark comes from raw results, so the figures are the
-    # same before and after a roll-up. Not past the current hour: a
-    # rolled-up hour counts results until its end, which is after ``now``
-    # only when asked about a moment before the last roll-up.
-    mark = min(rollups.watermark() or day_start, hour_floor(now))
-    rolled_up = _rolled_up(ids, day_start, mark) if mark > day_start else {}
-    raw = _raw(ids, {"hour": now - HOUR, "tail": max(day_start, mark)}, now)
-    figures = {}
-    for instance_id in ids:
-        hour, day = Figures(), Figures()
-        if instance_id in rolled_up:
-            day.add(rolled_up[instance_id])
-        if instance_id in raw:
-            hour.add(raw[instance_id]["hour"])
-            day.add(raw[instance_id]["tail"])
-        if day.checks:
-            figures[instance_id] = (hour, day)
-    return figures
+    day = _counted(ids, hour_floor(now - DAY), now)
+    hour = _last_hour(ids, now)
+    return {instance_id: (hour.get(instance_id, Figures()), day[instance_id])
+            for instance_id in ids if instance_id in day and day[instance_id].checks}
 
 
 def _coordinates(system_info: dict | None) -> tuple[float, float] | None:

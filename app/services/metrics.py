@@ -8,7 +8,7 @@ instances (three reads of this instance's state and eight others; in
 Redis a ping, three queue lengths, the lease and the worker set).
 
 Windows: results are counted over the last ``WINDOW`` (gauges: raw results
-are pruned and rolled up, so a counter read back from them would go down),
+are pruned after their retention, so a counter read back from them would go down),
 through the (endpoint_id, checked_at) index, so a scrape reads only that
 window's rows. Notification deliveries are counted as they are now stored
 (finished ones are pruned after a while), by status and event.

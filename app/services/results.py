@@ -7,20 +7,20 @@ against the endpoint's thresholds) and votes again on the endpoints.
 """
 from __future__ import annotations
 
+import json
 import logging
 from datetime import datetime
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import insert, select
-from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy import select, text
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app.checks import CheckResult
 from app.extensions import db
 from app.services.openapi import Answer
-from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, utcnow
-from app.services.rollups import noting_late_hours
+from app.models import STATUS_DOWN, STATUS_PENDING, STATUS_UP, Endpoint, ResponseTime, UTCDateTime, utcnow
+from app.services.rollups import count_results, counting
 
 logger = logging.getLogger(__name__)
 
@@ -48,23 +48,48 @@ def result_row(endpoint_id: int, result: CheckResult, *, instance_id: str, locat
 
 
 def store_results(rows: list[dict]) -> None:
-    """Insert result rows, skipping any ``result_id`` already stored.
+    """Insert result rows, skipping any ``result_id`` already stored, and
+    add the ones it stored to their hour's and day's counts
+    (``rollups.counting``), in the caller's transaction.
 
-    Every result stored goes through here. The caller commits. (How many
-    rows were new is not reported: psycopg gives no row count for a
-    many-row insert, and RETURNING makes it markedly slower.)
+    Every result stored goes through here. The caller commits. Only the
+    rows the insert added are counted, so a result sent twice (an outbox
+    replayed after a lost reply) is counted once.
     """
     if not rows:
         return
-    dialect = db.engine.dialect.name
-    if dialect in {"sqlite", "postgresql"}:
-        make = sqlite_insert if dialect == "sqlite" else pg_insert
-        stmt = make(ResponseTime.__table__).on_conflict_do_nothing(index_elements=["result_id"])
-    else:  # pragma: no cover - only SQLite and PostgreSQL are supported
-        stmt = insert(ResponseTime.__table__)
-    # Results for hours already rolled up mark those hours to roll up again.
-    with noting_late_hours(rows):
-        db.session.execute(stmt, rows)
+    if db.engine.dialect.name == "postgresql":
+        _store_and_count_on_postgresql(rows)
+        return
+    table = ResponseTime.__table__
+    added = db.session.execute(sqlite_insert(table).on_conflict_do_nothing(index_elements=["result_id"]),
+                               rows).rowcount
+    count_results(added)
+
+
+# PostgreSQL types of the columns a result row fills, in insert order.
+_COLUMNS = {"result_id": "text", "endpoint_id": "integer", "instance_id": "text", "location": "text",
+            "checked_at": "timestamp", "is_ok": "boolean", "status": "text", "response_time_ms": "float8",
+            "failure_reason": "text", "check_type": "text", "check_metadata": "json", "synced_at": "timestamp"}
+
+
+def _store_and_count_on_postgresql(rows: list[dict]) -> None:
+    """One statement: the rows as one array per column (``unnest``), the
+    insert, and the counts of the rows it returns (they never leave the
+    server). Executemany with RETURNING would build every row's parameters
+    in Python, several times the cost of the insert alone."""
+    values = {name: [row.get(name) for row in rows] for name in _COLUMNS}
+    as_stored = UTCDateTime()  # naive UTC, refusing a naive time as every other write does
+    for name in ("checked_at", "synced_at"):
+        values[name] = [as_stored.process_bind_param(v, None) for v in values[name]]
+    values["check_metadata"] = [json.dumps(v if v is not None else {}) for v in values["check_metadata"]]
+    arrays = ", ".join(f"CAST(:{name} AS {kind}[])" for name, kind in _COLUMNS.items())
+    hours, days = counting("new")
+    db.session.execute(text(
+        f"WITH new AS (INSERT INTO response_times ({', '.join(_COLUMNS)}) SELECT * FROM unnest({arrays}) "
+        "ON CONFLICT (result_id) DO NOTHING "
+        "RETURNING endpoint_id, instance_id, location, checked_at, is_ok, response_time_ms), "
+        f"hours AS ({hours}) {days}"), values)
 
 
 def next_status(status: str, failures: int, successes: int, *, failure_threshold: int,

@@ -1,58 +1,39 @@
-"""Hourly roll-ups of results, and reading results over a time range.
+"""Results counted per hour and per day, and reading results over a time range.
 
 Reading a day of raw results for 1,000 endpoints means aggregating 1.4
-million rows; reading 24 hourly rows per endpoint plus the last hour of raw
-results is a few milliseconds. So finished hours are rolled up into
-``result_hours`` once, by the clock's ``roll-up-results`` job (``roll_up``,
-every 5 minutes; readers never roll up), and per location into
-``result_location_hours`` in the same pass (for the endpoint page; kept
-``KEEP_LOCATION_ROLLUPS``), and readers combine:
+million rows; reading 24 hourly rows per endpoint and location is a few
+milliseconds. So every result is counted as it is stored
+(``count_results``, from ``results.store_results``, in the insert's
+transaction): its endpoint's and location's hour in
+``result_location_hours`` and day in ``result_location_days`` gain a check
+(an upsert adding to the row). Only the rows the insert added are counted:
+a result sent again (a dependent's outbox whose acknowledgement was lost, a
+catch-up after a failover) is skipped by the insert's ``ON CONFLICT
+(result_id) DO NOTHING`` and so counted nothing. A result that arrives late
+(an outbox after an outage: results keep the time they were checked) is
+added to its own hour and day, however old they are. So readers read
+these rows alone for whole hours and days, with no job to have run first
+and no raw results to add; they read raw results only for spans shorter
+than an hour (the endpoint page's hour and day charts, the map's last hour,
+the dashboard's heartbeats).
 
-    rolled-up hours before the watermark  +  raw results from it on
-
-An hour is rolled up ``ROLLUP_DELAY`` after it ends, so results that arrive
-a little late (a batch that ran long, a heartbeat retried) count at once.
-Results that arrive later than that (a dependent's outbox after an outage:
-results keep the time they were checked) mark their endpoint's hour in
-``stale_hours`` as they are stored (``noting_late_hours``), and the next
-roll-up computes those hours again from raw results. Storing results and
-rolling up are serialized (``_lock_out_ingest``), so a result stored while
-its hour is being rolled up is either seen by the roll-up or marked, never
-neither. Hours whose raw results are already past retention are not
-recomputed: a result that arrives that late is not counted.
+Concurrent writers: a row belongs to one location (instance), so only
+batches of the same instance wait for each other, and they take the rows
+in key order (hours, then days), so they never deadlock. Pruning
+(``services/retention.py``) deletes raw results without touching the counts.
 """
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 
-from flask import current_app
-from sqlalchemy import bindparam, delete, func, select, text
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy import bindparam, text
 
 from app.extensions import db
-from app.models import ResultHour, ResultLocationHour, RolledUpHour, StaleHour, UTCDateTime, utcnow
-
-logger = logging.getLogger(__name__)
+from app.models import UTCDateTime
 
 HOUR = timedelta(hours=1)
-ROLLUP_DELAY = timedelta(minutes=10)
-# Bounds the work of one call, and so how long storing results waits for it
-# (a roll-up holds storing off); the job calls again until it has caught up.
-MAX_HOURS_PER_CALL = 6
-# Long enough for the public status page's 90 days.
-KEEP_ROLLUPS = timedelta(days=100)
-# Per location: long enough for the endpoint page's 30 days.
-KEEP_LOCATION_ROLLUPS = timedelta(days=31)
-# Bounds the late hours one call recomputes (a day's outbox from 1,000
-# endpoints is 24,000), for the same reason; the rest wait for the next call.
-MAX_STALE_HOURS_PER_CALL = 1_000
-# PostgreSQL advisory lock that serializes storing results and rolling up.
-INGEST_LOCK_KEY = 0x726F6C6C7570  # "rollup"
+DAY = timedelta(days=1)
 
 
 @dataclass
@@ -85,6 +66,10 @@ class Tally:
 
 def hour_floor(moment: datetime) -> datetime:
     return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def day_floor(moment: datetime) -> datetime:
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 def epoch_seconds(column_sql: str) -> str:
@@ -177,239 +162,105 @@ def raw_location_tallies(start: datetime, end: datetime | None, *, bucket_second
                                  per_location=True)}
 
 
-def watermark() -> datetime | None:
-    """Hours before this are rolled up; None before the first roll-up."""
-    last = db.session.execute(select(func.max(RolledUpHour.hour))).scalar_one_or_none()
-    return last + HOUR if last is not None else None
+# --- counting results as they are stored -----------------------------------------
+
+_COUNTED = ("COUNT(*), SUM(CASE WHEN is_ok THEN 1 ELSE 0 END), COALESCE(SUM(response_time_ms), 0), "
+            "COUNT(response_time_ms), MAX(response_time_ms)")
 
 
-def _earliest_result() -> datetime | None:
-    # min per endpoint through the index, then the min of those: no full scan.
-    sql = text(
-        "SELECT MIN((SELECT MIN(r.checked_at) FROM response_times r WHERE r.endpoint_id = e.id)) "
-        "AS first FROM endpoints e"
-    ).columns(first=UTCDateTime())
-    return db.session.execute(sql).scalar_one_or_none()
+def count_results(added: int) -> None:
+    """SQLite: add the ``added`` results the insert just before stored to
+    their hour's and day's counts, per endpoint and location; the caller
+    commits, with the insert.
 
-
-def _lock_out_ingest(*, shared: bool) -> None:
-    """Until this transaction ends, let results be stored or roll-ups run, not both.
-
-    Storing results holds it shared, from before its insert until its
-    commit; a roll-up holds it alone, from before it reads raw results
-    until its commit. So a roll-up either sees a concurrent insert's rows or
-    commits its watermark before that insert reads it (and marks what it
-    stored late). PostgreSQL: a transaction-scoped advisory lock, and the
-    default READ COMMITTED, where each statement after the lock sees what
-    committed before it. SQLite has one writer at a time: the insert itself
-    holds the write lock, and a roll-up takes it with a write that changes
-    nothing.
+    Those rows are the ``added`` greatest ids, and nothing else is: each
+    new rowid is one above the greatest, and the insert's transaction holds
+    the only write lock. Two statements, each an aggregate of those rows
+    upserted into the counts in key order, all in the database.
+    (PostgreSQL counts in the insert's own statement: ``counting``.)
     """
+    if added <= 0:
+        return
+    last = db.session.execute(text("SELECT MAX(id) FROM response_times")).scalar_one()
+    for statement in counting("response_times WHERE id > :after"):
+        db.session.execute(text(statement), {"after": last - added})
+
+
+def counting(source: str) -> list[str]:
+    """The two statements that add the results ``source`` (SQL after
+    FROM, with the columns of ``response_times``) to their hour's and day's
+    counts: an aggregate per endpoint, location and hour (day), in key
+    order, upserted as an addition to what is there."""
+    statements = []
+    for table, period in (("result_location_hours", "hour"), ("result_location_days", "day")):
+        start = _period_start("checked_at", period)
+        statements.append(
+            f"INSERT INTO {table} (endpoint_id, {period}, instance_id, location, checks, ok_checks, "
+            "response_ms_sum, response_ms_count, response_ms_max) "
+            f"SELECT endpoint_id, {start}, instance_id, MAX(location), {_COUNTED} FROM {source} "
+            f"GROUP BY endpoint_id, {start}, instance_id ORDER BY endpoint_id, {start}, instance_id "
+            f"ON CONFLICT (endpoint_id, {period}, instance_id) DO UPDATE SET location = excluded.location, "
+            f"checks = {table}.checks + excluded.checks, ok_checks = {table}.ok_checks + excluded.ok_checks, "
+            f"response_ms_sum = {table}.response_ms_sum + excluded.response_ms_sum, "
+            f"response_ms_count = {table}.response_ms_count + excluded.response_ms_count, "
+            # The larger, or whichever is not NULL (both databases).
+            f"response_ms_max = CASE WHEN excluded.response_ms_max > {table}.response_ms_max "
+            f"THEN excluded.response_ms_max ELSE COALESCE({table}.response_ms_max, excluded.response_ms_max) END")
+    return statements
+
+
+def _period_start(column_sql: str, period: str) -> str:
+    """SQL for the start of the hour or day of a timestamp column, as the
+    column stores it (SQLite: SQLAlchemy's text, cut without rounding)."""
     if db.engine.dialect.name == "postgresql":
-        function = "pg_advisory_xact_lock_shared" if shared else "pg_advisory_xact_lock"
-        db.session.execute(text(f"SELECT {function}(:key)"), {"key": INGEST_LOCK_KEY})
-    elif not shared:
-        db.session.execute(text("DELETE FROM stale_hours WHERE 0 = 1"))
+        return f"date_trunc('{period}', {column_sql})"
+    if period == "hour":
+        return f"substr({column_sql}, 1, 13) || ':00:00.000000'"
+    return f"substr({column_sql}, 1, 10) || ' 00:00:00.000000'"
 
 
-@contextmanager
-def noting_late_hours(rows: list[dict]) -> Iterator[None]:
-    """Around the insert of result ``rows``: afterwards, mark the hours of
-    any that were already rolled up, so the next roll-up recomputes them.
+# --- reading ------------------------------------------------------------------------
 
-    One watermark lookup and one comparison per batch; results on time
-    (newer than the watermark) write nothing more. The caller commits.
-    """
-    if not rows:
-        yield
-        return
-    _lock_out_ingest(shared=True)
-    yield
-    mark = watermark()
-    if mark is None or min(row["checked_at"] for row in rows) >= mark:
-        return
-    # Sorted, so concurrent batches marking the same hours take them in one order.
-    late = sorted({(row["endpoint_id"], hour_floor(row["checked_at"].astimezone(timezone.utc)))
-                   for row in rows if row["checked_at"] < mark})
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    db.session.execute(insert(StaleHour).on_conflict_do_nothing(),
-                       [{"endpoint_id": endpoint_id, "hour": hour} for endpoint_id, hour in late])
-    logger.info("%d endpoint-hours gained late results and will be rolled up again (endpoints %s)",
-                len(late), ", ".join(str(e) for e in sorted({e for e, _ in late})[:10]))
+def _ids_clause(statement: str, params: dict, endpoint_ids) -> tuple[str, bool]:
+    if endpoint_ids is None:
+        return statement, False
+    params["ids"] = list(endpoint_ids)
+    return statement + " AND endpoint_id IN :ids", True
 
 
-def _hours_to_roll_up(now: datetime, mark: datetime | None) -> tuple[datetime, datetime] | None:
-    """The finished hours [start, end) from the watermark ``mark`` on, at
-    most ``MAX_HOURS_PER_CALL`` of them; None when there are none."""
-    limit = hour_floor(now - ROLLUP_DELAY)  # hours before this are finished
-    start = mark
-    if start is None:
-        first = _earliest_result()
-        if first is None:
-            return None
-        start = max(hour_floor(first), hour_floor(now - KEEP_ROLLUPS))
-    if start >= limit:
-        return None
-    return start, min(limit, start + MAX_HOURS_PER_CALL * HOUR)
+def _counts(sql: str, params: dict, datetimes: list[str], expanding: bool):
+    statement = text(sql).bindparams(*(bindparam(name, type_=UTCDateTime()) for name in datetimes))
+    if expanding:
+        statement = statement.bindparams(bindparam("ids", expanding=True))
+    return db.session.execute(statement, params)
 
 
-def late_hours_waiting(mark: datetime | None = None) -> bool:
-    """Whether some rolled-up hour has results it does not count yet."""
-    mark = mark if mark is not None else watermark()
-    if mark is None:
-        return False
-    return db.session.execute(select(StaleHour.hour).where(StaleHour.hour < mark).limit(1)).first() is not None
+def _summed(checks, ok, ms_sum, ms_count, ms_max) -> Tally:
+    return Tally(int(checks or 0), int(ok or 0), float(ms_sum or 0.0), int(ms_count or 0),
+                 float(ms_max) if ms_max is not None else None)
 
 
-def _roll_up_hours(start: datetime, end: datetime, now: datetime) -> None:
-    # One pass over the raw results gives both tables: the totals are the
-    # per-location tallies summed.
-    by_location = raw_location_tallies(start, end, bucket_seconds=3600)
-    rows, location_rows = _hour_rows(by_location, since=hour_floor(now - KEEP_LOCATION_ROLLUPS))
-    hours = []
-    hour = start
-    while hour < end:
-        hours.append({"hour": hour, "rolled_up_at": now})
-        hour += HOUR
-    insert = pg_insert if db.engine.dialect.name == "postgresql" else sqlite_insert
-    if rows:
-        db.session.execute(insert(ResultHour).on_conflict_do_nothing(), rows)
-    if location_rows:
-        db.session.execute(insert(ResultLocationHour).on_conflict_do_nothing(), location_rows)
-    db.session.execute(insert(RolledUpHour).on_conflict_do_nothing(), hours)
-    logger.debug("rolled up %d hours from %s: %d endpoint-hours", len(hours), start, len(rows))
-
-
-def _hour_rows(by_location: dict[LocationKey, Tally], *, since: datetime) -> tuple[list[dict], list[dict]]:
-    """``result_hours`` rows and ``result_location_hours`` rows (for hours
-    from ``since`` on) of hourly per-location tallies."""
-    totals: dict[tuple[int, int], Tally] = {}
-    location_rows = []
-    for key, tally in by_location.items():
-        totals.setdefault((key.endpoint_id, key.bucket), Tally()).add(tally)
-        hour = datetime.fromtimestamp(key.bucket * 3600, timezone.utc)
-        if hour >= since:
-            location_rows.append({"instance_id": key.instance_id, "location": key.location,
-                                  **_tally_columns(key.endpoint_id, hour, tally)})
-    rows = [_tally_columns(endpoint_id, datetime.fromtimestamp(bucket * 3600, timezone.utc), tally)
-            for (endpoint_id, bucket), tally in totals.items()]
-    return rows, location_rows
-
-
-def _tally_columns(endpoint_id: int, hour: datetime, t: Tally) -> dict:
-    return {"endpoint_id": endpoint_id, "hour": hour, "checks": t.checks, "ok_checks": t.ok_checks,
-            "response_ms_sum": t.response_ms_sum, "response_ms_count": t.response_ms_count,
-            "response_ms_max": t.response_ms_max}
-
-
-def _roll_up_late_hours(mark: datetime, now: datetime) -> None:
-    """Recompute marked hours before ``mark`` from raw results and clear
-    their marks.
-
-    Runs under ``_lock_out_ingest``: no mark can be added while it runs, so
-    clearing the marks it read clears nothing it has not handled.
-    """
-    marks = db.session.execute(
-        select(StaleHour.endpoint_id, StaleHour.hour).where(StaleHour.hour < mark)
-        .order_by(StaleHour.hour, StaleHour.endpoint_id).limit(MAX_STALE_HOURS_PER_CALL)
-    ).all()
-    if not marks:
-        return
-    # Raw results are pruned after the retention period (the hour the prune
-    # is cutting into, and the next in case it runs meanwhile, are partial):
-    # recomputing such an hour would lose the results it counted.
-    retention = timedelta(days=current_app.config["SETTINGS"].result_retention_days)
-    oldest = max(hour_floor(now - retention) + 2 * HOUR, hour_floor(now - KEEP_ROLLUPS))
-    by_hour: dict[datetime, list[int]] = {}
-    for endpoint_id, hour in marks:
-        if hour >= oldest:
-            by_hour.setdefault(hour, []).append(endpoint_id)
-    rows, location_rows = [], []
-    since = hour_floor(now - KEEP_LOCATION_ROLLUPS)
-    for hour, endpoint_ids in by_hour.items():
-        totals, per_location = _hour_rows(
-            raw_location_tallies(hour, hour + HOUR, bucket_seconds=3600, endpoint_ids=endpoint_ids), since=since)
-        rows += totals
-        location_rows += per_location
-    recomputed = [{"e": endpoint_id, "h": hour} for hour, ids in by_hour.items() for endpoint_id in ids]
-    if recomputed:
-        for table in (ResultHour.__table__, ResultLocationHour.__table__):
-            db.session.execute(table.delete().where(table.c.endpoint_id == bindparam("e"),
-                                                    table.c.hour == bindparam("h")), recomputed)
-    if rows:
-        db.session.execute(ResultHour.__table__.insert(), rows)
-    if location_rows:
-        db.session.execute(ResultLocationHour.__table__.insert(), location_rows)
-    stale = StaleHour.__table__
-    db.session.execute(stale.delete().where(stale.c.endpoint_id == bindparam("e"), stale.c.hour == bindparam("h")),
-                       [{"e": endpoint_id, "h": hour} for endpoint_id, hour in marks])
-    logger.info("rolled up %d endpoint-hours again for late results (%d too old to recompute)",
-                len(recomputed), len(marks) - len(recomputed))
-
-
-def roll_up(now: datetime | None = None) -> datetime:
-    """Roll up finished hours not rolled up yet, and again the hours that
-    gained late results; return the watermark.
-
-    Safe to run from several processes at once: they take turns
-    (``_lock_out_ingest``), and the second finds the work done.
-    """
-    now = now or utcnow()
-    mark = watermark()
-    if _hours_to_roll_up(now, mark) is None and not late_hours_waiting(mark):
-        # What readers usually find: nothing to do, and nothing locked.
-        return mark if mark is not None else hour_floor(now - ROLLUP_DELAY)
-    _lock_out_ingest(shared=False)
-    # Again under the lock: another process may have done it meanwhile.
-    span = _hours_to_roll_up(now, watermark())
-    if span is not None:
-        _roll_up_hours(*span, now)
-    mark = watermark()
-    if mark is not None:
-        _roll_up_late_hours(mark, now)
-    cutoff = hour_floor(now - KEEP_ROLLUPS)
-    db.session.execute(delete(ResultHour).where(ResultHour.hour < cutoff))
-    db.session.execute(delete(RolledUpHour).where(RolledUpHour.hour < cutoff))
-    db.session.execute(delete(ResultLocationHour).where(
-        ResultLocationHour.hour < hour_floor(now - KEEP_LOCATION_ROLLUPS)))
-    db.session.commit()
-    return mark if mark is not None else hour_floor(now - ROLLUP_DELAY)
+_SUMS = "SUM(checks), SUM(ok_checks), SUM(response_ms_sum), SUM(response_ms_count), MAX(response_ms_max)"
 
 
 def hourly_rows(start: datetime, now: datetime, *, endpoint_ids: list[int] | None = None):
-    """(endpoint_id, hour number, Tally) from ``start`` (an hour) up to now.
+    """(endpoint_id, hour number, Tally) from ``start`` (an hour) through
+    the current hour, every location summed; one query for any number of
+    endpoints.
 
-    The hour number is unix seconds // 3600. Rolled-up hours come from
-    ``result_hours``, the rest from raw results: two queries for any number
-    of endpoints.
+    The hour number is unix seconds // 3600. Through the end of the current
+    hour: a result stamped a little ahead (a dependent's clock) counts once
+    its hour comes, not in one no reader expects yet.
     """
     if endpoint_ids is not None and not endpoint_ids:
         return
-    # Readers never roll up (that is the clock's roll-up-results job, which
-    # holds storing results off while it runs): what is past the watermark
-    # comes from raw results, so the answer is the same either way.
-    mark = watermark() or start
-    if mark > start:
-        # Plain rows with the hour as a number, not ORM objects with
-        # datetimes: a 1,000-endpoint day is 24,000 of them.
-        sql = (f"SELECT endpoint_id, {bucket_sql('hour', 3600)} AS bucket, checks, ok_checks, response_ms_sum, "
-               "response_ms_count, response_ms_max FROM result_hours WHERE hour >= :start AND hour < :mark")
-        params = {"start": start, "mark": mark}
-        if endpoint_ids is not None:
-            sql += " AND endpoint_id IN :ids"
-            params["ids"] = list(endpoint_ids)
-        statement = text(sql).bindparams(bindparam("start", type_=UTCDateTime()),
-                                         bindparam("mark", type_=UTCDateTime()))
-        if endpoint_ids is not None:
-            statement = statement.bindparams(bindparam("ids", expanding=True))
-        for endpoint_id, bucket, *numbers in db.session.execute(statement, params):
-            yield endpoint_id, int(bucket), Tally(*numbers)
-    # Up to the end of the current hour: a result stamped a little ahead (a
-    # dependent's clock) counts once its hour comes, not in one no reader
-    # expects yet.
-    for (endpoint_id, bucket), tally in raw_tallies(max(start, mark), hour_floor(now) + HOUR, bucket_seconds=3600,
-                                                    endpoint_ids=endpoint_ids).items():
-        yield endpoint_id, bucket, tally
+    params = {"start": start, "end": hour_floor(now) + HOUR}
+    sql, expanding = _ids_clause(
+        f"SELECT endpoint_id, {bucket_sql('hour', 3600)}, {_SUMS} FROM result_location_hours "
+        "WHERE hour >= :start AND hour < :end", params, endpoint_ids)
+    for endpoint_id, bucket, *numbers in _counts(sql + " GROUP BY endpoint_id, hour", params, ["start", "end"],
+                                                expanding):
+        yield endpoint_id, int(bucket), _summed(*numbers)
 
 
 def hourly_tallies(start: datetime, now: datetime, *, endpoint_ids: list[int] | None = None
@@ -417,40 +268,42 @@ def hourly_tallies(start: datetime, now: datetime, *, endpoint_ids: list[int] | 
     """Per endpoint, a ``Tally`` per hour from ``start`` (an hour) up to now."""
     out: dict[int, dict[datetime, Tally]] = {}
     for endpoint_id, bucket, tally in hourly_rows(start, now, endpoint_ids=endpoint_ids):
-        hour = datetime.fromtimestamp(bucket * 3600, timezone.utc)
-        out.setdefault(endpoint_id, {}).setdefault(hour, Tally()).add(tally)
+        out.setdefault(endpoint_id, {})[datetime.fromtimestamp(bucket * 3600, timezone.utc)] = tally
+    return out
+
+
+def daily_tallies(start: datetime, now: datetime, *, endpoint_ids: list[int]) -> dict[int, dict[date, Tally]]:
+    """Per endpoint, a ``Tally`` per UTC day from ``start`` (a midnight)
+    through today, every location summed: one query, a row per endpoint,
+    location and day."""
+    if not endpoint_ids:
+        return {}
+    params = {"start": start, "end": day_floor(now) + DAY}
+    sql, expanding = _ids_clause(
+        f"SELECT endpoint_id, {bucket_sql('day', 86400)}, {_SUMS} FROM result_location_days "
+        "WHERE day >= :start AND day < :end", params, endpoint_ids)
+    out: dict[int, dict[date, Tally]] = {}
+    for endpoint_id, bucket, *numbers in _counts(sql + " GROUP BY endpoint_id, day", params, ["start", "end"],
+                                                expanding):
+        out.setdefault(endpoint_id, {})[datetime.fromtimestamp(int(bucket) * 86400, timezone.utc).date()] = \
+            _summed(*numbers)
     return out
 
 
 def location_rows(start: datetime, now: datetime, *, endpoint_ids: list[int], bucket_seconds: int = 3600):
     """(``LocationKey``, Tally) per endpoint, location and bucket of
-    ``bucket_seconds`` (whole hours) from ``start`` (an hour, at most
-    ``KEEP_LOCATION_ROLLUPS`` ago) up to now.
-
-    As ``hourly_rows``, per location: rolled-up hours from
-    ``result_location_hours``, summed per bucket in SQL, the rest from raw
-    results; two queries. A bucket the watermark cuts in two comes twice
-    (add them up).
-    """
+    ``bucket_seconds`` (whole hours) from ``start`` (an hour) through the
+    current hour: the hours' counts summed per bucket in SQL, one query."""
     if not endpoint_ids:
         return
-    mark = watermark() or start
-    if mark > start:
-        bucket = bucket_sql("hour", bucket_seconds)
-        statement = text(
-            f"SELECT endpoint_id, instance_id, MAX(location) AS location, {bucket} AS bucket, SUM(checks), "
-            "SUM(ok_checks), SUM(response_ms_sum), SUM(response_ms_count), MAX(response_ms_max) "
-            "FROM result_location_hours WHERE endpoint_id IN :ids AND hour >= :start AND hour < :mark "
-            f"GROUP BY endpoint_id, instance_id, {bucket}"
-        ).bindparams(bindparam("start", type_=UTCDateTime()), bindparam("mark", type_=UTCDateTime()),
-                     bindparam("ids", expanding=True))
-        for endpoint_id, instance_id, location, number, checks, ok, ms_sum, ms_count, ms_max in db.session.execute(
-                statement, {"start": start, "mark": mark, "ids": list(endpoint_ids)}):
-            yield (LocationKey(endpoint_id, instance_id, location, int(number)),
-                   Tally(int(checks), int(ok), float(ms_sum or 0.0), int(ms_count or 0),
-                         float(ms_max) if ms_max is not None else None))
-    yield from raw_location_tallies(max(start, mark), hour_floor(now) + HOUR, bucket_seconds=bucket_seconds,
-                                    endpoint_ids=endpoint_ids).items()
+    bucket = bucket_sql("hour", bucket_seconds)
+    params = {"start": start, "end": hour_floor(now) + HOUR}
+    sql, expanding = _ids_clause(
+        f"SELECT endpoint_id, instance_id, MAX(location), {bucket}, {_SUMS} FROM result_location_hours "
+        "WHERE hour >= :start AND hour < :end", params, endpoint_ids)
+    for endpoint_id, instance_id, location, number, *numbers in _counts(
+            sql + f" GROUP BY endpoint_id, instance_id, {bucket}", params, ["start", "end"], expanding):
+        yield LocationKey(endpoint_id, instance_id, location, int(number)), _summed(*numbers)
 
 
 def location_checks_since(endpoint_id: int, starts: dict[str, datetime], now: datetime
@@ -458,34 +311,18 @@ def location_checks_since(endpoint_id: int, starts: dict[str, datetime], now: da
     """Per instance: the location it reported and, for each of ``starts``
     (name to an hour), its checks and successes from that hour up to now.
 
-    For uptimes over several spans in one pass: rolled-up hours summed in
-    SQL (a row per location), the rest from raw results.
+    For uptimes over several spans in one query: a row per location.
     """
-    first = min(starts.values())
-    mark = watermark() or first
+    names = list(starts)
+    columns = ", ".join(f"SUM(CASE WHEN hour >= :s{i} THEN checks ELSE 0 END), "
+                        f"SUM(CASE WHEN hour >= :s{i} THEN ok_checks ELSE 0 END)" for i in range(len(names)))
+    params = {"endpoint_id": endpoint_id, "start": min(starts.values()), "end": hour_floor(now) + HOUR,
+              **{f"s{i}": starts[name] for i, name in enumerate(names)}}
+    sql = (f"SELECT instance_id, MAX(location), {columns} FROM result_location_hours "
+           "WHERE endpoint_id = :endpoint_id AND hour >= :start AND hour < :end GROUP BY instance_id")
     out: dict[str, tuple[str, dict[str, Tally]]] = {}
-
-    def add(instance_id: str, location: str, name: str, tally: Tally) -> None:
-        out.setdefault(instance_id, (location, {n: Tally() for n in starts}))[1][name].add(tally)
-
-    if mark > first:
-        names = list(starts)
-        columns = ", ".join(f"SUM(CASE WHEN hour >= :s{i} THEN checks ELSE 0 END), "
-                            f"SUM(CASE WHEN hour >= :s{i} THEN ok_checks ELSE 0 END)" for i in range(len(names)))
-        statement = text(
-            f"SELECT instance_id, MAX(location), {columns} FROM result_location_hours "
-            "WHERE endpoint_id = :endpoint_id AND hour >= :start AND hour < :mark GROUP BY instance_id"
-        ).bindparams(*(bindparam(key, type_=UTCDateTime()) for key in
-                       ["start", "mark", *(f"s{i}" for i in range(len(names)))]))
-        params = {"endpoint_id": endpoint_id, "start": first, "mark": mark,
-                  **{f"s{i}": starts[name] for i, name in enumerate(names)}}
-        for instance_id, location, *numbers in db.session.execute(statement, params):
-            for i, name in enumerate(names):
-                add(instance_id, location, name, Tally(int(numbers[2 * i] or 0), int(numbers[2 * i + 1] or 0)))
-    for key, tally in raw_location_tallies(max(first, mark), hour_floor(now) + HOUR, bucket_seconds=3600,
-                                           endpoint_ids=[endpoint_id]).items():
-        hour = datetime.fromtimestamp(key.bucket * 3600, timezone.utc)
-        for name, since in starts.items():
-            if hour >= since:
-                add(key.instance_id, key.location, name, tally)
+    datetimes = ["start", "end", *(f"s{i}" for i in range(len(names)))]
+    for instance_id, location, *numbers in _counts(sql, params, datetimes, False):
+        out[instance_id] = (location, {name: Tally(int(numbers[2 * i] or 0), int(numbers[2 * i + 1] or 0))
+                                       for i, name in enumerate(names)})
     return out

@@ -20,7 +20,7 @@ from app.extensions import db
 from app.models import Endpoint, Setting, utcnow
 from app.services import maintenance
 from app.services.maintenance import Notice
-from app.services.rollups import Tally, hourly_tallies
+from app.services.rollups import Tally, daily_tallies
 
 logger = logging.getLogger(__name__)
 
@@ -219,13 +219,12 @@ def page(group: str, now: datetime | None = None) -> list[PublicEndpoint]:
     ).scalars())
     first_day = (now - timedelta(days=DAYS - 1)).date()
     start = datetime.combine(first_day, datetime.min.time(), tzinfo=now.tzinfo)
-    tallies = hourly_tallies(start, now, endpoint_ids=[e.id for e in endpoints])
+    # A row per endpoint, location and day: counted as results are stored.
+    tallies = daily_tallies(start, now, endpoint_ids=[e.id for e in endpoints])
     held = maintenance.endpoints_in_maintenance({e.id: e.group_name for e in endpoints}, now)
     out = []
     for endpoint in endpoints:
-        per_day: dict[date, Tally] = {}
-        for hour, tally in tallies.get(endpoint.id, {}).items():
-            per_day.setdefault(hour.date(), Tally()).add(tally)
+        per_day: dict[date, Tally] = tallies.get(endpoint.id, {})
         total = Tally()
         bars = []
         for offset in range(DAYS):

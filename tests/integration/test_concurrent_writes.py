@@ -3,6 +3,7 @@ whose instance is removed while it is being handled."""
 from __future__ import annotations
 
 import threading
+from datetime import timedelta
 
 import pytest
 
@@ -15,11 +16,11 @@ from app.services.results import result_row, store_results
 from tests.conftest import make_app
 
 
-def _batch_in_thread(application, endpoint_id, ok, stored, outcomes):
+def _batch_in_thread(application, endpoint_id, ok, checked_at, stored, outcomes):
     """Store a result, wait until the other batch has stored one too, then
     count it: the order in which two check batches can meet."""
     result = CheckResult(is_ok=ok, check_type="tcp", failure_reason=None if ok else "refused",
-                         checked_at=utcnow())
+                         checked_at=checked_at)
     with application.app_context():
         try:
             row = result_row(endpoint_id, result, instance_id="i", location="l")
@@ -47,8 +48,14 @@ def test_two_batches_for_one_endpoint_both_count(backend, request, tmp_path):
     if backend == "sqlite":
         # One writer at a time: the second batch waits for the first to commit.
         stored = threading.Barrier(1)
-    threads = [threading.Thread(target=_batch_in_thread, args=(application, endpoint_id, ok, stored, outcomes))
-               for application, ok in ((first, True), (second, False))]
+    # On PostgreSQL, batches of one location for one endpoint and day take
+    # turns from their insert (the day's count row); across midnight they
+    # can both have stored before either votes.
+    midnight = utcnow().replace(hour=0, minute=0, second=0, microsecond=0)
+    times = (midnight - timedelta(seconds=1), midnight + timedelta(seconds=1))
+    threads = [threading.Thread(target=_batch_in_thread,
+                                args=(application, endpoint_id, ok, at, stored, outcomes))
+               for application, ok, at in ((first, True, times[0]), (second, False, times[1]))]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -307,8 +307,8 @@ def test_metrics_report_what_the_database_and_redis_hold(any_app, redis_url):
     hold_lease(redis_url)
     register_worker(redis_url)
     checks = Queue("checks", connection=redis.Redis.from_url(redis_url))
-    checks.enqueue("workers.jobs.checks.prune_results", 30)
-    checks.enqueue("workers.jobs.checks.prune_results", 30)
+    checks.enqueue("workers.jobs.checks.prune_results")
+    checks.enqueue("workers.jobs.checks.prune_results")
 
     samples = scrape(app)
 

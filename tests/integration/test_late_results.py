@@ -1,9 +1,9 @@
-"""Results stored after their hour was rolled up (a dependent's outbox after
-an outage) are folded into that hour by the next roll-up: counted once,
-never lost, on SQLite and PostgreSQL."""
+"""Results are counted in their hour and day as they are stored: late ones
+(a dependent's outbox after an outage) at once in their own hour, ones sent
+again never twice, and concurrent writers lose nothing, on SQLite and
+PostgreSQL."""
 from __future__ import annotations
 
-import dataclasses
 import threading
 import uuid
 from datetime import timedelta
@@ -14,7 +14,7 @@ from sqlalchemy import func, inspect, select
 
 from app.checks import CheckResult
 from app.extensions import db
-from app.models import ResponseTime, ResultHour, StaleHour, utcnow
+from app.models import ResponseTime, ResultLocationDay, ResultLocationHour, utcnow
 from app.services import history, rollups
 from app.services.endpoints import create_endpoint
 from app.services.results import record_results, result_row, store_results
@@ -65,28 +65,22 @@ def store(app, endpoint_id, *checks):
         db.session.remove()
 
 
-def roll_up(app, now=None):
+def hour_row(app, endpoint_id, hour, instance_id="local"):
+    """(checks, ok checks, response time sum, count, max) counted for the hour."""
     with app.app_context():
-        mark = rollups.roll_up(now)
-        db.session.remove()
-        return mark
-
-
-def hour_row(app, endpoint_id, hour):
-    """(checks, ok checks, response time sum, count, max) rolled up for the hour."""
-    with app.app_context():
-        row = db.session.get(ResultHour, (endpoint_id, hour))
+        row = db.session.get(ResultLocationHour, (endpoint_id, hour, instance_id))
         out = None if row is None else (row.checks, row.ok_checks, row.response_ms_sum,
                                         row.response_ms_count, row.response_ms_max)
         db.session.remove()
         return out
 
 
-def marks(app):
+def day_checks(app, endpoint_id) -> int:
     with app.app_context():
-        out = sorted((m.endpoint_id, m.hour) for m in db.session.execute(select(StaleHour)).scalars())
+        count = db.session.execute(select(func.sum(ResultLocationDay.checks))
+                                   .where(ResultLocationDay.endpoint_id == endpoint_id)).scalar_one()
         db.session.remove()
-        return out
+        return count or 0
 
 
 def stored(app) -> int:
@@ -96,43 +90,31 @@ def stored(app) -> int:
         return count
 
 
-def test_a_late_result_is_counted_in_its_rolled_up_hour(any_app, monkeypatch):
-    from workers import jobs
-    from workers.jobs.checks import roll_up_results
-
-    monkeypatch.setattr(jobs, "_app", any_app)
+def test_a_late_result_is_counted_in_its_hour_at_once(any_app):
     hour = three_hours_ago()
     site = endpoint(any_app)
     store(any_app, site, check(hour + timedelta(minutes=5), ms=10.0),
           check(hour + timedelta(minutes=35), ok=False))
-    roll_up_results()
+    store(any_app, site, check(utcnow()))
     assert hour_row(any_app, site, hour) == (2, 1, 10.0, 1, 10.0)
 
-    store(any_app, site, check(hour + timedelta(minutes=50), ms=30.0))  # arrives after the roll-up
-    assert marks(any_app) == [(site, hour)]
-    assert hour_row(any_app, site, hour) == (2, 1, 10.0, 1, 10.0)  # not yet
-
-    roll_up_results()
+    store(any_app, site, check(hour + timedelta(minutes=50), ms=30.0))  # arrives hours late
     assert hour_row(any_app, site, hour) == (3, 2, 40.0, 2, 30.0)
-    assert marks(any_app) == []
+    assert day_checks(any_app, site) == 4
     with any_app.app_context():
-        assert history.uptimes(site)["24h"] == pytest.approx(100.0 * 2 / 3)
-        assert sum(b.tally.checks for b in history.chart(site, "7d")) == 3
+        assert history.uptimes(site)["24h"] == pytest.approx(100.0 * 3 / 4)
+        assert sum(b.tally.checks for b in history.chart(site, "7d")) == 4
 
 
-def test_recomputing_touches_only_the_marked_endpoint_hours(any_app):
+def test_counting_touches_only_the_results_endpoint_hours(any_app):
     hour = three_hours_ago()
     late, other = endpoint(any_app, "late"), endpoint(any_app, "other")
     for site in (late, other):
         store(any_app, site, check(hour + timedelta(minutes=5)), check(hour + timedelta(minutes=65)))
-    roll_up(any_app)
     store(any_app, late, check(hour + timedelta(minutes=70), ok=False))
-    assert marks(any_app) == [(late, hour + timedelta(hours=1))]
-    roll_up(any_app)
     assert hour_row(any_app, late, hour) == (1, 1, 10.0, 1, 10.0)
     assert hour_row(any_app, late, hour + timedelta(hours=1)) == (2, 1, 10.0, 1, 10.0)
     assert hour_row(any_app, other, hour + timedelta(hours=1)) == (1, 1, 10.0, 1, 10.0)
-    assert marks(any_app) == []
 
 
 def register(client) -> tuple[str, dict]:
@@ -165,58 +147,21 @@ def test_a_late_heartbeat_delivered_twice_is_counted_once(primary):
     hour = three_hours_ago()
     on_time = heartbeat(instance_id, [sent(site, hour + timedelta(minutes=m)) for m in (1, 2, 3)])
     assert client.put("/sync/api/heartbeat", json=on_time, headers=auth).status_code == 200
-    roll_up(primary)
-    assert hour_row(primary, site, hour) == (3, 3, 60.0, 3, 20.0)
+    assert hour_row(primary, site, hour, instance_id) == (3, 3, 60.0, 3, 20.0)
 
     # The outbox of a dependent that lost the primary for hours, sent again
     # because the first reply never reached it.
     backlog = heartbeat(instance_id, [sent(site, hour + timedelta(minutes=40), ms=50.0),
                                       sent(site, hour + timedelta(minutes=41), ok=False)])
-    for _ in range(2):
+    for _ in range(3):
         assert client.put("/sync/api/heartbeat", json=backlog, headers=auth).status_code == 200
     assert stored(primary) == 5
-    assert marks(primary) == [(site, hour)]
-    roll_up(primary)
-    assert hour_row(primary, site, hour) == (5, 4, 110.0, 4, 50.0)
-
-    # Replayed again after the roll-up: marked again, still counted once.
-    assert client.put("/sync/api/heartbeat", json=backlog, headers=auth).status_code == 200
-    assert marks(primary) == [(site, hour)]
-    roll_up(primary)
-    assert hour_row(primary, site, hour) == (5, 4, 110.0, 4, 50.0)
-    assert marks(primary) == []
-
-
-def test_results_on_time_leave_no_marks(primary):
-    client = primary.test_client()
-    instance_id, auth = register(client)
-    site = endpoint(primary)
-    store(primary, site, check(three_hours_ago()))
-    mark = roll_up(primary)
-    assert mark > three_hours_ago()
-    store(primary, site, check(utcnow()), check(mark))  # the watermark's own hour is not rolled up
-    now = heartbeat(instance_id, [sent(site, utcnow()) for _ in range(3)])
-    assert len(client.put("/sync/api/heartbeat", json=now, headers=auth).get_json()["acknowledged"]) == 3
-    assert marks(primary) == []
-    assert stored(primary) == 6
-
-
-def test_hours_past_raw_retention_keep_their_roll_up(any_app):
-    """Their raw results are pruned, so recomputing would lose them."""
-    any_app.config["SETTINGS"] = dataclasses.replace(any_app.config["SETTINGS"], result_retention_days=1)
-    old = rollups.hour_floor(utcnow()) - timedelta(days=2)
-    site = endpoint(any_app)
-    store(any_app, site, check(old + timedelta(minutes=1)), check(old + timedelta(minutes=2)))
-    roll_up(any_app)
-    assert hour_row(any_app, site, old) == (2, 2, 20.0, 2, 10.0)
-    with any_app.app_context():
-        db.session.execute(db.delete(ResponseTime))  # what prune_results does a day later
-        db.session.commit()
-    store(any_app, site, check(old + timedelta(minutes=3)))
-    assert marks(any_app) == [(site, old)]
-    roll_up(any_app)
-    assert hour_row(any_app, site, old) == (2, 2, 20.0, 2, 10.0)
-    assert marks(any_app) == []
+    assert hour_row(primary, site, hour, instance_id) == (5, 4, 110.0, 4, 50.0)
+    assert day_checks(primary, site) == 5
+    # Half of it again, with one new result: only the new one counts.
+    again = heartbeat(instance_id, backlog["results"][:1] + [sent(site, hour + timedelta(minutes=42))])
+    assert client.put("/sync/api/heartbeat", json=again, headers=auth).status_code == 200
+    assert hour_row(primary, site, hour, instance_id) == (6, 5, 130.0, 5, 50.0)
 
 
 def in_thread(target) -> threading.Thread:
@@ -234,56 +179,53 @@ def in_thread(target) -> threading.Thread:
     return thread
 
 
-def test_a_roll_up_waits_for_results_being_stored(any_app):
-    """The raw results a roll-up reads include every insert that read the
-    old watermark: it waits for them to commit."""
-    site = endpoint(any_app)
-    first = rollups.hour_floor(utcnow()) - timedelta(hours=5)
-    store(any_app, site, check(first), check(first + timedelta(hours=1)))
-    assert roll_up(any_app, first + timedelta(hours=1, minutes=15)) == first + timedelta(hours=1)
-    with any_app.app_context():
-        # Stored on time for the hour after the watermark, not committed yet.
-        on_time = check(first + timedelta(hours=1, minutes=30), ms=30.0)
-        store_results([result_row(site, on_time, instance_id="local", location="here")])
-        roller = in_thread(lambda: roll_up(any_app, first + timedelta(hours=2, minutes=15)))
-        roller.join(0.5)
-        assert roller.is_alive()  # held off while the insert is open
-        db.session.commit()
-    roller.join(30)
-    assert not roller.is_alive() and not roller.errors
-    assert hour_row(any_app, site, first + timedelta(hours=1)) == (2, 2, 40.0, 2, 30.0)
-    assert marks(any_app) == []
+def test_concurrent_writers_count_every_result_once(pg_app):
+    """Worker processes and sync ingest store at once on PostgreSQL: batches
+    of one instance for the same endpoints and hours, results sent twice by
+    two writers at once, several instances. The counts equal the raw
+    results, and no batch deadlocks."""
+    sites = [endpoint(pg_app, f"site-{n}") for n in range(6)]
+    hour = three_hours_ago()
+    batches = []
+    for writer in range(8):
+        instance = f"instance-{writer % 3}"
+        rows = [result_row(site, check(hour + timedelta(minutes=m, seconds=writer), ok=(m + writer) % 4 != 0,
+                                       ms=float(m)), instance_id=instance, location=instance)
+                for site in sites[::(1 if writer % 2 else -1)] for m in range(0, 120, 7)]
+        batches.append(rows)
+    batches.append(list(batches[0]))  # sent again while the first is being stored
+    start = threading.Barrier(len(batches))
+
+    def writer(rows):
+        with pg_app.app_context():
+            start.wait()
+            for offset in range(0, len(rows), 25):
+                store_results(rows[offset:offset + 25])
+                db.session.commit()
+            db.session.remove()
+
+    threads = [in_thread(lambda rows=rows: writer(rows)) for rows in batches]
+    for thread in threads:
+        thread.join(60)
+        assert not thread.is_alive() and not thread.errors, thread.errors
+    with pg_app.app_context():
+        raw = rollups.raw_location_tallies(hour, None, bucket_seconds=3600)
+        counted = dict(rollups.location_rows(hour, utcnow(), endpoint_ids=sites))
+        assert {k: (t.checks, t.ok_checks, round(t.response_ms_sum, 6)) for k, t in counted.items()} == \
+               {k: (t.checks, t.ok_checks, round(t.response_ms_sum, 6)) for k, t in raw.items()}
+        assert sum(t.checks for t in raw.values()) == 8 * 6 * 18
+        days = rollups.daily_tallies(rollups.day_floor(hour), utcnow(), endpoint_ids=sites)
+        assert sum(t.checks for by_day in days.values() for t in by_day.values()) == 8 * 6 * 18
 
 
-def test_results_stored_during_a_roll_up_are_marked(any_app):
-    """An insert waits for a running roll-up, then sees its watermark and
-    marks the hour it just rolled up."""
-    site = endpoint(any_app)
-    first = rollups.hour_floor(utcnow()) - timedelta(hours=5)
-    store(any_app, site, check(first), check(first + timedelta(hours=1)))
-    roll_up(any_app, first + timedelta(hours=1, minutes=15))
-    with any_app.app_context():
-        rollups._lock_out_ingest(shared=False)  # a roll-up under way
-        storer = in_thread(lambda: store(any_app, site, check(first + timedelta(hours=1, minutes=30), ms=30.0)))
-        storer.join(0.5)
-        assert storer.is_alive()  # held off until the roll-up commits
-        assert rollups.roll_up(first + timedelta(hours=2, minutes=15)) == first + timedelta(hours=2)
-    storer.join(30)
-    assert not storer.is_alive() and not storer.errors
-    assert hour_row(any_app, site, first + timedelta(hours=1)) == (1, 1, 10.0, 1, 10.0)
-    assert marks(any_app) == [(site, first + timedelta(hours=1))]
-    roll_up(any_app, first + timedelta(hours=2, minutes=15))
-    assert hour_row(any_app, site, first + timedelta(hours=1)) == (2, 2, 40.0, 2, 30.0)
-
-
-def test_migration_0005_goes_up_and_down_on_sqlite(tmp_path):
+def test_migrations_0005_to_0012_go_up_and_down_on_sqlite(tmp_path):
     application = make_app(tmp_path, serve="none")
     with application.app_context():
         _up_and_down()
         db.engine.dispose()
 
 
-def test_migration_0005_goes_up_and_down_on_postgresql(pg_app):
+def test_migrations_0005_to_0012_go_up_and_down_on_postgresql(pg_app):
     with pg_app.app_context():
         _up_and_down()
 
@@ -291,11 +233,13 @@ def test_migration_0005_goes_up_and_down_on_postgresql(pg_app):
 def _up_and_down():
     directory = str(ROOT / "migrations")
     upgrade(directory=directory)
-    assert {"stale_hours", "result_hours"} <= set(inspect(db.engine).get_table_names())
-    # Hour first in the key: the roll-up looks marks up by hour.
+    tables = set(inspect(db.engine).get_table_names())
+    assert "result_location_days" in tables and not {"stale_hours", "result_hours", "rolled_up_hours"} & tables
+    downgrade(directory=directory, revision="0005")
+    # Hour first in the key: the roll-up looked marks up by hour.
     assert inspect(db.engine).get_pk_constraint("stale_hours")["constrained_columns"] == ["hour", "endpoint_id"]
     downgrade(directory=directory, revision="0004")
     tables = set(inspect(db.engine).get_table_names())
     assert "stale_hours" not in tables and "result_hours" in tables
     upgrade(directory=directory)
-    assert "stale_hours" in set(inspect(db.engine).get_table_names())
+    assert "result_location_days" in set(inspect(db.engine).get_table_names())

@@ -582,14 +582,14 @@ def _result_counts(application) -> tuple[int, int]:
         return sum(1 for r in rows if r is None), len(rows)
 
 
-def test_pruning_never_deletes_a_dependent_s_unsent_results(instances, monkeypatch):
-    from workers import jobs
-    from workers.jobs.checks import prune_results
+def test_pruning_never_deletes_a_dependent_s_unsent_results(instances):
+    from app.services import retention
 
     member = instances("member", {"PRIMARY_SYNC_URL": "http://127.0.0.1:9", "SYNC_SHARED_SECRET": SECRET})
     _old_and_new_results(member, synced=5, unsent=3, recent=2)
-    monkeypatch.setattr(jobs, "_app", member)
-    assert prune_results(30, batch=2) == 5  # in three deletes of at most two
+    with member.app_context():
+        pruned = retention.prune(batch=2, pause=0)  # in three deletes of at most two
+    assert pruned.rows["results"] == 5 and pruned.finished
     assert _result_counts(member) == (5, 5)  # the three old unsent ones and the two recent ones
 
 
@@ -600,7 +600,7 @@ def test_pruning_on_a_primary_goes_by_age_alone_in_batches(instances, monkeypatc
     primary_app = instances("primary", PRIMARY_ENV, serve="none")
     _old_and_new_results(primary_app, synced=5, unsent=3, recent=2)
     monkeypatch.setattr(jobs, "_app", primary_app)
-    assert prune_results(30, batch=3) == 8
+    assert prune_results()["pruned"]["results"] == 8
     assert _result_counts(primary_app) == (0, 2)
 
 

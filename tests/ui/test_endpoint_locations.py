@@ -17,7 +17,7 @@ from sqlalchemy import event, func, select, text, update
 from app.checks import CheckResult
 from app.extensions import db
 from app.models import Endpoint, ResponseTime, ResultLocationHour, utcnow
-from app.services import configuration, consensus, history, rollups
+from app.services import configuration, consensus, history
 from app.services.results import record_results, store_results
 from tests.conftest import SECRET, instance_app, make_app
 from tests.ui.conftest import EMAIL, PASSWORD, add_result, csrf_token, make_endpoint, sign_in
@@ -112,16 +112,6 @@ class Cluster:
         reply = self.web.get(f"/endpoints/{endpoint_id}{query}")
         assert reply.status_code == 200
         return reply.get_data(as_text=True)
-
-    def roll_up(self, now=None):
-        """Roll up every finished hour, as the clock's job does in turns."""
-        now = now or utcnow()
-        with self.app.app_context():
-            for _ in range(1000):
-                mark = rollups.roll_up(now)
-                if mark >= rollups.hour_floor(now - rollups.ROLLUP_DELAY) and not rollups.late_hours_waiting():
-                    return mark
-        raise AssertionError("the roll-up did not catch up")
 
 
 @pytest.fixture
@@ -247,7 +237,7 @@ def test_a_flapping_endpoint_s_timeline_stays_small(cluster, monkeypatch):
     assert "more changes than the timeline keeps" in html or "not shown" in html
 
 
-def test_week_and_month_come_from_per_location_roll_ups(cluster):
+def test_week_and_month_come_from_per_location_counts(cluster):
     now = utcnow()
     endpoint = cluster.endpoint(age=timedelta(days=20))
     # A result every 6 hours for 20 days from each location: frankfurt always
@@ -257,14 +247,12 @@ def test_week_and_month_come_from_per_location_roll_ups(cluster):
         cluster.own(endpoint, True, at=at, ms=10.0)
         cluster.beat("virginia", endpoint, not (9 * 24 < hours <= 11 * 24), at=at, ms=50.0)
         cluster.beat("singapore", endpoint, hours > 3 * 24, at=at, ms=200.0)
-    cluster.roll_up(now)
     with cluster.app.app_context():
         stored = db.session.execute(select(ResultLocationHour.location, func.sum(ResultLocationHour.checks))
                                     .group_by(ResultLocationHour.location)).all()
         assert dict(stored) == {"frankfurt": 79, "virginia": 79, "singapore": 79}
-        # Retention: raw results of the rolled-up hours are gone; the page must not need them.
-        mark = rollups.watermark()
-        db.session.execute(ResponseTime.__table__.delete().where(ResponseTime.checked_at < mark))
+        # Retention: raw results are gone; the week and month must not need them.
+        db.session.execute(ResponseTime.__table__.delete())
         db.session.commit()
 
     html = cluster.chart(endpoint, "30d")
@@ -280,49 +268,39 @@ def test_week_and_month_come_from_per_location_roll_ups(cluster):
     assert _uptime_row(page, "singapore")[2] == "84.81 %"
 
 
-def test_a_late_result_recomputes_its_location_s_rolled_up_hour(cluster):
+def test_a_late_result_counts_in_its_location_s_hour_at_once(cluster):
     now = utcnow()
     endpoint = cluster.endpoint(age=timedelta(days=5))
     at = now - timedelta(days=4)
     cluster.own(endpoint, True, at=at)
     cluster.beat("singapore", endpoint, True, at=at)
-    cluster.roll_up(now)
     # Singapore's outbox after an outage: a failure from four days ago.
     cluster.beat("singapore", endpoint, False, at=at + timedelta(minutes=1))
-    with cluster.app.app_context():
-        assert rollups.late_hours_waiting()
-    cluster.roll_up(now)
     page = cluster.page(endpoint, "?range=7d")
     assert _uptime_row(page, "singapore")[1] == "50.00 %"
     assert _uptime_row(page, "frankfurt")[1] == "100.00 %"
 
 
-def test_a_month_reads_raw_results_only_after_the_watermark(cluster):
+def test_a_month_reads_no_raw_results_in_bulk(cluster):
     now = utcnow()
     endpoint = cluster.endpoint(age=timedelta(days=30))
     for hours in range(1, 30 * 24, 12):
         cluster.own(endpoint, True, at=now - timedelta(hours=hours))
-    mark = cluster.roll_up(now)
-    starts = []
+    aggregates = []
 
     def watch(conn, cursor, statement, parameters, context, executemany):
         if "response_times" in statement and "GROUP BY" in statement:
-            starts.append(parameters)
+            aggregates.append(statement)
 
     with cluster.app.app_context():
         engine = db.engine
     event.listen(engine, "before_cursor_execute", watch)
     try:
-        cluster.page(endpoint, "?range=30d")
+        page = cluster.page(endpoint, "?range=30d")
     finally:
         event.remove(engine, "before_cursor_execute", watch)
-    assert starts, "no raw tail read at all"
-    naive_mark = mark.replace(tzinfo=None)
-    for parameters in starts:
-        times = [v for v in (parameters.values() if isinstance(parameters, dict) else parameters)
-                 if hasattr(v, "year") or (isinstance(v, str) and re.match(r"\d{4}-\d\d-\d\d", v))]
-        earliest = min(str(v) for v in times)
-        assert earliest >= str(naive_mark)[:19], (earliest, naive_mark)
+    assert aggregates == []
+    assert _uptime_row(page, "frankfurt") == ["100.00 %"] * 3
 
 
 @pytest.mark.parametrize(("age", "expected"), [(timedelta(minutes=5), "1h"), (timedelta(hours=3), "24h"),
@@ -375,9 +353,6 @@ def test_it_works_on_postgresql_too(pg_app):
             store_results(rows)
             consensus.ingest(rows, instance_id="pg-dependent", location="lima", own=False, now=at)
             db.session.commit()
-        for _ in range(100):
-            if rollups.roll_up(now) >= rollups.hour_floor(now - rollups.ROLLUP_DELAY):
-                break
         endpoint = db.session.get(Endpoint, endpoint.id)
         view = history.range_chart(endpoint, "7d", now)
         totals = {s.location.name: (s.total.checks, s.total.ok_checks) for s in view.series}

@@ -304,17 +304,11 @@ def _store(application, endpoint_id, results):
             record_results([(endpoint_id, result)], instance_id=instance_id, location="lab")
 
 
-def _roll_up(application, now):
-    """Every finished hour rolled up, as the clock's job does it, in turns."""
-    with application.app_context():
-        while rollups.roll_up(now) < rollups.hour_floor(now - rollups.ROLLUP_DELAY):
-            pass
-        db.session.remove()
-
-
-def _counted(results, instance_id, start, now):
-    """(checks, failures, average ms) of ``results`` by ``instance_id`` checked in [start, now]."""
-    mine = [(ok, ms) for i, at, ok, ms in results if i == instance_id and start <= at <= now]
+def _counted(results, instance_id, start, now, *, end=None):
+    """(checks, failures, average ms) of ``results`` by ``instance_id``
+    checked in [start, now], or in [start, end) with ``end``."""
+    mine = [(ok, ms) for i, at, ok, ms in results
+            if i == instance_id and start <= at and (at < end if end is not None else at <= now)]
     measured = [ms for _, ms in mine if ms is not None]
     return len(mine), sum(1 for ok, _ in mine if not ok), pytest.approx(sum(measured) / len(measured))
 
@@ -334,59 +328,44 @@ def test_the_hour_is_counted_exactly_and_the_day_from_the_hour_it_starts_in(data
     rng = random.Random(9)
     results = [(rng.choice(["a" * 8, "b" * 8]), now - timedelta(seconds=rng.uniform(-30, 26 * 3600)),
                 rng.random() > 0.2, round(rng.uniform(1, 500), 1)) for _ in range(600)]
-    # On the edges of the spans, to the microsecond, and in the day's first hour before its 24 hours;
-    # just before that hour to the millisecond (SQLite's strftime, which the roll-up buckets hours
-    # by, rounds to milliseconds).
+    # On the edges of the spans, to the microsecond, and in the day's first hour before its 24 hours.
     day_start = rollups.hour_floor(now - timedelta(days=1))
     results += [("a" * 8, now - timedelta(hours=1), True, 7.0), ("a" * 8, now - timedelta(days=1), False, None),
                 ("b" * 8, now, True, 3.0), ("b" * 8, day_start, True, 11.0),
-                ("b" * 8, day_start - timedelta(milliseconds=1), True, 13.0)]
+                ("b" * 8, day_start - timedelta(microseconds=1), True, 13.0)]
     _store(application, endpoint_id, results)
-    # The last hour exactly; the last day from the start of the hour it starts in (24 to 25 hours).
+    # The last hour exactly; the last day from the start of the hour it
+    # starts in (24 to 25 hours) through the current hour, counted as
+    # results were stored: with no job run, nothing more to wait for.
+    end = rollups.hour_floor(now) + timedelta(hours=1)
     expected = {instance_id: [_counted(results, instance_id, now - timedelta(hours=1), now),
-                              _counted(results, instance_id, day_start, now)] for instance_id in ("a" * 8, "b" * 8)}
-    # Raw results alone (never rolled up), then rolled-up hours plus the raw tail: the same figures.
-    assert _shown(application, ["a" * 8, "b" * 8, "c" * 8], now) == expected
-    _roll_up(application, now)
-    with application.app_context():
-        assert rollups.watermark() > now - timedelta(hours=2)
+                              _counted(results, instance_id, day_start, now, end=end)]
+                for instance_id in ("a" * 8, "b" * 8)}
     assert _shown(application, ["a" * 8, "b" * 8, "c" * 8], now) == expected
 
 
-def test_a_result_that_arrives_late_counts_in_the_hour_at_once_and_in_the_day_after_the_roll_up(app):
+def test_a_result_that_arrives_late_counts_in_the_hour_and_the_day_at_once(app):
     endpoint_id = make_endpoint(app)
     now = utcnow()
     results = [("a" * 8, now - timedelta(hours=3), True, 10.0), ("a" * 8, now - timedelta(minutes=50), True, 30.0)]
     _store(app, endpoint_id, results)
-    _roll_up(app, now)
     assert _shown(app, ["a" * 8], now) == {"a" * 8: [(1, 0, 30.0), (2, 0, 20.0)]}
-    # A dependent's outbox delivered after an outage: results checked three hours and 55 minutes
-    # ago, in hours already rolled up (55 minutes ago is before the watermark only past hh:10).
+    # A dependent's outbox delivered after an outage: results checked three
+    # hours and 55 minutes ago.
     late = [("a" * 8, now - timedelta(hours=3, minutes=1), False, None), ("a" * 8, now - timedelta(minutes=55), True, 50.0)]
     _store(app, endpoint_id, late)
-    before = _shown(app, ["a" * 8], now)
-    # The hour reads raw results: the late one counts at once.
-    assert before["a" * 8][0] == (2, 0, 40.0)
-    with app.app_context():
-        mark = rollups.watermark()
-        assert rollups.late_hours_waiting()
-    # The day counts the three-hour-old one once its hour is rolled up again (the clock's next run).
-    assert before["a" * 8][1] == ((3, 0, 30.0) if now - timedelta(minutes=55) >= mark else (2, 0, 20.0))
-    _roll_up(app, now)
-    with app.app_context():
-        assert not rollups.late_hours_waiting()
     assert _shown(app, ["a" * 8], now) == {"a" * 8: [(2, 0, 40.0), (4, 1, 30.0)]}
 
 
-def test_figures_as_of_a_moment_before_the_last_roll_up_leave_out_what_came_after(app):
+def test_figures_as_of_a_moment_in_the_past_count_its_hour_whole(app):
     endpoint_id = make_endpoint(app)
     now = utcnow()
     earlier = now - timedelta(hours=2)
     results = [("a" * 8, earlier - timedelta(minutes=m), True, float(m)) for m in (10, 70, 300)]
     results += [("a" * 8, now - timedelta(minutes=m), False, None) for m in (20, 100)]  # after ``earlier``
     _store(app, endpoint_id, results)
-    _roll_up(app, now)
-    # The hour ``earlier`` falls in is rolled up with a result after it: counted from raw results instead.
+    # The last hour stops at ``earlier``; the day counts the hour ``earlier`` falls in whole.
     expected = [_counted(results, "a" * 8, earlier - timedelta(hours=1), earlier),
-                _counted(results, "a" * 8, rollups.hour_floor(earlier - timedelta(days=1)), earlier)]
+                _counted(results, "a" * 8, rollups.hour_floor(earlier - timedelta(days=1)), earlier,
+                         end=rollups.hour_floor(earlier) + timedelta(hours=1))]
     assert _shown(app, ["a" * 8], earlier) == {"a" * 8: expected}

@@ -65,6 +65,9 @@ def test_it_requires_a_join_secret_for_a_cluster_role():
     ("name", "value", "message"),
     [
         ("RESULT_RETENTION_DAYS", "1000000", "RESULT_RETENTION_DAYS must be at most 3650"),
+        ("RESULT_RETENTION_DAYS", "a week", "RESULT_RETENTION_DAYS must be an integer"),
+        ("HOURLY_RETENTION_DAYS", "7", "HOURLY_RETENTION_DAYS must be at least 31"),
+        ("DAILY_RETENTION_DAYS", "30", "DAILY_RETENTION_DAYS must be at least 91"),
         ("FAILOVER_ORDER", "99999999999999999999", "FAILOVER_ORDER must be at most 10000"),
         ("SECRET_KEY", "short", "SECRET_KEY must be at least 16 characters"),
         ("HOST", "http://0.0.0.0", "HOST must be an address"),
@@ -74,6 +77,12 @@ def test_it_requires_a_join_secret_for_a_cluster_role():
 def test_it_bounds_values_that_would_break_later(name, value, message):
     with pytest.raises(ConfigError, match=message):
         load_settings({name: value})
+
+
+def test_retention_defaults_to_a_week_of_results_90_days_of_hours_and_2_years_of_days():
+    settings = load_settings({})
+    assert (settings.result_retention_days, settings.hourly_retention_days, settings.daily_retention_days) == \
+           (7, 90, 730)
 
 
 def test_it_accepts_ipv6_and_host_names_for_host():

@@ -1,4 +1,4 @@
-"""Check jobs: run a batch of due checks; prune and roll up results."""
+"""Check jobs: run a batch of due checks; prune what is past its retention."""
 from __future__ import annotations
 
 import logging
@@ -7,9 +7,8 @@ import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 
 from app.checks import CheckResult, resolve
 from app.services import database_outage
@@ -285,53 +284,13 @@ def run_checks(endpoint_ids: list[int], due_at: list[float]) -> dict:
         return counts
 
 
-PRUNE_BATCH = 10_000
-
-
-def prune_results(retention_days: int, *, batch: int = PRUNE_BATCH) -> int:
-    """Delete raw results older than the retention period; returns rows deleted.
-
-    1. A dependent keeps every result still in its outbox (no ``synced_at``:
-       the primary has not acknowledged it), however old: it is the only
-       copy. On the primary or a standalone every row is stored where it
-       belongs, and age alone decides.
-    2. At most ``batch`` rows go per DELETE, committed one by one, so the
-       write lock is never held long enough to stall storing results.
-    """
-    from app.models import ResponseTime
-    from app.services import configuration
+def prune_results() -> dict:
+    """Delete results, counts and consensus history older than their
+    retention (``retention.prune``: committed batches, bounded in time),
+    then checkpoint SQLite's write-ahead log. Safe to run twice."""
+    from app.services import retention
 
     with app().app_context():
-        from app.extensions import db
-
-        cutoff = datetime.now(timezone.utc) - timedelta(days=retention_days)
-        old = select(ResponseTime.id).where(ResponseTime.checked_at < cutoff)
-        if configuration.is_dependent():
-            old = old.where(ResponseTime.synced_at.is_not(None))
-        deleted = 0
-        while True:
-            step = db.session.execute(delete(ResponseTime).where(ResponseTime.id.in_(old.limit(batch)))).rowcount
-            db.session.commit()
-            deleted += step
-            if step < batch:
-                break
-        if deleted:
-            logger.info("pruned %d results older than %d days", deleted, retention_days)
-        return deleted
-
-
-def roll_up_results() -> str:
-    """Roll finished hours of results up into hourly rows, and again the
-    hours that gained late results, so pages never have to do it while
-    someone waits. Safe to run twice."""
-    from app.services.rollups import MAX_HOURS_PER_CALL, late_hours_waiting, roll_up
-
-    with app().app_context():
-        mark = None
-        # Catch up after a long pause in short steps (6 hours, or 1,000 late
-        # endpoint-hours, each), so results are stored between them.
-        for _ in range(24 * 100 // MAX_HOURS_PER_CALL + 1):
-            previous, mark = mark, roll_up()
-            if mark == previous and not late_hours_waiting():
-                break
-        return mark.isoformat() if mark else ""
+        pruned = retention.prune()
+        retention.checkpoint()
+        return {"pruned": pruned.rows, "finished": pruned.finished}
