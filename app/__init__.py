@@ -8,7 +8,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 
 from app.config import ConfigError, Settings, load_settings, secret_key_for, secrets_keys_for
-from app.extensions import db, migrate
+from app.extensions import db
 from app.secret_box import init_app as init_secret_box
 
 __version__ = "0.1.0"
@@ -22,9 +22,13 @@ SURFACES = {
 }
 
 
-def create_app(config: dict | None = None, *, serve: str = "web", settings: Settings | None = None) -> Flask:
+def create_app(config: dict | None = None, *, serve: str = "web", settings: Settings | None = None,
+               migrations: bool = True) -> Flask:
     """Build the app. ``config`` overrides Flask config (tests);
-    ``settings`` replaces the environment's settings (tests, CLI)."""
+    ``settings`` replaces the environment's settings (tests, CLI);
+    ``migrations`` binds Flask-Migrate (``upgrade`` and the ``db`` commands
+    need it). Serving processes leave it out: alembic and what it imports
+    (mako, pygments) are about 11 MB they never use."""
     settings = settings or load_settings()
     app = Flask(__name__)
     app.config.update(
@@ -59,7 +63,10 @@ def create_app(config: dict | None = None, *, serve: str = "web", settings: Sett
     from app import models  # noqa: F401  (registers tables for Alembic)
 
     db.init_app(app)
-    migrate.init_app(app, db, directory=_migrations_dir(), render_as_batch=True)
+    if migrations:
+        from flask_migrate import Migrate
+
+        Migrate(app, db, directory=_migrations_dir(), render_as_batch=True)
 
     from app.blueprints.errors import register_error_handlers
     from app.checks import public_target

@@ -25,7 +25,22 @@ def _create_app():
     return create_app()
 
 
-@click.group(help="Distributed endpoint monitor.")
+class _Commands(click.Group):
+    """The project's commands, plus Flask-Migrate's ``db``, imported only
+    when asked for: it loads alembic, which ``start`` must not hold."""
+
+    def list_commands(self, ctx):
+        return sorted([*super().list_commands(ctx), "db"])
+
+    def get_command(self, ctx, name):
+        if name == "db":
+            from flask_migrate.cli import db as db_group
+
+            return db_group
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands, help="Distributed endpoint monitor.")
 @click.pass_context
 def cli(ctx):
     """The monitor's own commands (a plain click group: Flask's options and
@@ -598,11 +613,8 @@ cli.add_command(restore_command)
 
 def main() -> None:
     """Entry point of ``python -m app``; configuration errors exit with 2."""
-    from flask_migrate.cli import db as db_group
-
     # The same commands as ``flask --app wsgi``, plus Flask-Migrate's ``db``.
     register_cli(SimpleNamespace(cli=cli))
-    cli.add_command(db_group)
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
     try:

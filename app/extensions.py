@@ -1,6 +1,5 @@
 """Flask extensions, created unbound and bound in ``create_app``."""
 from flask_httpauth import HTTPBasicAuth, HTTPTokenAuth, MultiAuth
-from flask_migrate import Migrate
 from flask_wtf.csrf import CSRFProtect
 from flask_sqlalchemy import SQLAlchemy
 from sqlalchemy import MetaData
@@ -16,7 +15,6 @@ naming_convention = {
 }
 
 db = SQLAlchemy(metadata=MetaData(naming_convention=naming_convention))
-migrate = Migrate()
 # Bound only for the web surface (UI forms and HTMX requests); the JSON and
 # sync APIs authenticate each request and are exempt.
 csrf = CSRFProtect()

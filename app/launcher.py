@@ -130,10 +130,37 @@ def _run_worker() -> int:
     return worker.main()
 
 
-def preload() -> None:
+def set_up(settings) -> int:
+    """Migrations and first-start state (``prepare_database``), in a forked
+    child that exits when done: alembic, with mako and pygments (about
+    11 MB), is loaded there only, never in the launcher, whose pages every
+    child shares. Returns the child's exit code (2 after a configuration
+    error it printed)."""
+
+    def run() -> int:
+        # Migrations finish once begun; a stop asked for meanwhile is the
+        # launcher's to act on afterwards.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        from app import create_app
+
+        try:
+            prepare_database(create_app(serve="none", settings=settings))
+        except (InvalidAccount, ConfigError) as exc:
+            print(f"configuration error: {exc}", file=sys.stderr)
+            return 2
+        return 0
+
+    return child_processes.fork("set-up", run).wait()
+
+
+def preload() -> dict:
     """Import and build what the children run, before the first fork: the
     web and sync apps, the jobs' app, the modules the jobs and the clock
-    import when they run, gunicorn and its worker class."""
+    import when they run, gunicorn and its worker class; then what every
+    child would otherwise build for itself at its first query (the ORM's
+    mappers, the database dialect's first connection). Returns the
+    instance's state, read by that query."""
     import gunicorn.app.wsgiapp  # noqa: F401
     import gunicorn.workers.gthread  # noqa: F401
 
@@ -148,9 +175,17 @@ def preload() -> None:
     from app.services import (alerts, configuration, consensus, failover, maintenance,  # noqa: F401
                               results, rollups, scheduling)
     from app.services.sync import dependent, primary, tokens  # noqa: F401
+    from sqlalchemy.orm import configure_mappers
+
+    from app.extensions import db
     from workers import jobs
 
-    jobs.app()
+    configure_mappers()
+    with jobs.app().app_context():
+        state = configuration.state_snapshot()
+        db.session.remove()
+        db.engine.dispose()  # each child opens its own connections
+    return state
 
 
 @dataclass
@@ -319,18 +354,10 @@ def run(worker_count: int | None = None) -> int:
             os.environ["REDIS_URL"] = embedded.url  # the children's, as they are forked
             logger.info("embedded Redis at %s", embedded.socket_file)
 
-        from app import create_app
-        from app.extensions import db
-
-        app = create_app(serve="none", settings=settings)
-        try:
-            state = prepare_database(app)
-        except InvalidAccount as exc:
-            print(f"configuration error: {exc}", file=sys.stderr)
-            return 2
-        with app.app_context():
-            db.engine.dispose()  # the children open their own connections
-        preload()
+        code = set_up(settings)
+        if code or stop_requested:
+            return code
+        state = preload()
         child_processes.share_what_is_loaded()
         if stop_requested:
             return 0

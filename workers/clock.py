@@ -256,11 +256,11 @@ class Clock:
 
 
 def main() -> None:
-    from app import create_app
     from app.services import configuration, failover
     from app.services.sync import dependent
+    from workers import jobs
 
-    app = create_app(serve="none")
+    app = jobs.app()  # the app of this process's background work, as a worker's
     with app.app_context():
         configuration.ensure_initialized()
         failover.rejoin_at_start()  # also under the Procfile, where no launcher ran

@@ -1,20 +1,24 @@
 """What the Kafka producer and consumer checks share: security options,
 kafka-python client settings derived from a check's timeout, and failure
-reasons a person can act on."""
+reasons a person can act on.
+
+kafka-python is imported where a Kafka check runs, never with the app: an
+instance without Kafka checks does not load it (about 7 MB per process)."""
 from __future__ import annotations
 
 import re
 import ssl
 import threading
 import time
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
-from kafka import errors as kafka_errors
-from kafka.net import KafkaNetClient
 from pydantic import AfterValidator, Field, model_validator
 
 from app.checks import resolve
 from app.checks.base import CheckFailed, CheckOptions
+
+if TYPE_CHECKING:
+    from kafka.net import KafkaNetClient
 
 # Brokers log the client id of every connection: naming the monitor there
 # lets a Kafka operator tell these checks apart from real applications.
@@ -226,6 +230,9 @@ def open_client(client_class, settings: dict, timeout: float, watchdog: Watchdog
     Returns the client and its network client (for a later check's
     watchdog). A failed bootstrap becomes CheckFailed with a DOWN reason.
     """
+    from kafka import errors as kafka_errors
+    from kafka.net import KafkaNetClient
+
     created: list[KafkaNetClient] = []
 
     def net_client(**configs) -> KafkaNetClient:
@@ -259,6 +266,8 @@ def failure_reason(exc: Exception, bootstrap: str, timeout: float, timed_out: bo
     ``timed_out`` says the check's watchdog aborted the connection, whatever
     error that surfaced as.
     """
+    from kafka import errors as kafka_errors
+
     if timed_out or isinstance(exc, (kafka_errors.KafkaTimeoutError, kafka_errors.RequestTimedOutError)):
         return f"Kafka at {bootstrap} did not answer within {timeout:g} s"
     if isinstance(exc, kafka_errors.SaslAuthenticationFailedError):
@@ -272,6 +281,8 @@ def failure_reason(exc: Exception, bootstrap: str, timeout: float, timed_out: bo
 
 def topic_error(topic: str, error_code: int) -> str | None:
     """The DOWN reason for a topic-level metadata error code, or None if there is none."""
+    from kafka import errors as kafka_errors
+
     if error_code == 0:
         return None
     error = kafka_errors.for_code(error_code)

@@ -10,9 +10,8 @@ from __future__ import annotations
 
 import time
 from datetime import datetime, timezone
+from typing import TYPE_CHECKING
 
-from kafka import KafkaConsumer, TopicPartition
-from kafka import errors as kafka_errors
 from pydantic import Field, field_validator
 
 from app.checks.base import CheckFailed, CheckResult, CheckSpec, elapsed_ms
@@ -20,6 +19,9 @@ from app.checks.kafka_common import (
     KafkaSecurityOptions, Topic, Watchdog, bootstrap_servers, client_settings, failure_reason,
     look_up_bootstrap, open_client, remaining_ms, remaining_s, timeout_ms,
 )
+
+if TYPE_CHECKING:
+    from kafka import KafkaConsumer, TopicPartition
 
 
 class Options(KafkaSecurityOptions):
@@ -43,6 +45,9 @@ class Options(KafkaSecurityOptions):
 
 def check(spec: CheckSpec) -> CheckResult:
     """Read the newest message of each partition of ``options.topic``."""
+    from kafka import KafkaConsumer
+    from kafka import errors as kafka_errors
+
     options: Options = spec.options
     bootstrap = bootstrap_servers(spec.target)
     deadline = time.monotonic() + spec.timeout
@@ -85,6 +90,8 @@ def _consumer_settings(bootstrap: str, options: Options, timeout: float, deadlin
 
 
 def _read_newest(consumer: KafkaConsumer, options: Options, timeout: float, deadline: float) -> CheckResult:
+    from kafka import TopicPartition
+
     topic = options.topic
     tps = [TopicPartition(topic, p) for p in _partitions(consumer, options)]
 

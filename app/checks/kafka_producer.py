@@ -15,11 +15,8 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka import errors as kafka_errors
-from kafka.net import KafkaNetClient
 from pydantic import field_validator
 
 from app.checks.base import CheckFailed, CheckResult, CheckSpec, elapsed_ms
@@ -27,6 +24,10 @@ from app.checks.kafka_common import (
     CLIENT_ID, KafkaSecurityOptions, Topic, Watchdog, bootstrap_servers, client_settings,
     failure_reason, look_up_bootstrap, open_client, remaining_s, timeout_ms, topic_error,
 )
+
+if TYPE_CHECKING:
+    from kafka import KafkaAdminClient, KafkaProducer
+    from kafka.net import KafkaNetClient
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +88,8 @@ _clients_lock = threading.Lock()
 
 def check(spec: CheckSpec) -> CheckResult:
     """Produce one message to ``options.topic`` and wait for its acknowledgement."""
+    from kafka import errors as kafka_errors
+
     options: Options = spec.options
     bootstrap = bootstrap_servers(spec.target)
     deadline = time.monotonic() + spec.timeout
@@ -187,6 +190,8 @@ def _clients_for(key: tuple, bootstrap: str, options: Options, timeout: float,
 
 
 def _connect(bootstrap: str, options: Options, timeout: float, watchdog: Watchdog) -> _Clients:
+    from kafka import KafkaAdminClient, KafkaProducer
+
     look_up_bootstrap(bootstrap, watchdog.deadline, timeout)
     producer_settings = client_settings(bootstrap, options, timeout, watchdog.deadline)
     producer_settings.update(

@@ -1,10 +1,13 @@
 """Every service apprise supports (email, Slack, Discord, Teams, Telegram,
-ntfy, Gotify, PagerDuty, ...) through one apprise URL."""
+ntfy, Gotify, PagerDuty, ...) through one apprise URL.
+
+apprise is imported where a URL is checked or an alert sent, never with the
+app: processes that do neither do not load it."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
-import apprise
 from pydantic import Field, field_validator
 from pydantic.alias_generators import to_camel
 
@@ -22,15 +25,19 @@ from app.notifiers.base import (
     NotifierConfig,
 )
 
+if TYPE_CHECKING:
+    import apprise
+
 logger = logging.getLogger(__name__)
 
+# apprise.NotifyType members, by name.
 _NOTIFY_TYPES = {
-    EVENT_DOWN: apprise.NotifyType.FAILURE,
-    EVENT_REMINDER: apprise.NotifyType.WARNING,
-    EVENT_UP: apprise.NotifyType.SUCCESS,
-    EVENT_PARTIAL: apprise.NotifyType.WARNING,
-    EVENT_CERT_EXPIRING: apprise.NotifyType.WARNING,
-    EVENT_CERT_RENEWED: apprise.NotifyType.SUCCESS,
+    EVENT_DOWN: "FAILURE",
+    EVENT_REMINDER: "WARNING",
+    EVENT_UP: "SUCCESS",
+    EVENT_PARTIAL: "WARNING",
+    EVENT_CERT_EXPIRING: "WARNING",
+    EVENT_CERT_RENEWED: "SUCCESS",
 }
 
 
@@ -45,6 +52,8 @@ class Config(NotifierConfig):
     @field_validator("url")
     @classmethod
     def _apprise_understands(cls, value: str) -> str:
+        import apprise
+
         if "://" not in value:
             raise ValueError("must be an apprise URL such as mailto://... or slack://...")
         if apprise.Apprise.instantiate(value, asset=_asset()) is None:
@@ -55,6 +64,8 @@ class Config(NotifierConfig):
 
 
 def _asset() -> apprise.AppriseAsset:
+    import apprise
+
     # Memory-only: apprise may otherwise keep state files under the home directory.
     return apprise.AppriseAsset(storage_mode="memory", secure_logging=True)
 
@@ -74,13 +85,15 @@ class AppriseNotifier(Notifier):
 
     def send(self, message: AlertMessage) -> None:
         """Send through apprise; any failure it reports is worth retrying."""
+        import apprise
+
         notifier = apprise.Apprise(asset=_asset())
         if not notifier.add(self.config.url):
             raise DeliveryError("apprise could not load the service URL", retryable=False)
         result = notifier.notify(
             body=message.body(),
             title=message.title(),
-            notify_type=_NOTIFY_TYPES.get(message.event, apprise.NotifyType.INFO),
+            notify_type=apprise.NotifyType[_NOTIFY_TYPES.get(message.event, "INFO")],
             body_format=apprise.NotifyFormat.TEXT,
             timeout=self.config.timeout_seconds,
         )

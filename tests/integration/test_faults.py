@@ -127,12 +127,13 @@ def redis_servers(data_dir: Path) -> list[psutil.Process]:
 
 
 def children_by_command(monitor: MonitorProcess) -> dict[str, int]:
-    """The clock's and workers' pids, by module."""
+    """The clock's and workers' pids, by what they run (the launcher forks
+    them and names them "clock" and "worker.N")."""
     found = {}
     for proc in psutil.Process(monitor.process.pid).children():
-        command = " ".join(proc.cmdline())
-        for module in ("workers.clock", "workers.worker"):
-            if module in command:
+        name = proc.name()
+        for module, prefix in (("workers.clock", "clock"), ("workers.worker", "worker.")):
+            if name.startswith(prefix):
                 found.setdefault(module, []).append(proc.pid)
     return {module: sorted(pids) for module, pids in found.items()}
 

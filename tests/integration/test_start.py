@@ -52,7 +52,7 @@ def test_it_checks_an_endpoint_added_on_the_command_line(monitor, httpserver):
 
 def test_it_stops_every_child_on_sigterm(monitor):
     children = psutil.Process(monitor.process.pid).children(recursive=True)
-    assert len(children) >= 4  # web, sync, worker, clock (gunicorn adds its workers)
+    assert len(children) >= 4  # web (for the sync API too), workers, clock (gunicorn adds its workers)
     monitor.process.send_signal(signal.SIGTERM)
     assert monitor.process.wait(timeout=60) == 0
     gone, alive = psutil.wait_procs(children, timeout=30)

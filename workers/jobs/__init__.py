@@ -11,5 +11,5 @@ def app():
     if _app is None:
         from app import create_app
 
-        _app = create_app(serve="none")
+        _app = create_app(serve="none", migrations=False)
     return _app
