@@ -74,7 +74,7 @@ def _fail(message: str) -> None:
 
 @click.command("start")
 @click.option("--workers", "worker_count", type=click.IntRange(1, 64), default=None,
-              help="RQ worker processes (default: WORKER_PROCESSES or 2).")
+              help="RQ worker processes (default: WORKER_PROCESSES or 1).")
 def start_command(worker_count):
     """Start everything: web, sync API, workers, clock (and embedded Redis)."""
     from app.launcher import run

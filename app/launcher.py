@@ -308,9 +308,11 @@ def run(worker_count: int | None = None) -> int:
     """Run the whole monitor until interrupted; returns the exit code."""
     try:
         settings = load_settings()
-        # Two workers by default: while one runs a batch, the other keeps
-        # the schedule.
-        worker_count = worker_count or _env_int("WORKER_PROCESSES", 2)
+        # One worker by default: it starts each check at its due time and
+        # hands checks still running to a thread, so one keeps 20,000
+        # endpoints at 60 s (docs/performance.md); each more costs about
+        # 30 MB.
+        worker_count = worker_count or _env_int("WORKER_PROCESSES", 1)
         web_concurrency = _env_int("WEB_CONCURRENCY", 2)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)

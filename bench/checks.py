@@ -152,7 +152,7 @@ def role_of(proc: psutil.Process, supervisor_pid: int) -> str:
 
 
 class Tree:
-    """The supervisor, its descendants and the embedded Redis."""
+    """The supervisor and its descendants (the embedded Redis among them)."""
 
     def __init__(self, supervisor: subprocess.Popen, data_dir: Path):
         self.supervisor = supervisor
@@ -162,18 +162,11 @@ class Tree:
         self.redis_socket: str | None = None
         self.lock = threading.Lock()
 
-    def _redis(self) -> psutil.Process | None:
-        # The launcher's redis-server is its child, in a process group of its
-        # own; its pid file and socket are in the data directory (the socket
-        # elsewhere only when that path is too long, see app.embedded_redis).
-        from app.embedded_redis import PID_NAME, _socket_path
-
-        try:
-            pid = int((self.data_dir / PID_NAME).read_text().strip())
-            self.redis_socket = str(_socket_path(self.data_dir.resolve()))
-            return psutil.Process(pid)
-        except (OSError, ValueError, psutil.Error):
-            return None
+    def _redis_socket(self) -> str | None:
+        # The embedded redis-server is a child of the supervisor; its socket
+        # is in the data directory (app.embedded_redis).
+        socket_file = self.data_dir / "redis.sock"
+        return str(socket_file) if socket_file.exists() else None
 
     def processes(self) -> dict[int, psutil.Process]:
         """The processes alive now (the same psutil objects from call to call)."""
@@ -183,9 +176,7 @@ class Tree:
             found = [top, *top.children(recursive=True)]
         except psutil.NoSuchProcess:
             pass
-        redis = self._redis()
-        if redis is not None:
-            found.append(redis)
+        self.redis_socket = self.redis_socket or self._redis_socket()
         alive = {}
         with self.lock:
             for proc in found:

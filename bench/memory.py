@@ -19,10 +19,9 @@ setting), in a temporary ``DATA_DIR``.
    and the results stored in that window counted.
 4. Stops the tree with SIGTERM (anything left is killed by pid).
 
-PSS is read from ``/proc/PID/smaps_rollup`` for the launcher, all its
-descendants (web and sync servers, RQ workers, clock, the embedded
-redis-server) and any redis-server named by the data directory's pid
-file. A page shared by k processes counts 1/k in each, so the sum is
+PSS is read from ``/proc/PID/smaps_rollup`` for the launcher and all its
+descendants (the server of the web UI and sync API with its workers, the
+RQ workers, the clock, the embedded redis-server). A page shared by k processes counts 1/k in each, so the sum is
 what the instance costs the machine. The figure is the largest total
 seen in the window; each process's row is from that sample.
 """
