@@ -10,7 +10,7 @@ setting), in a temporary ``DATA_DIR``.
    its memory is not counted: it stands for the monitored sites).
 2. Migrates a fresh data directory (``python -m app init``) and starts the
    tree. State **idle**: no endpoints, fresh start, once ``/readyz`` says
-   ready and ``--settle`` seconds more have passed.
+   ready and ``--settle`` seconds more have passed, sampled for 10 s.
 3. Adds ``--endpoints`` http endpoints at ``--interval`` against the target
    to the running instance (``bench.checks``'s seeding), waits for the
    first result and then one whole interval, so every endpoint has been
@@ -45,6 +45,7 @@ from bench.checks import ROOT, Tree, count_results, free_port, stop_process, wai
 
 RESULTS_DIR = ROOT / "bench" / "results"
 SAMPLE_SECONDS = 5.0
+IDLE_SECONDS = 10.0  # the idle state is sampled this long
 START_TIMEOUT_SECONDS = 90.0
 STOP_TIMEOUT_SECONDS = 30.0
 BUDGET_MB = 200.0
@@ -184,7 +185,7 @@ def run(endpoints: int, interval: int, settle: float, window: float | None, log_
         print(f"ready in {time.monotonic() - started:.1f} s; idle for {settle:g} s", flush=True)
         time.sleep(settle)
         report["idle"] = {"state": f"idle: fresh start, no endpoints, {settle:g} s after ready",
-                          **measure(tree, SAMPLE_SECONDS)}
+                          **measure(tree, IDLE_SECONDS)}
         print_state(report["idle"])
 
         if endpoints:
