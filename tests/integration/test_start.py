@@ -104,3 +104,43 @@ def test_a_stop_during_set_up_leaves_nothing_running(tmp_path):
         assert alive == [], tree.tail()
     finally:
         tree.stop()
+
+
+def test_one_server_answers_each_port_with_its_own_app_only(monitor):
+    assert requests.get(f"{monitor.web}/healthz", timeout=30).status_code == 200
+    assert requests.get(f"{monitor.sync}/sync/api/health", timeout=30).status_code == 200
+    # The sync API is not on the web port, nor the JSON API on the sync port,
+    # whatever the Host header says.
+    assert requests.get(f"{monitor.web}/sync/api/health", timeout=30).status_code == 404
+    assert requests.get(f"{monitor.sync}/api/v1/endpoints", auth=ADMIN, timeout=30).status_code == 404
+    port = monitor.env["PORT"]
+    assert requests.get(f"{monitor.sync}/api/v1/endpoints", auth=ADMIN, timeout=30,
+                        headers={"Host": f"127.0.0.1:{port}"}).status_code == 404
+
+
+def children_named(monitor) -> dict[str, int]:
+    return {proc.name(): proc.pid for proc in psutil.Process(monitor.process.pid).children()}
+
+
+def test_it_forks_named_children_and_restarts_a_killed_one(monitor):
+    """The web server, the worker and the clock are forked children named
+    after what they run; a killed one is forked again and the instance is
+    ready again."""
+    before = children_named(monitor)
+    assert {"web", "clock", "worker.1"} <= set(before), before
+    assert "worker.2" not in before  # one RQ worker by default
+    for name in ("worker.1", "web"):
+        os.kill(before[name], signal.SIGKILL)
+
+    def restarted():
+        now = children_named(monitor)
+        return all(now.get(name) not in (None, before[name]) for name in ("worker.1", "web")) and now
+
+    after = wait_until(restarted, 30, lambda: f"not restarted; log:\n{monitor.tail()}")
+    assert after["clock"] == before["clock"]
+    wait_until(lambda: requests.get(f"{monitor.web}/readyz", timeout=10).status_code == 200, 60,
+               lambda: f"not ready again; log:\n{monitor.tail()}")
+    assert requests.get(f"{monitor.sync}/sync/api/health", timeout=30).status_code == 200
+    log = monitor.tail(200_000)
+    for name in ("worker.1", "web"):
+        assert f"{name} (pid {before[name]}) exited with -9; restarting in 1 s" in log, log
