@@ -319,6 +319,11 @@ def load_settings(env=None) -> Settings:
         )
 
     sync_client_cert, sync_client_key, sync_ca_bundle = _sync_tls(env)
+    port = _number(env, "PORT", 3001, minimum=1, maximum=65535)
+    sync_api_port = _number(env, "SYNC_API_PORT", 3002, minimum=1, maximum=65535)
+    if port == sync_api_port:
+        # Each request is served by the app of the port it arrives on.
+        raise ConfigError(f"SYNC_API_PORT must differ from PORT (both are {port})")
 
     return Settings(
         role=role,
@@ -336,8 +341,8 @@ def load_settings(env=None) -> Settings:
         heartbeat_interval=_number(env, "HEARTBEAT_INTERVAL", 10, minimum=1, maximum=3600),
         connection_timeout=_number(env, "CONNECTION_TIMEOUT", 10, minimum=1, maximum=300),
         host=host,
-        port=_number(env, "PORT", 3001, minimum=1, maximum=65535),
-        sync_api_port=_number(env, "SYNC_API_PORT", 3002, minimum=1, maximum=65535),
+        port=port,
+        sync_api_port=sync_api_port,
         data_dir=data_dir,
         database_url=database_url,
         redis_url=_url(env, "REDIS_URL", {"redis", "rediss", "unix"}),

@@ -30,6 +30,7 @@ def test_it_refuses_both_roles_at_once():
         ("SYNC_INTERVAL", "soon", "SYNC_INTERVAL must be an integer"),
         ("HEARTBEAT_INTERVAL", "0", "HEARTBEAT_INTERVAL must be at least 1"),
         ("PORT", "70000", "PORT must be at most 65535"),
+        ("SYNC_API_PORT", "3001", "SYNC_API_PORT must differ from PORT"),
         ("PRIMARY_SYNC_URL", "primary:3002", "PRIMARY_SYNC_URL must start with"),
         ("PUBLIC_SYNC_URL", "ftp://x", "PUBLIC_SYNC_URL must start with"),
         ("REDIS_URL", "localhost:6379", "REDIS_URL must start with"),
