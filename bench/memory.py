@@ -98,11 +98,10 @@ def measure(tree: Tree, seconds: float) -> dict:
     machine_start = psutil.cpu_times()
     started = time.time()
     cpu_start = _instance_cpu(tree)
-    while True:
+    for n in range(int(seconds // SAMPLE_SECONDS) + 1):
+        if n:
+            time.sleep(SAMPLE_SECONDS)
         samples.append(sample(tree))
-        if time.time() - started + SAMPLE_SECONDS > seconds:
-            break
-        time.sleep(SAMPLE_SECONDS)
     wall = time.time() - started
     peak = max(samples, key=lambda s: s["totalPssMB"])
     return {"windowSeconds": round(wall, 1), "samples": len(samples),
