@@ -313,7 +313,9 @@ def run(worker_count: int | None = None) -> int:
         # endpoints at 60 s (docs/performance.md); each more costs about
         # 30 MB.
         worker_count = worker_count or _env_int("WORKER_PROCESSES", 1)
-        web_concurrency = _env_int("WEB_CONCURRENCY", 2)
+        # One web worker (of WEB_THREADS threads) by default, for the same
+        # reason: a worker serving the pages holds 25 to 35 MB of its own.
+        web_concurrency = _env_int("WEB_CONCURRENCY", 1)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
