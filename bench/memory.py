@@ -25,24 +25,24 @@ setting), in a temporary ``DATA_DIR``.
 
 PSS is read from ``/proc/PID/smaps_rollup`` for the launcher and all its
 descendants (the server of the web UI and sync API with its workers, the
-RQ workers, the clock, the embedded redis-server). A page shared by k processes counts 1/k in each, so the sum is
-what the instance costs the machine. The figure is the largest total
-seen in the window; each process's row is from that sample.
+RQ workers, the clock, the embedded redis-server). A page shared by k
+processes counts 1/k in each, so the sum is what the instance costs the
+machine. The figure is the largest total seen in a state's samples; each
+process's row is from that sample.
 """
 from __future__ import annotations
 
 import argparse
+import html
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
-
-import html
-import re
 
 import psutil
 import requests
@@ -252,7 +252,6 @@ def run(endpoints: int, interval: int, settle: float, window: float | None, log_
             }
             print_state(report["steady"])
 
-            seconds = window if window is not None else interval
             visits = browse(f"http://127.0.0.1:{env['PORT']}", seconds)
             report["browsed"] = {
                 "state": f"browsed: the same, after signing in, opening {', '.join(PAGES)} and polling the "
