@@ -10,7 +10,7 @@ own ``DATA_DIR`` under a temporary directory, SQLite, embedded Redis):
 Every failover and sync setting is the product's default
 (FAILOVER_CHECK_INTERVAL 3 s, FAILOVER_MAX_FAILURES 3, HEARTBEAT_INTERVAL
 10 s, SYNC_INTERVAL 30 s, CONNECTION_TIMEOUT 10 s, WEB_CONCURRENCY and
-WORKER_PROCESSES 2), unless ``--heartbeat-interval`` says otherwise, and the
+WORKER_PROCESSES 1; 2 before 2026-12-05), unless ``--heartbeat-interval`` says otherwise, and the
 output says which heartbeat interval was used. One http endpoint (5 s
 interval) against an HTTP server on 127.0.0.1 that the benchmark serves.
 
