@@ -214,6 +214,8 @@ class Settings:
     result_retention_days: int = 7
     hourly_retention_days: int = 90
     daily_retention_days: int = 730
+    # How long finished notification deliveries (the alert history) are kept.
+    delivery_retention_days: int = 30
     sync_token_ttl: int = 86400
     trusted_proxies: int = 0
     log_level: str = "INFO"
@@ -354,6 +356,7 @@ def load_settings(env=None) -> Settings:
         # The endpoint page charts 30 days of hours, a status page 90 days.
         hourly_retention_days=_number(env, "HOURLY_RETENTION_DAYS", 90, minimum=31, maximum=3650),
         daily_retention_days=_number(env, "DAILY_RETENTION_DAYS", 730, minimum=91, maximum=36500),
+        delivery_retention_days=_number(env, "DELIVERY_RETENTION_DAYS", 30, minimum=1, maximum=3650),
         sync_token_ttl=_number(env, "SYNC_TOKEN_TTL", 86400, minimum=60, maximum=30 * 86400),
         trusted_proxies=_number(env, "TRUSTED_PROXIES", 0, minimum=0, maximum=5),
         log_level=log_level,

@@ -333,7 +333,7 @@ def test_it_resends_what_a_dead_worker_held_and_prunes_old_deliveries(pipeline, 
     delivery = _only_delivery(pipeline)
     assert delivery["status"] == "sent" and delivery["attempts"] == 2
 
-    # Kept as long as results are (30 days by default), then dropped.
+    # Kept DELIVERY_RETENTION_DAYS (30 by default), then dropped.
     alert_jobs.sweep(now=time.time() + 29 * 86400)
     assert [d["id"] for d in pipeline.deliveries()] == [delivery_id]
     alert_jobs.sweep(now=time.time() + 31 * 86400)

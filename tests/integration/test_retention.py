@@ -101,6 +101,7 @@ def test_a_run_out_of_time_stops_and_the_next_goes_on(any_app):
         db.session.remove()
 
 
+@pytest.mark.sqlite_only("SQLite's write-ahead log")
 def test_the_write_ahead_log_is_truncated_on_sqlite(app, tmp_path):
     _seed(app)
     with app.app_context():

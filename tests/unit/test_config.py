@@ -69,6 +69,7 @@ def test_it_requires_a_join_secret_for_a_cluster_role():
         ("RESULT_RETENTION_DAYS", "a week", "RESULT_RETENTION_DAYS must be an integer"),
         ("HOURLY_RETENTION_DAYS", "7", "HOURLY_RETENTION_DAYS must be at least 31"),
         ("DAILY_RETENTION_DAYS", "30", "DAILY_RETENTION_DAYS must be at least 91"),
+        ("DELIVERY_RETENTION_DAYS", "0", "DELIVERY_RETENTION_DAYS must be at least 1"),
         ("FAILOVER_ORDER", "99999999999999999999", "FAILOVER_ORDER must be at most 10000"),
         ("SECRET_KEY", "short", "SECRET_KEY must be at least 16 characters"),
         ("HOST", "http://0.0.0.0", "HOST must be an address"),

@@ -34,12 +34,12 @@ def deliver(delivery_id: int, now: float | None = None) -> str:
 def sweep(now: float | None = None) -> dict:
     """Free stale claims, raise missed alerts, alerts held back by a
     maintenance window that has ended, and reminders, enqueue due
-    deliveries; drop finished ones older than the result retention."""
+    deliveries; drop finished ones older than DELIVERY_RETENTION_DAYS."""
     from app.services import alerts, maintenance
 
     with app().app_context():
         when = _when(now)
-        retention = timedelta(days=app().config["SETTINGS"].result_retention_days)
+        retention = timedelta(days=app().config["SETTINGS"].delivery_retention_days)
         alerts.prune_deliveries(older_than=retention, now=when)
         released = alerts.release_stale_claims(now=when)
         maintenance.release_held_alerts(now=when)  # before raise_alerts, which sends what it writes
