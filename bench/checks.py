@@ -630,6 +630,11 @@ def run(args) -> dict:
         "cpuMsPerCheck": round(total_cpu * 1000 / checks, 3) if checks else None,
         "instanceCoreShare": round(total_cpu / window, 3),
         "machineBusyPercent": busy,
+        # Both cores' busy share that was neither the instance nor the target:
+        # other work on the shared machine.
+        "otherBusyPercent": round(max(0.0, busy - 100.0 * (total_cpu + max(0.0, (target_end or 0) - (target_start or 0)))
+                                      / window / (os.cpu_count() or 1)), 1),
+        "loadAverage": [round(x, 2) for x in os.getloadavg()],
         "targetCpuSeconds": round(target_end - target_start, 3) if None not in (target_end, target_start) else None,
         "peakRssMB": max((p["peakRssMB"] for p in per_process), default=0.0),
         "peakPssTotalMB": round(sampler.peak_total_pss / 2**20, 1),
@@ -708,6 +713,8 @@ def print_report(report: dict) -> None:
         ("CPU per check, whole instance", fmt(report["cpuMsPerCheck"], " ms")),
         ("instance CPU (cores busy)", fmt(report["instanceCoreShare"])),
         ("machine busy (all cores)", fmt(report["machineBusyPercent"], " %")),
+        ("  of which other work, load average", f"{fmt(report['otherBusyPercent'], ' %')}, "
+                                              f"{' '.join(str(x) for x in report['loadAverage'])}"),
         ("target CPU (not counted)", fmt(report["targetCpuSeconds"], " s")),
         ("peak RSS, largest process", fmt(report["peakRssMB"], " MB")),
         ("peak PSS, whole instance", fmt(report["peakPssTotalMB"], " MB")),
@@ -752,7 +759,8 @@ def default_output(args) -> Path:
     return RESULTS_DIR / f"{name}.json"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of one run (``bench.scale`` builds its runs with them too)."""
     parser = argparse.ArgumentParser(prog="python -m bench.checks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoints", type=int, default=1000, help="http endpoints to create (default 1000)")
     parser.add_argument("--interval", type=int, default=10, help="check interval in seconds, >= 5 (default 10)")
@@ -776,20 +784,18 @@ def main(argv=None) -> int:
                         help="of the endpoints, how many never get an answer and time out (default 0)")
     parser.add_argument("--seed", nargs=5, metavar=("N", "URL", "INTERVAL", "TIMEOUT", "SLOW"),
                         help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.serve_target:
-        serve_target(args.serve_target)
-        return 0
-    if args.seed:
-        count, url, interval, timeout, slow = args.seed
-        seed_endpoints(int(count), url, int(interval), float(timeout), int(slow))
-        return 0
+
+def check_args(parser: argparse.ArgumentParser, args) -> None:
     if args.interval < 5 or args.endpoints < 1 or args.duration <= 0 or not 1 <= args.workers <= 64:
         parser.error("need --interval >= 5, --endpoints >= 1, --duration > 0, 1 <= --workers <= 64")
     if not 0 <= args.slow <= args.endpoints // 2:
         parser.error("--slow must be from 0 to half of --endpoints")
 
+
+def measure(args) -> dict:
+    """One run: measure, print the table, write the JSON; returns the report."""
     report = run(args)
     data_dir = report.pop("_data_dir")
     print_report(report)
@@ -801,6 +807,21 @@ def main(argv=None) -> int:
         print(f"kept {data_dir}")
     else:
         shutil.rmtree(data_dir, ignore_errors=True)
+    return report
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.serve_target:
+        serve_target(args.serve_target)
+        return 0
+    if args.seed:
+        count, url, interval, timeout, slow = args.seed
+        seed_endpoints(int(count), url, int(interval), float(timeout), int(slow))
+        return 0
+    check_args(parser, args)
+    measure(args)
     return 0
 
 
