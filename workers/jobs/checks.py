@@ -5,7 +5,7 @@ import logging
 import os
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ALL_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
@@ -95,10 +95,12 @@ def store_or_keep(finished: list[tuple[int, CheckResult]], instance_id: str, loc
 
 
 def collect(futures: dict[Future, Running], timeout: float) -> list[tuple[Future, tuple[int, CheckResult]]]:
-    """Wait up to ``timeout`` for ``futures``; return the finished ones and
-    those past their deadline (as DOWN results)."""
+    """Wait up to ``timeout`` for all of ``futures``; return the finished
+    ones and those past their deadline (as DOWN results)."""
     if futures and timeout > 0:
-        wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        # All of them, not the first: waiting puts a waiter on every future,
+        # and a wait per finished check would make a batch cost its size squared.
+        wait(futures, timeout=timeout, return_when=ALL_COMPLETED)
     now = time.monotonic()
     out = []
     for future, running in futures.items():
