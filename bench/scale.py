@@ -34,11 +34,17 @@ ROLES = ("rq worker", "clock", "web worker", "redis-server")
 
 
 def run_point(endpoints: int, interval: int, duration: float, *, workers: int = 1,
-              max_other_busy: float | None = None, extra: list[str] = ()) -> dict:
-    """One ``bench.checks`` run (two if the first was disturbed); its report."""
+              max_other_busy: float | None = None) -> dict:
+    """One ``bench.checks`` run (two if the first was disturbed); its report.
+
+    Warm-up: two intervals and 5 s. Every endpoint of a fresh instance is
+    due at once, so the first round is one burst of all of them; the second
+    interval lets a backlog from it drain before the window, which measures
+    the steady state.
+    """
     parser = checks.build_parser()
     argv = ["--endpoints", str(endpoints), "--interval", str(interval), "--duration", str(duration),
-            "--workers", str(workers), *extra,
+            "--workers", str(workers), "--warmup", str(2 * interval + 5),
             "--output", str(checks.RESULTS_DIR / f"scale-{endpoints}-i{interval}-w{workers}.json")]
     args = parser.parse_args(argv)
     checks.check_args(parser, args)
