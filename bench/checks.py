@@ -138,6 +138,10 @@ def seed_endpoints(count: int, url: str, interval: int, timeout: float, slow: in
 
 # --- the process tree ----------------------------------------------------------
 
+KNOWN_ROLES = frozenset({"supervisor", "redis-server", "clock", "rq worker", "web master", "web worker",
+                         "sync master", "sync worker", "gunicorn master", "gunicorn worker"})
+
+
 def role_of(proc: psutil.Process, supervisor_pid: int) -> str:
     if proc.pid == supervisor_pid:
         return "supervisor"
@@ -185,11 +189,15 @@ class Tree:
             for proc in found:
                 known = self.known.get(proc.pid)
                 if known is None or known.create_time() != proc.create_time():
+                    self.known[proc.pid] = known = proc
+                    self.roles.pop(proc.pid, None)
+                if self.roles.get(proc.pid) not in KNOWN_ROLES:
+                    # A child seen between its fork and its exec still has
+                    # the supervisor's command line: ask again next time.
                     try:
                         self.roles[proc.pid] = role_of(proc, self.supervisor.pid)
                     except psutil.Error:
                         continue
-                    self.known[proc.pid] = known = proc
                 alive[proc.pid] = known
         return alive
 
