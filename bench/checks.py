@@ -21,10 +21,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
+import html
 import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -136,6 +138,10 @@ def seed_endpoints(count: int, url: str, interval: int, timeout: float, slow: in
 
 # --- the process tree ----------------------------------------------------------
 
+KNOWN_ROLES = frozenset({"supervisor", "redis-server", "clock", "rq worker", "web master", "web worker",
+                         "sync master", "sync worker", "gunicorn master", "gunicorn worker"})
+
+
 def role_of(proc: psutil.Process, supervisor_pid: int) -> str:
     """What a process of the instance is: the launcher names each child it
     forks ("web", "clock", "worker.N"); gunicorn's workers keep "web"."""
@@ -182,13 +188,30 @@ class Tree:
             for proc in found:
                 known = self.known.get(proc.pid)
                 if known is None or known.create_time() != proc.create_time():
+                    self.known[proc.pid] = known = proc
+                    self.roles.pop(proc.pid, None)
+                if self.roles.get(proc.pid) not in KNOWN_ROLES:
+                    # A child seen between its fork and its exec still has
+                    # the supervisor's command line: ask again next time.
                     try:
                         self.roles[proc.pid] = role_of(proc, self.supervisor.pid)
                     except psutil.Error:
                         continue
-                    self.known[proc.pid] = known = proc
                 alive[proc.pid] = known
         return alive
+
+
+def pss_bytes(pid: int) -> int:
+    """Proportional set size of a process (shared pages split among their
+    sharers), from /proc/PID/smaps_rollup; 0 when it cannot be read."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as rollup:
+            for line in rollup:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
 
 
 def cpu_seconds(proc: psutil.Process) -> float | None:
@@ -206,6 +229,8 @@ class Sampler(threading.Thread):
         super().__init__(daemon=True)
         self.tree = tree
         self.peak_rss: dict[int, int] = {}
+        self.peak_pss: dict[int, int] = {}
+        self.peak_total_pss = 0  # all processes of the instance at one sample
         self.last_cpu: dict[int, float] = {}
         self.queue_lengths: list[tuple[float, int]] = []
         self.stopped = threading.Event()
@@ -217,6 +242,7 @@ class Sampler(threading.Thread):
             self.stopped.wait(SAMPLE_SECONDS)
 
     def sample(self):
+        total_pss = 0
         for pid, proc in self.tree.processes().items():
             try:
                 with proc.oneshot():
@@ -224,8 +250,12 @@ class Sampler(threading.Thread):
                     cpu = proc.cpu_times()
             except psutil.Error:
                 continue
+            pss = pss_bytes(pid)
             self.peak_rss[pid] = max(self.peak_rss.get(pid, 0), rss)
+            self.peak_pss[pid] = max(self.peak_pss.get(pid, 0), pss)
+            total_pss += pss
             self.last_cpu[pid] = cpu.user + cpu.system
+        self.peak_total_pss = max(self.peak_total_pss, total_pss)
         self.queue_lengths.append((time.time(), self._queue_length()))
 
     def failed_jobs(self) -> int | None:
@@ -245,6 +275,54 @@ class Sampler(threading.Thread):
         except Exception:
             self._redis = None
             return -1
+
+
+# --- one dashboard open --------------------------------------------------------
+
+DASHBOARD_EMAIL = "bench@example.com"
+DASHBOARD_PASSWORD = "bench-dashboard-password"
+DASHBOARD_REFRESH_SECONDS = 5.0  # the page's poll, app.blueprints.ui.views.REFRESH_SECONDS
+_POLL_URL = re.compile(r'id="dashboard-poll"[^>]*?hx-get="([^"]+)"')
+
+
+class DashboardViewer(threading.Thread):
+    """What one browser with the dashboard open costs the instance: signs
+    in, loads ``/``, then asks every 5 s for what changed, as the page's
+    HTMX poll does (the poll URL taken from the page, and from each answer
+    that carries a new one)."""
+
+    def __init__(self, port: int):
+        super().__init__(daemon=True)
+        self.base = f"http://127.0.0.1:{port}"
+        self.stopped = threading.Event()
+        self.polls: collections.Counter = collections.Counter()  # status code -> count
+        self.errors: list[str] = []
+
+    def run(self):
+        import requests
+
+        session = requests.Session()
+        try:
+            page = session.get(f"{self.base}/login", timeout=30)
+            token = re.search(r'name="csrf_token" value="([^"]+)"', page.text).group(1)
+            signed_in = session.post(f"{self.base}/login", timeout=30, data={
+                "csrf_token": token, "email": DASHBOARD_EMAIL, "password": DASHBOARD_PASSWORD})
+            poll = _POLL_URL.search(signed_in.text)
+            if poll is None:
+                raise RuntimeError(f"no dashboard after signing in (HTTP {signed_in.status_code})")
+            url = html.unescape(poll.group(1))
+        except Exception as exc:
+            self.errors.append(f"dashboard: {type(exc).__name__}: {exc}")
+            return
+        while not self.stopped.wait(DASHBOARD_REFRESH_SECONDS):
+            try:
+                answer = session.get(self.base + url, headers={"HX-Request": "true"}, timeout=30)
+            except Exception as exc:
+                self.errors.append(f"poll: {type(exc).__name__}: {exc}")
+                continue
+            self.polls[answer.status_code] += 1
+            if answer.status_code == 200 and (poll := _POLL_URL.search(answer.text)):
+                url = html.unescape(poll.group(1))
 
 
 # --- results -------------------------------------------------------------------
@@ -376,6 +454,8 @@ def instance_env(args, data_dir: Path) -> dict[str, str]:
         env["CHECK_BATCH_SIZE"] = str(args.batch_size)
     if args.concurrency:
         env["CHECK_CONCURRENCY"] = str(args.concurrency)
+    if args.dashboard:
+        env.update({"ADMIN_EMAIL": DASHBOARD_EMAIL, "ADMIN_PASSWORD": DASHBOARD_PASSWORD})
     return env
 
 
@@ -388,6 +468,16 @@ def stop_process(proc: subprocess.Popen, timeout: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=10)
+
+
+def start_profiler(pid: int, output: Path, duration: float) -> subprocess.Popen:
+    """py-spy sampling ``pid`` and its descendants for ``duration`` seconds."""
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    output.parent.mkdir(parents=True, exist_ok=True)
+    kind = "speedscope" if output.suffix == ".json" else "raw"
+    return subprocess.Popen([py_spy, "record", "--pid", str(pid), "--subprocesses", "--gil", "--rate", "100",
+                             "--duration", str(int(duration)), "--format", kind, "--output", str(output)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
 def kill_leftovers(tree: Tree) -> list[str]:
@@ -411,7 +501,7 @@ def run(args) -> dict:
     env = instance_env(args, data_dir)
     python = sys.executable
     log_path = data_dir / "instance.log"
-    target = supervisor = tree = sampler = None
+    target = supervisor = tree = sampler = viewer = profiler = None
     failed_jobs = None
     try:
         # 1. The target, in its own process.
@@ -443,11 +533,16 @@ def run(args) -> dict:
             if supervisor.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the instance stored no result; log tail:\n" + _tail(log_path))
             time.sleep(0.5)
+        if args.dashboard:
+            viewer = DashboardViewer(int(env["PORT"]))
+            viewer.start()
         warmup = args.warmup if args.warmup is not None else args.interval + 5
         print(f"first result stored; warming up {warmup:g} s, then measuring {args.duration:g} s", flush=True)
         time.sleep(warmup)
 
         # 4. The window.
+        if args.profile:
+            profiler = start_profiler(supervisor.pid, args.profile, args.duration)
         processes = tree.processes()
         t0 = time.time()
         cpu_start = {pid: cpu_seconds(p) for pid, p in processes.items()}
@@ -459,13 +554,20 @@ def run(args) -> dict:
         cpu_end = {pid: cpu_seconds(p) for pid, p in processes_end.items()}
         target_end = cpu_seconds(target_proc)
         machine_end = psutil.cpu_times()
+        polls = dict(viewer.polls) if viewer is not None else {}
         # Let batches that were running at t1 store their results.
         time.sleep(args.timeout + 3)
+        if profiler is not None:
+            profiler.wait(timeout=60)
         failed_jobs = sampler.failed_jobs()
     except BaseException:
         print(f"failed; the instance's data and log stay in {data_dir}", file=sys.stderr)
         raise
     finally:
+        if viewer is not None:
+            viewer.stopped.set()
+        if profiler is not None:
+            stop_process(profiler, 30)
         if sampler is not None:
             sampler.stopped.set()
             sampler.join(timeout=5)
@@ -491,17 +593,19 @@ def run(args) -> dict:
             start = 0.0 if pid in cpu_end and proc.create_time() >= t0 else None
         cpu = (end - start) if start is not None and end is not None else 0.0
         per_process.append({"pid": pid, "role": tree.roles[pid], "cpuSeconds": round(cpu, 3),
-                            "peakRssMB": round(sampler.peak_rss.get(pid, 0) / 2**20, 1)})
+                            "peakRssMB": round(sampler.peak_rss.get(pid, 0) / 2**20, 1),
+                            "peakPssMB": round(sampler.peak_pss.get(pid, 0) / 2**20, 1)})
     per_process.sort(key=lambda p: -p["cpuSeconds"])
     total_cpu = sum(p["cpuSeconds"] for p in per_process)
     checks = results["checks"]
     roles = {}
     for p in per_process:
         role = roles.setdefault(p["role"], {"role": p["role"], "processes": 0, "cpuSeconds": 0.0,
-                                            "peakRssMB": 0.0})
+                                            "peakRssMB": 0.0, "peakPssMB": 0.0})
         role["processes"] += 1
         role["cpuSeconds"] = round(role["cpuSeconds"] + p["cpuSeconds"], 3)
         role["peakRssMB"] = max(role["peakRssMB"], p["peakRssMB"])
+        role["peakPssMB"] = max(role["peakPssMB"], p["peakPssMB"])
     for role in roles.values():
         role["cpuMsPerCheck"] = round(role["cpuSeconds"] * 1000 / checks, 3) if checks else None
         role["coreShare"] = round(role["cpuSeconds"] / window, 3)
@@ -512,7 +616,7 @@ def run(args) -> dict:
         "config": {"endpoints": args.endpoints, "intervalSeconds": args.interval, "timeoutSeconds": args.timeout,
                    "workers": args.workers, "slowEndpoints": args.slow, "warmupSeconds": warmup, "durationSeconds": args.duration,
                    "checkBatchSize": args.batch_size or "default", "checkConcurrency": args.concurrency or "default",
-                   "logLevel": args.log_level},
+                   "logLevel": args.log_level, "dashboardOpen": args.dashboard},
         "code": _code_version(),
         "machine": {"nproc": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform(), "cpu": _cpu_model()},
@@ -524,8 +628,17 @@ def run(args) -> dict:
         "cpuMsPerCheck": round(total_cpu * 1000 / checks, 3) if checks else None,
         "instanceCoreShare": round(total_cpu / window, 3),
         "machineBusyPercent": busy,
+        # Both cores' busy share that was neither the instance nor the target:
+        # other work on the shared machine.
+        "otherBusyPercent": round(max(0.0, busy - 100.0 * (total_cpu + max(0.0, (target_end or 0) - (target_start or 0)))
+                                      / window / (os.cpu_count() or 1)), 1),
+        "loadAverage": [round(x, 2) for x in os.getloadavg()],
         "targetCpuSeconds": round(target_end - target_start, 3) if None not in (target_end, target_start) else None,
         "peakRssMB": max((p["peakRssMB"] for p in per_process), default=0.0),
+        "peakPssTotalMB": round(sampler.peak_total_pss / 2**20, 1),
+        "dashboardPolls": polls if args.dashboard else None,
+        "dashboardErrors": viewer.errors[:5] if viewer is not None else [],
+        "profile": str(args.profile) if args.profile else None,
         "failedCheckJobs": failed_jobs,
         "checksQueueLength": {"max": max(queue, default=None), "mean": round(sum(queue) / len(queue), 1)
                               if queue else None},
@@ -598,8 +711,13 @@ def print_report(report: dict) -> None:
         ("CPU per check, whole instance", fmt(report["cpuMsPerCheck"], " ms")),
         ("instance CPU (cores busy)", fmt(report["instanceCoreShare"])),
         ("machine busy (all cores)", fmt(report["machineBusyPercent"], " %")),
+        ("  of which other work, load average", f"{fmt(report['otherBusyPercent'], ' %')}, "
+                                              f"{' '.join(str(x) for x in report['loadAverage'])}"),
         ("target CPU (not counted)", fmt(report["targetCpuSeconds"], " s")),
         ("peak RSS, largest process", fmt(report["peakRssMB"], " MB")),
+        ("peak PSS, whole instance", fmt(report["peakPssTotalMB"], " MB")),
+        ("dashboard polls (HTTP status: count)", "not open" if report["dashboardPolls"] is None else
+         ", ".join(f"{code}: {n}" for code, n in sorted(report["dashboardPolls"].items())) or "none"),
         ("checks queue length max/mean", f"{fmt(report['checksQueueLength']['max'])} / "
                                          f"{fmt(report['checksQueueLength']['mean'])}"),
     ]
@@ -607,15 +725,21 @@ def print_report(report: dict) -> None:
     for key, value in rows:
         print(f"  {key:<{width}}  {value}")
     print()
-    print(f"  {'process':<16} {'n':>2} {'CPU s':>8} {'ms/check':>9} {'cores':>6} {'peak RSS MB':>12}")
+    print(f"  {'process':<16} {'n':>2} {'CPU s':>8} {'ms/check':>9} {'cores':>6} {'peak RSS MB':>12} "
+          f"{'peak PSS MB':>12}")
     for role in report["roles"]:
         print(f"  {role['role']:<16} {role['processes']:>2} {role['cpuSeconds']:>8.2f} "
-              f"{fmt(role['cpuMsPerCheck']):>9} {role['coreShare']:>6.3f} {role['peakRssMB']:>12.1f}")
+              f"{fmt(role['cpuMsPerCheck']):>9} {role['coreShare']:>6.3f} {role['peakRssMB']:>12.1f} "
+              f"{role['peakPssMB']:>12.1f}")
     print()
     print("  lag by 10 s slice (checks, p99 ms, max ms): " + ", ".join(
         f"{s['fromSecond']}s: {s['checks']}/{fmt(s['lagP99Ms'])}/{fmt(s['lagMaxMs'])}" for s in report["lagSlices"]))
     if report["failureReasons"]:
         print("  failure reasons:", report["failureReasons"])
+    if report["dashboardErrors"]:
+        print("  dashboard errors:", report["dashboardErrors"])
+    if report["profile"]:
+        print(f"  profiled with py-spy (so the CPU figures include its sampling): {report['profile']}")
     if report["processesGoneDuringWindow"]:
         print("  processes gone during the window:", ", ".join(report["processesGoneDuringWindow"]))
     if report["leftoversKilled"]:
@@ -633,7 +757,8 @@ def default_output(args) -> Path:
     return RESULTS_DIR / f"{name}.json"
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    """The options of one run (``bench.scale`` builds its runs with them too)."""
     parser = argparse.ArgumentParser(prog="python -m bench.checks", description=__doc__.split("\n\n")[0])
     parser.add_argument("--endpoints", type=int, default=1000, help="http endpoints to create (default 1000)")
     parser.add_argument("--interval", type=int, default=10, help="check interval in seconds, >= 5 (default 10)")
@@ -647,25 +772,28 @@ def main(argv=None) -> int:
     parser.add_argument("--output", type=Path, default=None,
                         help="JSON file (default bench/results/checks-<N>[-i<interval>][-w<workers>].json)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary DATA_DIR")
+    parser.add_argument("--no-dashboard", dest="dashboard", action="store_false",
+                        help="no dashboard open (by default one signed-in dashboard polls every 5 s)")
+    parser.add_argument("--profile", type=Path, default=None, metavar="FILE",
+                        help="record the window with py-spy (every process of the tree) into FILE: "
+                             "collapsed stacks, or speedscope JSON if FILE ends in .json")
     parser.add_argument("--serve-target", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--slow", type=int, default=0,
                         help="of the endpoints, how many never get an answer and time out (default 0)")
     parser.add_argument("--seed", nargs=5, metavar=("N", "URL", "INTERVAL", "TIMEOUT", "SLOW"),
                         help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    return parser
 
-    if args.serve_target:
-        serve_target(args.serve_target)
-        return 0
-    if args.seed:
-        count, url, interval, timeout, slow = args.seed
-        seed_endpoints(int(count), url, int(interval), float(timeout), int(slow))
-        return 0
+
+def check_args(parser: argparse.ArgumentParser, args) -> None:
     if args.interval < 5 or args.endpoints < 1 or args.duration <= 0 or not 1 <= args.workers <= 64:
         parser.error("need --interval >= 5, --endpoints >= 1, --duration > 0, 1 <= --workers <= 64")
     if not 0 <= args.slow <= args.endpoints // 2:
         parser.error("--slow must be from 0 to half of --endpoints")
 
+
+def measure(args) -> dict:
+    """One run: measure, print the table, write the JSON; returns the report."""
     report = run(args)
     data_dir = report.pop("_data_dir")
     print_report(report)
@@ -677,6 +805,21 @@ def main(argv=None) -> int:
         print(f"kept {data_dir}")
     else:
         shutil.rmtree(data_dir, ignore_errors=True)
+    return report
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.serve_target:
+        serve_target(args.serve_target)
+        return 0
+    if args.seed:
+        count, url, interval, timeout, slow = args.seed
+        seed_endpoints(int(count), url, int(interval), float(timeout), int(slow))
+        return 0
+    check_args(parser, args)
+    measure(args)
     return 0
 
 

@@ -7,6 +7,7 @@ conditional UPDATE, so a check is enqueued once even if two clocks run.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 from sqlalchemy import bindparam, select, update
@@ -42,7 +43,8 @@ def claim_due(now: float, limit: int, *, ahead: float = 0.0) -> list[DueCheck]:
        on the value just read (one executemany); only a row that changed is
        ours to enqueue. If fewer rows changed than were read, another clock
        won some: undo, and claim row by row.
-    3. Commit once. A missed period (workers down) is skipped, not replayed.
+    3. Commit once. A missed period (workers down) is skipped, not replayed,
+       and the endpoint keeps its phase.
     """
     rows = db.session.execute(
         select(Endpoint.id, Endpoint.next_check_at, Endpoint.interval_seconds)
@@ -59,7 +61,11 @@ def claim_due(now: float, limit: int, *, ahead: float = 0.0) -> list[DueCheck]:
         else:
             due_at, next_at = read_at, read_at + interval
             if next_at <= now:
-                next_at = now + interval
+                # Periods missed (the clock or the workers were away): one
+                # check now, the next at the endpoint's own place in its
+                # interval, so endpoints that all missed theirs do not all
+                # fall due in the same second from then on.
+                next_at = read_at + interval * (math.floor((now - read_at) / interval) + 1)
         plans.append({"_id": endpoint_id, "_read": read_at, "_next": next_at, "due_at": due_at})
     if not plans:
         db.session.commit()

@@ -4,6 +4,7 @@ from __future__ import annotations
 import datetime as dt
 import socket
 import ssl
+import threading
 import time
 
 import pytest
@@ -500,3 +501,92 @@ def test_it_stores_options_in_canonical_form():
     assert options.method == "POST"
     assert options.expected_status_codes == ["200-299", "300-304", 404, 418]
     assert options.keyword is None
+
+
+# --- the response's head read without http.client (checks without a keyword) ---
+
+@pytest.fixture
+def raw_server():
+    """A loopback server that answers each connection with the given raw
+    bytes (then closes it), and keeps the requests it read."""
+    listeners = []
+
+    def start(answer: bytes):
+        listener = socket.create_server(("127.0.0.1", 0))
+        listener.settimeout(5)
+        requests: list[bytes] = []
+
+        def serve():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            with conn:
+                conn.settimeout(5)
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = conn.recv(65536)
+                    if not chunk:
+                        break
+                    data += chunk
+                requests.append(data)
+                conn.sendall(answer)
+
+        thread = threading.Thread(target=serve, daemon=True)
+        thread.start()
+        listeners.append((listener, thread))
+        return f"http://127.0.0.1:{listener.getsockname()[1]}", requests
+
+    yield start
+    for listener, thread in listeners:
+        listener.close()
+        thread.join(timeout=5)
+
+
+def test_it_skips_interim_responses(raw_server):
+    url, _ = raw_server(b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n")
+    result = http_check(url + "/")
+    assert result.failure_reason == "HTTP 503, expected 200-299"
+    assert result.metadata["httpStatus"] == 503
+
+
+def test_it_reads_a_head_with_bare_line_feeds(raw_server):
+    url, _ = raw_server(b"HTTP/1.0 301 Moved\nlocation: /elsewhere\n\nbody")
+    result = http_check(url + "/", follow_redirects=False)
+    assert result.failure_reason == "HTTP 301, expected 200-299 (redirect to /elsewhere)"
+
+
+def test_it_reads_a_head_that_the_server_ends_by_closing(raw_server):
+    url, _ = raw_server(b"HTTP/1.0 204 No Content\r\nServer: old")
+    result = http_check(url + "/")
+    assert result.is_ok, result.failure_reason
+    assert result.metadata["httpStatus"] == 204
+
+
+def test_it_reports_a_server_that_closes_without_answering(raw_server):
+    url, _ = raw_server(b"")
+    result = http_check(url + "/")
+    assert result.failure_reason.startswith("invalid HTTP response from 127.0.0.1:")
+    assert "RemoteDisconnected" in result.failure_reason
+
+
+def test_it_reports_an_answer_that_is_not_http(raw_server):
+    url, _ = raw_server(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+    result = http_check(url + "/")
+    assert result.failure_reason.startswith("invalid HTTP response from 127.0.0.1:")
+    assert "BadStatusLine 'SSH-2.0-OpenSSH_9.6'" in result.failure_reason
+
+
+def test_it_writes_the_request_as_http_client_would(raw_server):
+    url, requests = raw_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    result = http_check(url + "/a path?q=1", method="POST", headers={"X-Trace": "abc"})
+    assert result.is_ok, result.failure_reason
+    head = requests[0].decode("latin-1")
+    lines = head.split("\r\n")
+    assert lines[0] == "POST /a%20path?q=1 HTTP/1.1"
+    assert f"Host: {url.split('//')[1]}" in lines
+    assert "X-Trace: abc" in lines
+    assert "Accept-Encoding: identity" in lines
+    assert "Content-Length: 0" in lines  # an empty POST says so
+    assert "Connection: close" in lines

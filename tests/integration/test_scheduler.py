@@ -53,6 +53,22 @@ def test_it_skips_missed_periods_instead_of_replaying_them(app):
         assert claim_due(first_due + 601, 10) == []
 
 
+def test_endpoints_that_missed_their_periods_keep_their_phases(app):
+    ids = [_add(app, name=f"tcp{i}", checkType="tcp", target="127.0.0.1", port=9) for i in range(5)]
+    with app.app_context():
+        claim_due(1000.0, 10)
+        phases = {i: db.session.get(Endpoint, i).next_check_at % 60 for i in ids}
+        assert len(set(phases.values())) == 5
+        # The clock was away for ten and a half intervals: each endpoint is
+        # checked once now, then again at its own place in the interval.
+        now = 1000.0 + 630
+        assert len(claim_due(now, 10)) == 5
+        for endpoint_id in ids:
+            next_at = db.session.get(Endpoint, endpoint_id).next_check_at
+            assert now < next_at <= now + 60
+            assert next_at % 60 == pytest.approx(phases[endpoint_id])
+
+
 def test_it_checks_due_endpoints_through_redis_and_a_worker(app, redis_url, httpserver, monkeypatch):
     from workers import jobs
     from workers.clock import Clock

@@ -13,17 +13,30 @@ logger = logging.getLogger(__name__)
 LOCK_KEY = "monitor:consensus:lock"
 # One pass at a time: a pass slower than the clock's period is skipped, not queued twice.
 LOCK_SECONDS = 120
+# While this key lives, passes are skipped: after each pass it is set to live
+# long enough that passes take at most MAX_CORE_SHARE of one core. The clock
+# asks for one every 5 s; at 1,000 endpoints a pass takes tens of
+# milliseconds and nothing changes, but at 50,000 it takes seconds, and
+# back-to-back passes would keep a core busy just voting again.
+REST_KEY = "monitor:consensus:rest"
+MAX_CORE_SHARE = 0.1
 CONNECTIVITY_TIMEOUT_SECONDS = 5.0
 
 
 def reevaluate_consensus() -> dict:
     """Vote on every endpoint again (locations go stale and probes recover
     with no result arriving), alert on what changed, write the regular
-    aggregated rows. Safe to run twice: a second pass finds nothing changed."""
+    aggregated rows. Safe to run twice: a second pass finds nothing changed.
+    Skipped while resting after the last pass (``REST_KEY``): a pass that
+    took t seconds is followed by none for 9 t, so a slow pass (many
+    endpoints) runs less often than the clock asks."""
     from app.services import consensus, queues
     from workers.jobs.alerts import alert_transitions
 
-    lock = queues.connection().lock(LOCK_KEY, timeout=LOCK_SECONDS, blocking=False)
+    redis = queues.connection()
+    if redis.exists(REST_KEY):
+        return {"skipped": "resting after the last pass"}
+    lock = redis.lock(LOCK_KEY, timeout=LOCK_SECONDS, blocking=False)
     if not lock.acquire():
         return {"skipped": "another pass is running"}
     try:
@@ -31,7 +44,11 @@ def reevaluate_consensus() -> dict:
             started = time.perf_counter()
             summary = consensus.reevaluate()
             alert_transitions(summary.pop("transitions"))
-            summary["seconds"] = round(time.perf_counter() - started, 3)
+            took = time.perf_counter() - started
+            rest_ms = int(took * (1 / MAX_CORE_SHARE - 1) * 1000)
+            if rest_ms > 0:
+                redis.set(REST_KEY, "1", px=rest_ms)
+            summary["seconds"] = round(took, 3)
             return summary
     finally:
         try:
