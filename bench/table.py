@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 # The order of the targets: footprint, pages, CPU per check, scale,
 # storage, bulk.
-MODULES = ("memory", "dashboard", "map_page", "endpoint_page", "checks", "scale", "storage", "bulk")
+MODULES = ("memory", "dashboard", "map_page", "endpoint_page", "scale", "storage", "bulk")
 MARKER = "BENCH-FIGURES "
 
 
