@@ -39,9 +39,9 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 
-from bench.scratch import busy_percent, cpu_ticks, create_database, drop_database
+from bench.scratch import analyze_after_seeding, busy_percent, cpu_ticks, create_database, drop_database
 
 ROOT = Path(__file__).resolve().parent.parent
 INTERVAL_SECONDS = 60
@@ -133,9 +133,7 @@ def seed(app, endpoints: int, locations: int, now: datetime) -> dict:
         if chunk:
             db.session.execute(insert(LocationStatus.__table__), chunk)
         db.session.commit()
-        if db.engine.dialect.name == "postgresql":
-            db.session.execute(text("ANALYZE"))
-            db.session.commit()
+        analyze_after_seeding(db)
         db.session.remove()
     return {**counts, "instance_ids": instance_ids}
 

@@ -31,6 +31,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bench.dashboard import build_app, summary
+from bench.scratch import close_database
 
 CHANGE_EVERY_STEPS = 24  # 2 hours of 5-minute steps
 QUIET_DAYS = 10
@@ -97,7 +98,8 @@ def timed(app, requests: int, endpoint_ids: list[int], spans: tuple[timedelta, .
             times.append((time.perf_counter() - started) * 1000.0)
             db.session.remove()
     first = found[endpoint_ids[0]]
-    return {**summary(times), "uptime_of_first": {str(span): round(value, 4) for span, value in first.items()}}
+    return {**summary(times), "uptime_of_first": {str(span): None if value is None else round(value, 4)
+                                                  for span, value in first.items()}}
 
 
 def main(argv=None) -> int:
@@ -110,7 +112,7 @@ def main(argv=None) -> int:
 
     data_dir = Path(tempfile.mkdtemp(prefix="bench-consensus-uptime-"))
     try:
-        app = build_app(data_dir, args.database_url)
+        app = build_app(data_dir, args.database_url, primary=False)
         now = datetime.now(timezone.utc)
         seeded = seed(app, args.endpoints, args.days, now)
         print(f"seeded: {seeded}", file=sys.stderr)
@@ -122,11 +124,7 @@ def main(argv=None) -> int:
             "one_endpoint_24h_7d_30d": timed(app, args.requests, [1], (day, timedelta(days=7), timedelta(days=30)),
                                              now),
         }
-        with app.app_context():
-            from app.extensions import db
-
-            report["database"] = db.engine.dialect.name
-            db.engine.dispose()
+        report["database"] = close_database(app)
         print(json.dumps(report, indent=2))
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)

@@ -42,7 +42,6 @@ time, after a day of results, never rolled up and after the clock's job.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -56,8 +55,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS_DIR = ROOT / "bench" / "results"
+from bench.scratch import ROOT, analyze_after_seeding, close_database, server_time, write_report
+
 INTERVAL_SECONDS = 60
 POLL_SECONDS = 5
 
@@ -219,9 +218,7 @@ def seed(app, fleet: Fleet, minutes: int, now: datetime) -> float:
         db.session.commit()
         if rounds > recent:
             _generate_older_results(fleet, recent, rounds, now)
-        if db.engine.dialect.name == "postgresql":
-            db.session.execute(db.text("ANALYZE"))
-            db.session.commit()
+        analyze_after_seeding(db)
     return time.perf_counter() - started
 
 
@@ -411,19 +408,10 @@ def measure(endpoints: int = 1000, locations: int = 1, minutes: int = 24 * 60, r
             report_[name] = time_state(app, client, fleet, requests=requests, polls=polls)
             print(f"{name}: page {report_[name]['page']}, refresh {report_[name]['fragment_refresh']}",
                   file=sys.stderr)
-        with app.app_context():
-            from app.extensions import db
-
-            report_["database"] = db.engine.dialect.name
-            db.engine.dispose()
+        report_["database"] = close_database(app)
         return report_
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
-
-
-def _measured(got: dict, load: float) -> str:
-    return (f"{got['median_ms']:.0f} / {got['p95_ms']:.0f} ms median / p95 "
-            f"(CPU {got.get('cpu_median_ms', 0):.0f} ms), load {load}")
 
 
 def figures(quick: bool = False) -> list[dict]:
@@ -436,11 +424,11 @@ def figures(quick: bool = False) -> list[dict]:
     for name in wanted("both"):
         state = got[name]
         rows.append({"figure": f"dashboard page, 1,000 endpoints, a day of results, {name} (SQLite)",
-                     "target": "< 300 ms server time", "measured": _measured(state["page"], state["load_average"]),
+                     "target": "< 300 ms server time", "measured": server_time(state["page"], state["load_average"]),
                      "passed": state["page"]["median_ms"] < 300})
         refresh = state["fragment_refresh"] or state["fragment_refresh_nothing_changed"]
         rows.append({"figure": f"dashboard live refresh with changes, 1,000 endpoints, {name} (SQLite)",
-                     "target": "< 100 ms server time", "measured": _measured(refresh, state["load_average"]),
+                     "target": "< 100 ms server time", "measured": server_time(refresh, state["load_average"]),
                      "passed": refresh["median_ms"] < 100})
     return rows
 
@@ -459,12 +447,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     figures_ = measure(args.endpoints, args.locations, args.minutes, args.requests, args.polls, args.state,
                        args.database_url)
-    print(json.dumps(figures_, indent=2))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / (f"dashboard-{figures_['database']}-{args.endpoints}x{args.locations}-"
-                         f"{figures_['at'].replace(':', '')}.json")
-    out.write_text(json.dumps(figures_, indent=2))
-    print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
+    write_report(figures_, f"dashboard-{figures_['database']}-{args.endpoints}x{args.locations}-"
+                           f"{figures_['at'].replace(':', '')}")
     return 0
 
 

@@ -30,7 +30,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -43,7 +42,8 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench.dashboard import RESULTS_DIR, ROOT, build_app, signed_in_client, summary, timed_get
+from bench.dashboard import build_app, signed_in_client, summary, timed_get
+from bench.scratch import analyze_after_seeding, close_database, server_time, write_report
 from bench.states import CHOICES, count_seeded_results, run_clock_job, wanted
 
 INTERVAL_SECONDS = 60
@@ -138,9 +138,7 @@ def seed(app, endpoints: int, now: datetime) -> dict:
             counts["status_changes"] += len(changes)
             counts["aggregated_results"] += len(aggregated) + len(cadence)
             db.session.commit()
-        if db.engine.dialect.name == "postgresql":
-            db.session.execute(db.text("ANALYZE"))
-            db.session.commit()
+        analyze_after_seeding(db)
     return {**counts, "seconds": round(time.perf_counter() - started, 1)}
 
 
@@ -213,11 +211,7 @@ def measure(endpoints: int = 10, requests: int = 20, state: str = "both", databa
                 print(f"clock job: {report['clock_job']}", file=sys.stderr)
             report[name] = time_pages(app, client, requests)
             print(f"{name}: {report[name]}", file=sys.stderr)
-        with app.app_context():
-            from app.extensions import db
-
-            report["database"] = db.engine.dialect.name
-            db.engine.dispose()
+        report["database"] = close_database(app)
         return report
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -231,8 +225,7 @@ def figures(quick: bool = False) -> list[dict]:
         got = report[name]["page_30d"]
         rows.append({"figure": f"endpoint page, 30 days from 3 locations, {name} (SQLite)",
                      "target": "< 200 ms server time",
-                     "measured": f"{got['median_ms']:.0f} / {got['p95_ms']:.0f} ms median / p95 "
-                                 f"(CPU {got.get('cpu_median_ms', 0):.0f} ms), load {report[name]['load_average']}",
+                     "measured": server_time(got, report[name]["load_average"]),
                      "passed": got["median_ms"] < 200})
     return rows
 
@@ -245,11 +238,7 @@ def main(argv=None) -> int:
     parser.add_argument("--database-url", help="a PostgreSQL database to use (its schema is wiped)")
     args = parser.parse_args(argv)
     report = measure(args.endpoints, args.requests, args.state, args.database_url)
-    print(json.dumps(report, indent=2))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"endpoint-page-{report['database']}-{report['at'].replace(':', '')}.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
+    write_report(report, f"endpoint-page-{report['database']}-{report['at'].replace(':', '')}")
     return 0
 
 

@@ -24,7 +24,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -34,8 +33,9 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench.dashboard import RESULTS_DIR, ROOT, signed_in_client, summary, timed_get
+from bench.dashboard import signed_in_client, summary, timed_get
 from bench.endpoint_page import count_statements
+from bench.scratch import ROOT, analyze_after_seeding, close_database, server_time, write_report
 from bench.states import CHOICES, count_seeded_results, run_clock_job, wanted
 
 INTERVAL_SECONDS = 60
@@ -133,9 +133,7 @@ def seed(app, endpoints: int, now: datetime) -> dict:
             "last": steps - 1})
         db.session.commit()
         results = db.session.execute(text("SELECT COUNT(*) FROM response_times")).scalar_one()
-        if db.engine.dialect.name == "postgresql":
-            db.session.execute(db.text("ANALYZE"))
-            db.session.commit()
+        analyze_after_seeding(db)
         db.session.remove()
     return {"results": results, "seconds": round(time.perf_counter() - started, 1)}
 
@@ -176,11 +174,7 @@ def measure(endpoints: int = 1000, requests: int = 10, state: str = "both", data
             report[name] = {**time_map(client, requests), "statements": count_statements(app, client, "/map"),
                             "load_average": round(load, 1)}
             print(f"{name}: {report[name]} ({time.process_time() - cpu:.1f} s CPU)", file=sys.stderr)
-        with app.app_context():
-            from app.extensions import db
-
-            report["database"] = db.engine.dialect.name
-            db.engine.dispose()
+        report["database"] = close_database(app)
         return report
     finally:
         shutil.rmtree(data_dir, ignore_errors=True)
@@ -195,8 +189,7 @@ def figures(quick: bool = False) -> list[dict]:
             got = report[name][part]
             rows.append({"figure": f"/map {label}, 1,000 endpoints x 3 instances, a day, {name} (SQLite)",
                          "target": "< 300 ms server time",
-                         "measured": f"{got['median_ms']:.0f} / {got['p95_ms']:.0f} ms median / p95 "
-                                     f"(CPU {got.get('cpu_median_ms', 0):.0f} ms), load {report[name]['load_average']}",
+                         "measured": server_time(got, report[name]["load_average"]),
                          "passed": got["median_ms"] < 300})
     return rows
 
@@ -209,11 +202,7 @@ def main(argv=None) -> int:
     parser.add_argument("--database-url", help="a PostgreSQL database to use (its schema is wiped)")
     args = parser.parse_args(argv)
     report = measure(args.endpoints, args.requests, args.state, args.database_url)
-    print(json.dumps(report, indent=2))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"map-page-{report['database']}-{report['at'].replace(':', '')}.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
+    write_report(report, f"map-page-{report['database']}-{report['at'].replace(':', '')}")
     return 0
 
 

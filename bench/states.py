@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import time
 
+from bench.scratch import analyze_after_seeding
+
 STATES = ("never-rolled-up", "rolled-up")
 CHOICES = (*STATES, "both")
 
@@ -43,9 +45,7 @@ def count_seeded_results(app) -> dict:
         db.session.commit()
         rows = {table: db.session.execute(db.text(f"SELECT COUNT(*) FROM {table}")).scalar_one()
                 for table in ("result_location_hours", "result_location_days")}
-        if db.engine.dialect.name == "postgresql":
-            db.session.execute(db.text("ANALYZE"))
-            db.session.commit()
+        analyze_after_seeding(db)
         db.session.remove()
     return {**rows, "seconds": round(time.perf_counter() - started, 1)}
 
@@ -69,9 +69,7 @@ def run_clock_job(app) -> dict:
             if pruned.finished:
                 break
         checkpoint = retention.checkpoint()
-        if db.engine.dialect.name == "postgresql":
-            db.session.execute(db.text("ANALYZE"))
-            db.session.commit()
+        analyze_after_seeding(db)
         db.session.remove()
     seconds = time.perf_counter() - started
     return {"pruned": rows, "runs": runs, "checkpoint": checkpoint, "seconds": round(seconds, 1),

@@ -33,7 +33,6 @@ what the default retention keeps of it.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
@@ -43,7 +42,8 @@ import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from bench.dashboard import RESULTS_DIR, ROOT, build_app
+from bench.dashboard import build_app
+from bench.scratch import close_database, write_report
 from bench.states import count_seeded_results, run_clock_job
 
 INTERVAL_SECONDS = 60
@@ -190,11 +190,7 @@ def measure(endpoints: int = 100, database_url: str | None = None) -> dict:
         print(f"clock job: {job}", file=sys.stderr)
         compact(app)
         kept = sizes(app)
-        with app.app_context():
-            from app.extensions import db
-
-            dialect = db.engine.dialect.name
-            db.engine.dispose()
+        dialect = close_database(app)
         return {
             "benchmark": "storage", "at": now.isoformat(timespec="seconds"), "database": dialect,
             "endpoints": endpoints, "days": DAYS, "interval_seconds": INTERVAL_SECONDS, "seeded": seeded,
@@ -234,11 +230,7 @@ def main(argv=None) -> int:
     parser.add_argument("--database-url", help="a PostgreSQL database to use (its schema is wiped)")
     args = parser.parse_args(argv)
     report = measure(args.endpoints, args.database_url)
-    print(json.dumps(report, indent=2))
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    out = RESULTS_DIR / f"storage-{report['database']}-{report['at'].replace(':', '')}.json"
-    out.write_text(json.dumps(report, indent=2))
-    print(f"written to {out.relative_to(ROOT)}", file=sys.stderr)
+    write_report(report, f"storage-{report['database']}-{report['at'].replace(':', '')}")
     return 0
 
 
